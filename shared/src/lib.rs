@@ -5,10 +5,24 @@
 //! - [`subject`]: every subject, stream, consumer and bucket name;
 //! - [`event`]: the CloudEvents <-> NATS binding (structured and binary mode);
 //! - [`reason`]: the closed set of rejection and dead-letter reasons;
+//! - [`topology`]: streams, consumers and buckets as data, and `ensure`;
+//! - [`config`]: flags and `AGENTRY_*` environment shared by every binary;
+//! - [`connect`]: NATS connection with auth, TLS, backoff and version check;
+//! - [`telemetry`]: tracing subscriber and common metrics;
+//! - [`http`]: `/health`, `/ready`, `/metrics` for one or many components;
+//! - [`schema`]: embedded JSON Schemas, compiled once;
+//! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token;
 
+pub mod config;
+pub mod connect;
 pub mod event;
+pub mod http;
 pub mod id;
 pub mod reason;
+pub mod schema;
+pub mod shutdown;
 pub mod subject;
+pub mod telemetry;
+pub mod topology;
 
 pub use id::{AgentId, Capability, RequestId, RunId};

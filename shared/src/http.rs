@@ -1,0 +1,210 @@
+//! `/health`, `/ready` and `/metrics`. One [`Observer`] collects the metric
+//! registries and readiness checks of every component in a process, so
+//! `agentry up` serves them all from one address and readiness is the
+//! conjunction of every component's checks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::future::BoxFuture;
+use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// One readiness check: `Ok` when ready, `Err(detail)` otherwise.
+pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// A readiness flag a component sets once its consumers are bound.
+#[derive(Clone, Default)]
+pub struct Flag(Arc<AtomicBool>);
+
+impl Flag {
+    pub fn set(&self, v: bool) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    registries: Vec<Registry>,
+    checks: Vec<(String, CheckFn)>,
+}
+
+/// Registries and readiness checks of the components in this process.
+#[derive(Clone)]
+pub struct Observer {
+    inner: Arc<Mutex<Inner>>,
+    process: Registry,
+    ready_gauge: IntGauge,
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Observer {
+    pub fn new() -> Self {
+        let process = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = process.register(Box::new(pc));
+        }
+        let ready_gauge = IntGauge::new("agentry_ready", "1 while every readiness check passes")
+            .expect("valid metric");
+        let _ = process.register(Box::new(ready_gauge.clone()));
+        Self { inner: Arc::new(Mutex::new(Inner::default())), process, ready_gauge }
+    }
+
+    pub fn add_registry(&self, r: Registry) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.registries.push(r);
+        }
+    }
+
+    pub fn add_check(&self, name: impl Into<String>, f: CheckFn) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.checks.push((name.into(), f));
+        }
+    }
+
+    /// Adds a flag-backed check and returns the flag.
+    pub fn add_flag(&self, name: impl Into<String>) -> Flag {
+        let flag = Flag::default();
+        let f = flag.clone();
+        self.add_check(
+            name,
+            Arc::new(move || {
+                let ok = f.get();
+                Box::pin(async move { if ok { Ok(()) } else { Err("not yet".to_owned()) } })
+            }),
+        );
+        flag
+    }
+
+    /// Adds a check that the NATS client is connected.
+    pub fn add_nats(&self, name: impl Into<String>, client: async_nats::Client) {
+        self.add_check(
+            name,
+            Arc::new(move || {
+                let state = client.connection_state();
+                Box::pin(async move {
+                    match state {
+                        async_nats::connection::State::Connected => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                })
+            }),
+        );
+    }
+
+    /// Runs every check (each bounded by 2 s).
+    pub async fn readiness(&self) -> Readiness {
+        let checks: Vec<(String, CheckFn)> = match self.inner.lock() {
+            Ok(g) => g.checks.clone(),
+            Err(_) => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(checks.len());
+        for (name, f) in checks {
+            let res = tokio::time::timeout(Duration::from_secs(2), f()).await;
+            let (ok, detail) = match res {
+                Ok(Ok(())) => (true, None),
+                Ok(Err(d)) => (false, Some(d)),
+                Err(_) => (false, Some("check timed out".to_owned())),
+            };
+            out.push(CheckResult { name, ok, detail });
+        }
+        let ready = !out.is_empty() && out.iter().all(|c| c.ok);
+        self.ready_gauge.set(i64::from(ready));
+        Readiness { ready, checks: out }
+    }
+
+    /// Prometheus text of every registry, families of the same name merged.
+    pub fn metrics_text(&self) -> String {
+        let mut families: Vec<prometheus::proto::MetricFamily> = self.process.gather();
+        if let Ok(g) = self.inner.lock() {
+            for r in &g.registries {
+                for fam in r.gather() {
+                    if let Some(existing) = families.iter_mut().find(|f| f.name() == fam.name()) {
+                        for m in fam.get_metric() {
+                            existing.mut_metric().push(m.clone());
+                        }
+                    } else {
+                        families.push(fam);
+                    }
+                }
+            }
+        }
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Serves the endpoints on `listener` until `shutdown`.
+    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        let app = Router::new()
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .route("/metrics", get(metrics))
+            .with_state(self);
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    }
+
+    /// Binds `addr` and serves in a background task owned by `shutdown`;
+    /// returns the bound address (port 0 picks a free one).
+    pub async fn spawn(self, addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        // Lives until shutdown; an error (listener failure) is logged, the component keeps running.
+        tokio::spawn(async move {
+            if let Err(e) = self.serve(listener, shutdown).await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        Ok(local)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: Vec<CheckResult>,
+}
+
+async fn health() -> impl IntoResponse {
+    // Answering at all proves the runtime is scheduling tasks.
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+}
+
+async fn ready(State(obs): State<Observer>) -> impl IntoResponse {
+    let r = obs.readiness().await;
+    let code = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(r))
+}
+
+async fn metrics(State(obs): State<Observer>) -> impl IntoResponse {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], obs.metrics_text())
+}
