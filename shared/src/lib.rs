@@ -6,6 +6,7 @@
 //! - [`event`]: the CloudEvents <-> NATS binding (structured and binary mode);
 //! - [`reason`]: the closed set of rejection and dead-letter reasons;
 //! - [`topology`]: streams, consumers and buckets as data, and `ensure`;
+//! - [`client`]: submit a request and wait for its one result;
 //! - [`config`]: flags and `AGENTRY_*` environment shared by every binary;
 //! - [`connect`]: NATS connection with auth, TLS, backoff and version check;
 //! - [`telemetry`]: tracing subscriber and common metrics;
@@ -13,6 +14,7 @@
 //! - [`schema`]: embedded JSON Schemas, compiled once;
 //! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token;
 
+pub mod client;
 pub mod config;
 pub mod connect;
 pub mod event;

@@ -204,8 +204,8 @@ impl Topology {
             }
         };
         let mut consumers = vec![
-            ConsumerDef { stream: s::REQUESTS_STREAM, config: pull(s::ENGINE_CONSUMER, s::REQUESTS, 30, 5, &[5, 15, 30]) },
-            ConsumerDef { stream: s::STEPS_STREAM, config: pull(s::ENGINE_STEPS_CONSUMER, s::STEPS_ALL, 30, 5, &[5, 15, 30]) },
+            ConsumerDef { stream: s::REQUESTS_STREAM, config: pull(s::ENGINE_CONSUMER, s::REQUESTS, 30, 5, &[]) },
+            ConsumerDef { stream: s::STEPS_STREAM, config: pull(s::ENGINE_STEPS_CONSUMER, s::STEPS_ALL, 30, 5, &[]) },
             ConsumerDef { stream: s::TIMERS_STREAM, config: pull(s::ENGINE_TIMERS_CONSUMER, s::TIMERS_FIRE_ALL, 30, 10, &[]) },
             ConsumerDef { stream: s::REGISTRY_STREAM, config: pull(s::REGISTRAR_CONSUMER, s::REGISTRY_ALL, 30, 10, &[]) },
             ConsumerDef {
@@ -303,11 +303,12 @@ impl Topology {
 /// runtime for a custom capability).
 pub fn task_consumer(cap: &Capability, cfg: &Settings) -> ConsumerDef {
     let max_deliver = cfg.task_max_deliver.max(2);
-    // AckWait backoff for tasks whose agent died: must be shorter than max_deliver.
-    let backoff: Vec<Duration> = [1u64, 5, 15, 30, 60]
-        .iter()
-        .take((max_deliver - 1) as usize)
-        .map(|b| secs(*b))
+    // With a backoff list the server uses backoff[n-1] as the AckWait of
+    // delivery n (and reports ack_wait = backoff[0]): the first delivery
+    // gets the full AckWait, redeliveries of work whose agent died wait
+    // longer each time. Shorter than max_deliver, as the server requires.
+    let backoff: Vec<Duration> = (0..(max_deliver - 1).min(6))
+        .map(|i| secs(cfg.task_ack_wait_secs.saturating_mul(1 << i)))
         .collect();
     ConsumerDef {
         stream: s::TASKS_STREAM,
@@ -362,12 +363,15 @@ const STREAM_IMMUTABLE: &[&str] = &["retention", "storage"];
 const CONSUMER_IMMUTABLE: &[&str] = &["deliver_policy", "ack_policy", "opt_start_seq", "opt_start_time", "replay_policy"];
 
 /// Keys of `desired` whose values differ in `actual` (both serialised configs).
-fn diff(desired: &Value, actual: &Value, ignore: &[&str]) -> Vec<(String, String, String)> {
+/// Keys equal to their value in `defaults` were not set by us and are the
+/// server's business (it reports its own effective defaults).
+fn diff(desired: &Value, actual: &Value, defaults: &Value, ignore: &[&str]) -> Vec<(String, String, String)> {
     let (Some(d), Some(a)) = (desired.as_object(), actual.as_object()) else {
         return Vec::new();
     };
     d.iter()
         .filter(|(k, _)| !ignore.contains(&k.as_str()))
+        .filter(|(k, v)| defaults.get(k.as_str()) != Some(*v))
         .filter_map(|(k, dv)| {
             let av = a.get(k).cloned().unwrap_or(Value::Null);
             let same = match (dv, &av) {
@@ -419,7 +423,8 @@ async fn ensure_stream(js: &jetstream::Context, desired: &stream::Config) -> Res
             let info = existing.info().await.map_err(|e| js_err("stream", name, e))?;
             let want = serde_json::to_value(desired).unwrap_or(Value::Null);
             let have = serde_json::to_value(&info.config).unwrap_or(Value::Null);
-            let diffs = diff(&want, &have, &["description"]);
+            let defaults = serde_json::to_value(stream::Config::default()).unwrap_or(Value::Null);
+            let diffs = diff(&want, &have, &defaults, &["description"]);
             if diffs.is_empty() {
                 return Ok(Change::Unchanged);
             }
@@ -456,7 +461,15 @@ async fn ensure_consumer(js: &jetstream::Context, def: &ConsumerDef) -> Result<C
         Ok(info) => {
             let want = serde_json::to_value(&def.config).unwrap_or(Value::Null);
             let have = serde_json::to_value(&info.config).unwrap_or(Value::Null);
-            let diffs = diff(&want, &have, &["description", "num_replicas"]);
+            let defaults = serde_json::to_value(consumer::pull::Config::default()).unwrap_or(Value::Null);
+            // With a backoff list the server reports ack_wait = backoff[0].
+            let ignore: &[&str] = if def.config.backoff.is_empty() {
+                &["description", "num_replicas"]
+            } else {
+                &["description", "num_replicas", "ack_wait"]
+            };
+            let diffs = diff(&want, &have, &defaults, ignore);
+            tracing::debug!(?diffs, consumer = %name, "consumer config differences");
             if diffs.is_empty() {
                 return Ok(Change::Unchanged);
             }

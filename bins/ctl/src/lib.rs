@@ -1,1 +1,67 @@
-//! agentry ctl
+//! `agentry`: the command line. `up` runs the whole system in one process
+//! tree; the other commands talk to a running system over NATS.
+
+use std::process::ExitCode;
+
+use agentry::config;
+use clap::{Parser, Subcommand};
+
+pub mod context;
+pub mod server;
+mod components;
+mod setup;
+mod submit;
+mod up;
+
+/// agentry: an event-driven multi-agent system on NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "agentry", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub nats: config::Nats,
+    /// Machine-readable JSON output instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything: a private nats-server (unless --nats-url), the topology, engine, monitor and agents.
+    Up(up::Args),
+    /// Create or update the JetStream topology (idempotent).
+    Setup(setup::Args),
+    /// Submit a task or workflow request and print its result.
+    Submit(submit::Args),
+}
+
+impl Cli {
+    /// The NATS config, falling back to `.agentry/context` when no URL is given.
+    pub fn nats_config(&self) -> config::Nats {
+        let mut cfg = self.nats.clone();
+        if cfg.url.is_none() && std::env::var_os("NATS_URL").is_none()
+            && let Some(ctx) = context::read()
+        {
+            cfg.url = Some(ctx.nats_url);
+        }
+        cfg
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Up(args) => up::run(&cli, args).await,
+        Command::Setup(args) => setup::run(&cli, args).await,
+        Command::Submit(args) => submit::run(&cli, args).await,
+    }
+}
+
+/// Connects for a one-shot command, with a clear error.
+pub async fn connect(cli: &Cli) -> anyhow::Result<async_nats::Client> {
+    let cfg = cli.nats_config();
+    agentry::connect::connect_once(&cfg, "agentry-cli")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}

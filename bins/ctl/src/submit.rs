@@ -1,0 +1,107 @@
+//! `agentry submit`: publish a task or workflow request and print its result.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentry::client::{self, SubmitError};
+use agentry::event::Mode;
+use agentry::id::RequestId;
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::Cli;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Capability to run (e.g. `echo`), unless --workflow is given.
+    pub capability: Option<String>,
+    /// Run this workflow instead of a single task.
+    #[arg(long, conflicts_with = "capability")]
+    pub workflow: Option<String>,
+    /// Workflow version (default: latest).
+    #[arg(long = "workflow-version", requires = "workflow")]
+    pub workflow_version: Option<u32>,
+    /// Input as JSON (`-` reads stdin).
+    #[arg(long, short, default_value = "{}")]
+    pub input: String,
+    /// Request id (default: a fresh UUIDv7). Resubmitting an id does not run it twice.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// CloudEvent source identifying the caller.
+    #[arg(long, default_value = "/cli")]
+    pub source: String,
+    /// How long to wait for the result (e.g. 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Task deadline passed to the engine (ms); default none.
+    #[arg(long)]
+    pub task_timeout_ms: Option<u64>,
+    /// Send in structured mode (body is the JSON event) instead of binary mode.
+    #[arg(long)]
+    pub structured: bool,
+    /// Only fetch the stored result of an earlier request id.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["capability", "workflow"])]
+    pub result: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    agentry::config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
+    let nats = crate::connect(cli).await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    if let Some(id) = &args.result {
+        let id = RequestId::new(id.as_str())?;
+        return match client::fetch_result(&js, &id).await {
+            Some(o) => Ok(print(cli, &o)),
+            None => {
+                eprintln!("no result stored for {id}");
+                Ok(ExitCode::from(3))
+            }
+        };
+    }
+    let input_text = if args.input == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        args.input.clone()
+    };
+    let input: Value = serde_json::from_str(&input_text).context("--input is not valid JSON")?;
+    let id = match &args.id {
+        Some(id) => RequestId::new(id.as_str())?,
+        None => RequestId::generate(),
+    };
+    let event = match (&args.workflow, &args.capability) {
+        (Some(w), _) => client::workflow_request(&id, &args.source, w, args.workflow_version, input),
+        (None, Some(c)) => client::task_request(&id, &args.source, c, input, args.task_timeout_ms),
+        (None, None) => anyhow::bail!("name a capability (e.g. `agentry submit echo`) or --workflow"),
+    };
+    let mode = if args.structured { Mode::Structured } else { Mode::Binary };
+    if !cli.json {
+        eprintln!("submitted {id}, waiting up to {:?} for agentry.results.{id}", args.timeout);
+    }
+    match client::submit(&nats, &js, &event, mode, args.timeout).await {
+        Ok(o) => Ok(print(cli, &o)),
+        Err(SubmitError::Timeout { id, timeout }) => {
+            eprintln!(
+                "no result for {id} within {timeout:?}: the request was accepted by JetStream and stays queued \
+                 until an engine and an agent for it run (fetch it later with `agentry submit --result {id}`)"
+            );
+            Ok(ExitCode::from(3))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print(cli: &Cli, o: &client::Outcome) -> ExitCode {
+    let doc = serde_json::json!({"request_id": o.request_id, "type": o.ty, "data": o.data});
+    if cli.json {
+        println!("{doc}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    if o.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}

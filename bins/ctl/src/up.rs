@@ -1,0 +1,101 @@
+//! `agentry up`: the whole system in one process tree.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentry::http::Observer;
+use agentry::topology::{self, Settings, Topology};
+use anyhow::Context as _;
+use tokio_util::task::TaskTracker;
+
+use crate::context::{self, Context};
+use crate::server::{self, NatsServer};
+use crate::Cli;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Port for the private nats-server (default: a free one).
+    #[arg(long)]
+    pub nats_port: Option<u16>,
+    /// State directory (server store, logs, context).
+    #[arg(long, default_value = context::DIR)]
+    pub dir: PathBuf,
+    /// Address serving /health, /ready and /metrics for every component.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub http_addr: String,
+    /// Agent kinds to run (`all`, or a comma-separated list).
+    #[arg(long, default_value = "all")]
+    pub agents: String,
+    /// Serve the weather agent from a bundled local fixture instead of Open-Meteo.
+    #[arg(long)]
+    pub offline: bool,
+    /// Redis URL for rate limiting, memory and caches (optional).
+    #[arg(long, env = "AGENTRY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
+    let shutdown = agentry::shutdown::on_signals();
+    let mut nats_cfg = cli.nats.clone();
+    let mut server: Option<NatsServer> = None;
+    if nats_cfg.url.is_none() {
+        let bin = server::find_binary()?;
+        let dir = args.dir.join("nats");
+        let s = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            let port = args.nats_port;
+            move || NatsServer::start_with(bin, server::Options { port, dir, ..Default::default() })
+        })
+        .await??;
+        println!("nats-server   {} (store {}, log {})", s.url, s.dir.join("jetstream").display(), s.log.display());
+        nats_cfg.url = Some(s.url.clone());
+        server = Some(s);
+    }
+    let url = nats_cfg.resolved_url();
+    let client = agentry::connect::connect(&nats_cfg, "agentry-up", None, &shutdown)
+        .await
+        .context("connecting to NATS")?;
+    let js = async_nats::jetstream::new(client.clone());
+    let report = topology::ensure(&js, &Topology::new(&args.settings)).await?;
+    crate::setup::print_report(&report, false);
+
+    let obs = Observer::new();
+    obs.add_nats("nats", client.clone());
+    let http: std::net::SocketAddr = args.http_addr.parse().context("--http-addr")?;
+    let bound = obs.clone().spawn(http, shutdown.clone()).await.context("binding --http-addr")?;
+    context::write(
+        &args.dir,
+        &Context {
+            nats_url: url.clone(),
+            http_addr: Some(bound.to_string()),
+            monitoring_url: server.as_ref().and_then(|s| s.monitoring_url.clone()),
+            pid: Some(std::process::id()),
+        },
+    )?;
+
+    let tracker = TaskTracker::new();
+    crate::components::start(&tracker, &obs, &nats_cfg, args, &shutdown).await?;
+    tracker.close();
+
+    println!("http          http://{bound}/health  /ready  /metrics");
+    println!("context       {} (other agentry commands use it)", context::path(&args.dir).display());
+    println!("try           agentry submit echo --input '{{\"message\":\"hello\"}}'");
+    println!("ready; Ctrl-C stops everything");
+
+    shutdown.cancelled().await;
+    let drained = tokio::time::timeout(Duration::from_secs(45), tracker.wait()).await.is_ok();
+    if !drained {
+        eprintln!("components did not stop within 45s");
+    }
+    client.flush().await.ok();
+    drop(client);
+    context::remove(&args.dir);
+    if let Some(mut s) = server {
+        tokio::task::spawn_blocking(move || s.stop()).await.ok();
+    }
+    println!("stopped");
+    Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
