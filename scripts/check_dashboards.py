@@ -160,6 +160,10 @@ ALLOWED_RANGES = {"$__rate_interval", "${__rate_interval}", "$__interval", "${__
                   "$__range", "${__range}"}
 DATASOURCE_REFS = {"${datasource}", "$datasource"}
 VAR_RE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\$(\w+)|\[\[(\w+)(?::[^\]]*)?\]\]")
+MATCHER_RE = re.compile(
+    r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*'
+    r'("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`)\s*,?'
+)
 PANEL_TYPES_WITHOUT_QUERIES = {"row", "text", "news", "dashlist", "alertlist", "annolist"}
 
 
@@ -192,8 +196,7 @@ def _skip_string(expr: str, i: int) -> int:
 
 def _parse_matchers(body: str) -> list[tuple[str, str, str]]:
     matchers = []
-    for m in re.finditer(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`)\s*,?',
-                         body):
+    for m in MATCHER_RE.finditer(body):
         matchers.append((m.group(1), m.group(2), m.group(3)[1:-1]))
     return matchers
 
@@ -205,7 +208,8 @@ def lint_promql(expr: str, recorded: set[str]) -> list[str]:
     have, values outside a closed label set, unknown labels in by/on/without.
     """
     problems: list[str] = []
-    known_labels: set[str] = {"le", "__name__"} | set(CONST_LABELS) | set(TARGET_LABELS) | {"alertname", "alertstate", "severity"}
+    known_labels: set[str] = {"le", "__name__", "alertname", "alertstate", "severity"}
+    known_labels |= set(CONST_LABELS) | set(TARGET_LABELS)
     for _, labels in CATALOGUE.values():
         known_labels |= set(labels)
     i = 0
@@ -423,6 +427,31 @@ def display(path: Path) -> str:
         return str(path)
 
 
+class ExprContext:
+    """Checks the expressions of one dashboard and records the variables they use."""
+
+    def __init__(self, problems: Problems, values: dict[str, str], recorded: set[str]) -> None:
+        self.problems = problems
+        self.values = values
+        self.recorded = recorded
+        self.used_vars: set[str] = set()
+
+    def check(self, where: str, expr: str, *, require_var_ranges: bool) -> str:
+        """Lints one expression; returns it with template variables substituted."""
+        without_strings = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)
+        for r in re.findall(r"\[([^\]]*)\]", without_strings):
+            if require_var_ranges and r.split(":")[0].strip() not in ALLOWED_RANGES:
+                self.problems.add(where, f"range [{r}] must be $__rate_interval, $__interval or $__range")
+        for m in VAR_RE.finditer(expr):
+            self.used_vars.add(m.group(1) or m.group(2) or m.group(3))
+        out, undefined = substitute(expr, self.values)
+        for name in undefined:
+            self.problems.add(where, f"undefined template variable ${name}")
+        for p in lint_promql(out, self.recorded):
+            self.problems.add(where, p)
+        return out
+
+
 def check_dashboards(problems: Problems, promtool: str, emit: Path | None, directory: Path) -> int:
     files = sorted(directory.glob("*.json"))
     names = {f.name for f in files}
@@ -469,21 +498,7 @@ def check_dashboards(problems: Problems, promtool: str, emit: Path | None, direc
             problems.add(rel, "no template variable named 'datasource'")
         elif ds_vars[0].get("type") != "datasource" or ds_vars[0].get("query") != "prometheus":
             problems.add(rel, "variable 'datasource' must have type 'datasource' and query 'prometheus'")
-        values = substitution_map(board)
-        used_vars: set[str] = set()
-
-        def check_expr(where: str, expr: str, *, require_var_ranges: bool) -> str | None:
-            for r in re.findall(r"\[([^\]]*)\]", expr):
-                if require_var_ranges and r.split(":")[0].strip() not in ALLOWED_RANGES:
-                    problems.add(where, f"range [{r}] must be $__rate_interval, $__interval or $__range")
-            for m in VAR_RE.finditer(expr):
-                used_vars.add(m.group(1) or m.group(2) or m.group(3))
-            out, undefined = substitute(expr, values)
-            for name in undefined:
-                problems.add(where, f"undefined template variable ${name}")
-            for p in lint_promql(out, recorded):
-                problems.add(where, p)
-            return out
+        ctx = ExprContext(problems, substitution_map(board), recorded)
 
         for var in variables:
             if var.get("type") != "query":
@@ -497,11 +512,10 @@ def check_dashboards(problems: Problems, promtool: str, emit: Path | None, direc
             if selector is None:
                 problems.add(where, f"unsupported variable query {q!r}")
                 continue
-            out = check_expr(where, selector, require_var_ranges=False)
-            if out is not None:
-                queries.append({"dashboard": path.name, "uid": uid, "panel_id": None,
-                                "panel": f"variable {var.get('name')}", "ref_id": None,
-                                "expr": out, "instant": True, "kind": "variable"})
+            out = ctx.check(where, selector, require_var_ranges=False)
+            queries.append({"dashboard": path.name, "uid": uid, "panel_id": None,
+                            "panel": f"variable {var.get('name')}", "ref_id": None,
+                            "expr": out, "instant": True, "kind": "variable"})
 
         for ann in board.get("annotations", {}).get("list", []):
             ds = ann.get("datasource")
@@ -554,13 +568,12 @@ def check_dashboards(problems: Problems, promtool: str, emit: Path | None, direc
                     continue
                 for m in VAR_RE.finditer(t.get("legendFormat", "")):
                     problems.add(twhere, f"legendFormat uses a variable {m.group(0)}; use {{{{label}}}}")
-                out = check_expr(twhere, expr, require_var_ranges=True)
-                if out is not None:
-                    queries.append({"dashboard": path.name, "uid": uid, "panel_id": pid, "panel": ptitle,
-                                    "ref_id": ref, "expr": out, "instant": bool(t.get("instant")),
-                                    "kind": "panel"})
+                out = ctx.check(twhere, expr, require_var_ranges=True)
+                queries.append({"dashboard": path.name, "uid": uid, "panel_id": pid, "panel": ptitle,
+                                "ref_id": ref, "expr": out, "instant": bool(t.get("instant")),
+                                "kind": "panel"})
         for name in var_names:
-            if name != "datasource" and name not in used_vars:
+            if name != "datasource" and name not in ctx.used_vars:
                 problems.add(rel, f"template variable ${name} is defined but no query uses it")
 
     promtool_parse(problems, promtool, queries)
@@ -582,7 +595,8 @@ def promtool_parse(problems: Problems, promtool: str, queries: list[dict]) -> No
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dashboard-exprs.json"  # JSON is YAML: no PyYAML needed
         path.write_text(json.dumps({"groups": [{"name": "dashboard_exprs", "rules": rules}]}))
-        res = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+        res = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True,
+                             check=False)
     if res.returncode == 0:
         return
     output = res.stdout + res.stderr
@@ -618,7 +632,7 @@ def first_difference(a, b, where: str = "") -> str | None:
                 return d
         return None
     if isinstance(a, list):
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             d = first_difference(x, y, f"{where}[{i}]")
             if d:
                 return d
@@ -810,7 +824,7 @@ def check_scrape_config(problems: Problems, promtool: str) -> None:
                                  "prometheus.io/path": "/stats/metrics", "prometheus.io/scheme": "https"}),
          {"__url__": "https://10.42.1.9:9102/stats/metrics", "instance": "agentry-agent-weather-1"}),
         ("IPv6 pod",
-         pod_target(name, name="agentry-monitor-0", ip="fd00:10:42::1c", port=8080,
+         pod_target(name, name="agentry-monitor-0", ip="fd00:10:42::1c", port=15020,
                     annotations={"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}),
          {"__url__": "http://[fd00:10:42::1c]:8080/metrics"}),
         ("no scrape annotation",
@@ -841,7 +855,7 @@ def check_scrape_config(problems: Problems, promtool: str) -> None:
     print(f"scrape config: {len(cases)} relabelling cases simulated")
 
     res = subprocess.run([promtool, "check", "config", "--syntax-only", str(K8S_CONFIG)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     out = res.stdout + res.stderr
     if res.returncode == 0:
         print(f"promtool check config {rel}: ok")
@@ -859,7 +873,7 @@ def check_scrape_config(problems: Problems, promtool: str) -> None:
         path = Path(tmp) / "prometheus.yml"
         path.write_text(yaml.safe_dump(cfg))
         res = subprocess.run([promtool, "check", "config", "--syntax-only", str(path)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
     if res.returncode != 0:
         problems.add(rel, f"promtool check config (static stand-in): {(res.stdout + res.stderr).strip()}")
     else:

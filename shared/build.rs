@@ -5,13 +5,22 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn collect(dir: &Path, rel: &str, out: &mut Vec<(String, String)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if p.is_file() && name.ends_with(".json") {
-            out.push((format!("{rel}{name}"), p.canonicalize().unwrap_or(p.clone()).display().to_string()));
+            out.push((
+                format!("{rel}{name}"),
+                p.canonicalize().unwrap_or(p.clone()).display().to_string(),
+            ));
         }
     }
 }
@@ -26,7 +35,9 @@ fn main() {
     collect(&root, "", &mut files);
     collect(&root.join("events"), "events/", &mut files);
     collect(&root.join("capabilities"), "capabilities/", &mut files);
-    let mut src = String::from("/// Embedded schema files: (path under schemas/, contents).\npub static FILES: &[(&str, &str)] = &[\n");
+    let mut src = String::from(
+        "/// Embedded schema files: (path under schemas/, contents).\npub static FILES: &[(&str, &str)] = &[\n",
+    );
     for (rel, abs) in &files {
         let _ = writeln!(src, "    ({rel:?}, include_str!({abs:?})),");
     }

@@ -24,7 +24,9 @@ pub enum SubmitError {
     Subscribe { subject: String, detail: String },
     #[error("JetStream refused the request: {0}")]
     Publish(String),
-    #[error("no result for request {id} within {timeout:?} (it stays queued; fetch it later with `agentry submit --result {id}`)")]
+    #[error(
+        "no result for request {id} within {timeout:?} (it stays queued; fetch it later with `agentry submit --result {id}`)"
+    )]
     Timeout { id: String, timeout: Duration },
     #[error("result for {id} is not a valid CloudEvent: {detail}")]
     BadResult { id: String, detail: String },
@@ -59,7 +61,10 @@ pub async fn submit(
     let mut sub = nats
         .subscribe(results.clone())
         .await
-        .map_err(|e| SubmitError::Subscribe { subject: results.clone(), detail: e.to_string() })?;
+        .map_err(|e| SubmitError::Subscribe {
+            subject: results.clone(),
+            detail: e.to_string(),
+        })?;
     publish_request(js, event, mode).await?;
     let got = tokio::time::timeout(timeout, sub.next()).await;
     let _ = sub.unsubscribe().await;
@@ -68,13 +73,20 @@ pub async fn submit(
         // Missed on the live subscription (e.g. reconnect): the results stream has it.
         _ => match fetch_result(js, &id).await {
             Some(o) => Ok(o),
-            None => Err(SubmitError::Timeout { id: id.to_string(), timeout }),
+            None => Err(SubmitError::Timeout {
+                id: id.to_string(),
+                timeout,
+            }),
         },
     }
 }
 
 /// Publishes a request and waits for JetStream's acknowledgement.
-pub async fn publish_request(js: &jetstream::Context, event: &Event, mode: Mode) -> Result<(), SubmitError> {
+pub async fn publish_request(
+    js: &jetstream::Context,
+    event: &Event,
+    mode: Mode,
+) -> Result<(), SubmitError> {
     let (mut headers, body) = event::encode(event, mode)?;
     headers.insert(header::MSG_ID, event.id());
     let ack = js
@@ -88,20 +100,50 @@ pub async fn publish_request(js: &jetstream::Context, event: &Event, mode: Mode)
 /// The stored result of a request, if there is one (late clients).
 pub async fn fetch_result(js: &jetstream::Context, id: &RequestId) -> Option<Outcome> {
     let stream = js.get_stream_no_info(subject::RESULTS_STREAM).await.ok()?;
-    let msg = stream.direct_get_last_for_subject(subject::results(id)).await.ok()?;
+    let msg = stream
+        .direct_get_last_for_subject(subject::results(id))
+        .await
+        .ok()?;
     outcome(id, Some(&msg.headers), &msg.payload).ok()
 }
 
-fn outcome(id: &RequestId, headers: Option<&async_nats::HeaderMap>, payload: &[u8]) -> Result<Outcome, SubmitError> {
-    let d = event::decode(headers, payload, &Limits { max_payload: usize::MAX, ..Limits::default() })
-        .map_err(|e| SubmitError::BadResult { id: id.to_string(), detail: e.to_string() })?;
-    let data = event::data_json(&d.event)
-        .map_err(|e| SubmitError::BadResult { id: id.to_string(), detail: e.to_string() })?;
-    Ok(Outcome { request_id: id.to_string(), ty: d.event.ty().to_owned(), data, event: d.event })
+fn outcome(
+    id: &RequestId,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+) -> Result<Outcome, SubmitError> {
+    let d = event::decode(
+        headers,
+        payload,
+        &Limits {
+            max_payload: usize::MAX,
+            ..Limits::default()
+        },
+    )
+    .map_err(|e| SubmitError::BadResult {
+        id: id.to_string(),
+        detail: e.to_string(),
+    })?;
+    let data = event::data_json(&d.event).map_err(|e| SubmitError::BadResult {
+        id: id.to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(Outcome {
+        request_id: id.to_string(),
+        ty: d.event.ty().to_owned(),
+        data,
+        event: d.event,
+    })
 }
 
 /// A task request event.
-pub fn task_request(id: &RequestId, source: &str, capability: &str, input: Value, timeout_ms: Option<u64>) -> Event {
+pub fn task_request(
+    id: &RequestId,
+    source: &str,
+    capability: &str,
+    input: Value,
+    timeout_ms: Option<u64>,
+) -> Event {
     let mut data = serde_json::json!({"capability": capability, "input": input});
     if let Some(t) = timeout_ms {
         data["timeout_ms"] = t.into();
@@ -110,7 +152,13 @@ pub fn task_request(id: &RequestId, source: &str, capability: &str, input: Value
 }
 
 /// A workflow request event.
-pub fn workflow_request(id: &RequestId, source: &str, workflow: &str, version: Option<u32>, input: Value) -> Event {
+pub fn workflow_request(
+    id: &RequestId,
+    source: &str,
+    workflow: &str,
+    version: Option<u32>,
+    input: Value,
+) -> Event {
     let mut data = serde_json::json!({"workflow": workflow, "input": input});
     if let Some(v) = version {
         data["version"] = v.into();

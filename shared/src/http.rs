@@ -65,7 +65,11 @@ impl Observer {
         let ready_gauge = IntGauge::new("agentry_ready", "1 while every readiness check passes")
             .expect("valid metric");
         let _ = process.register(Box::new(ready_gauge.clone()));
-        Self { inner: Arc::new(Mutex::new(Inner::default())), process, ready_gauge }
+        Self {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            process,
+            ready_gauge,
+        }
     }
 
     pub fn add_registry(&self, r: Registry) {
@@ -88,7 +92,13 @@ impl Observer {
             name,
             Arc::new(move || {
                 let ok = f.get();
-                Box::pin(async move { if ok { Ok(()) } else { Err("not yet".to_owned()) } })
+                Box::pin(async move {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("not yet".to_owned())
+                    }
+                })
             }),
         );
         flag
@@ -156,18 +166,28 @@ impl Observer {
     }
 
     /// Serves the endpoints on `listener` until `shutdown`.
-    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let app = Router::new()
             .route("/health", get(health))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
             .with_state(self);
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
     }
 
     /// Binds `addr` and serves in a background task owned by `shutdown`;
     /// returns the bound address (port 0 picks a free one).
-    pub async fn spawn(self, addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
+    pub async fn spawn(
+        self,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         // Lives until shutdown; an error (listener failure) is logged, the component keeps running.
@@ -196,15 +216,27 @@ pub struct Readiness {
 
 async fn health() -> impl IntoResponse {
     // Answering at all proves the runtime is scheduling tasks.
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
 }
 
 async fn ready(State(obs): State<Observer>) -> impl IntoResponse {
     let r = obs.readiness().await;
-    let code = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(r))
 }
 
 async fn metrics(State(obs): State<Observer>) -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], obs.metrics_text())
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        obs.metrics_text(),
+    )
 }

@@ -32,7 +32,11 @@ fn check(
     } else {
         // Truncate what we echo back: ids come from untrusted input.
         let shown: String = value.chars().take(80).collect();
-        Err(IdError { kind, value: shown, pattern })
+        Err(IdError {
+            kind,
+            value: shown,
+            pattern,
+        })
     }
 }
 

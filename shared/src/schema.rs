@@ -58,7 +58,13 @@ impl Schemas {
             if let Some(id) = doc.get("$id").and_then(Value::as_str) {
                 resources.push((id.to_owned(), doc.clone()));
             }
-            by_path.insert(*path, Entry { doc, compiled: OnceLock::new() });
+            by_path.insert(
+                *path,
+                Entry {
+                    doc,
+                    compiled: OnceLock::new(),
+                },
+            );
         }
         Self { by_path, resources }
     }
@@ -80,16 +86,24 @@ impl Schemas {
 
     /// The compiled validator for `path` (e.g. `events/io.agentry.task.requested.json`).
     pub fn validator(&self, path: &str) -> Result<&Validator, LoadError> {
-        let entry = self.by_path.get(path).ok_or_else(|| LoadError::Missing(path.to_owned()))?;
+        let entry = self
+            .by_path
+            .get(path)
+            .ok_or_else(|| LoadError::Missing(path.to_owned()))?;
         entry
             .compiled
             .get_or_init(|| self.compile(&entry.doc))
             .as_ref()
-            .map_err(|detail| LoadError::Compile { id: path.to_owned(), detail: detail.clone() })
+            .map_err(|detail| LoadError::Compile {
+                id: path.to_owned(),
+                detail: detail.clone(),
+            })
     }
 
     fn compile(&self, doc: &Value) -> Result<Validator, String> {
-        let mut opts = jsonschema::options().with_draft(Draft::Draft202012).should_validate_formats(true);
+        let mut opts = jsonschema::options()
+            .with_draft(Draft::Draft202012)
+            .should_validate_formats(true);
         for (id, d) in &self.resources {
             match Resource::from_contents(d.clone()) {
                 Ok(res) => opts = opts.with_resource(id.clone(), res),
@@ -105,11 +119,13 @@ impl Schemas {
     }
 
     pub fn capability_input(&self, cap: &str) -> Option<&Validator> {
-        self.validator(&format!("capabilities/{cap}.input.json")).ok()
+        self.validator(&format!("capabilities/{cap}.input.json"))
+            .ok()
     }
 
     pub fn capability_output(&self, cap: &str) -> Option<&Validator> {
-        self.validator(&format!("capabilities/{cap}.output.json")).ok()
+        self.validator(&format!("capabilities/{cap}.output.json"))
+            .ok()
     }
 }
 
@@ -120,10 +136,18 @@ pub fn check(v: &Validator, instance: &Value) -> Result<(), SchemaError> {
         .take(5)
         .map(|e| {
             let path = e.instance_path.to_string();
-            if path.is_empty() { e.to_string() } else { format!("{path}: {e}") }
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!("{path}: {e}")
+            }
         })
         .collect();
-    if errors.is_empty() { Ok(()) } else { Err(SchemaError { errors }) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError { errors })
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use crate::config::LogFormat;
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -52,10 +55,13 @@ impl ConnectionMetrics {
         .expect("valid metric");
         build.set(1);
         register(registry, build);
-        let connected =
-            IntGauge::new("agentry_nats_connected", "1 while connected to NATS").expect("valid metric");
+        let connected = IntGauge::new("agentry_nats_connected", "1 while connected to NATS")
+            .expect("valid metric");
         let reconnects = IntCounter::new("agentry_nats_reconnects_total", "NATS reconnections")
             .expect("valid metric");
-        Self { connected: register(registry, connected), reconnects: register(registry, reconnects) }
+        Self {
+            connected: register(registry, connected),
+            reconnects: register(registry, reconnects),
+        }
     }
 }

@@ -13,8 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{
     self,
     consumer::{self, AckPolicy, DeliverPolicy},
-    kv,
-    object_store,
+    kv, object_store,
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 use serde_json::Value;
@@ -44,16 +43,28 @@ pub const BUILTIN_CAPABILITIES: &[&str] = &[
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Replicas for every stream and bucket (3 in production clusters).
-    #[arg(long = "topology-replicas", env = "AGENTRY_TOPOLOGY_REPLICAS", default_value_t = 1)]
+    #[arg(
+        long = "topology-replicas",
+        env = "AGENTRY_TOPOLOGY_REPLICAS",
+        default_value_t = 1
+    )]
     pub replicas: usize,
     /// Use memory storage instead of files (tests, benchmarks).
-    #[arg(long = "topology-memory", env = "AGENTRY_TOPOLOGY_MEMORY", default_value_t = false)]
+    #[arg(
+        long = "topology-memory",
+        env = "AGENTRY_TOPOLOGY_MEMORY",
+        default_value_t = false
+    )]
     pub memory: bool,
     /// Maximum queued requests in AGENTRY_REQUESTS (new ones are refused beyond it).
     #[arg(long, env = "AGENTRY_REQUESTS_MAX_MSGS", default_value_t = 100_000)]
     pub requests_max_msgs: i64,
     /// Maximum queued tasks per capability in AGENTRY_TASKS.
-    #[arg(long, env = "AGENTRY_TASKS_MAX_PER_CAPABILITY", default_value_t = 50_000)]
+    #[arg(
+        long,
+        env = "AGENTRY_TASKS_MAX_PER_CAPABILITY",
+        default_value_t = 50_000
+    )]
     pub tasks_max_per_capability: i64,
     /// Maximum queued tasks in AGENTRY_TASKS in total.
     #[arg(long, env = "AGENTRY_TASKS_MAX_MSGS", default_value_t = 500_000)]
@@ -126,7 +137,11 @@ fn secs(n: u64) -> Duration {
 
 impl Topology {
     pub fn new(cfg: &Settings) -> Self {
-        let storage = if cfg.memory { StorageType::Memory } else { StorageType::File };
+        let storage = if cfg.memory {
+            StorageType::Memory
+        } else {
+            StorageType::File
+        };
         let base = |name: &str, subjects: &[&str], description: &str| stream::Config {
             name: name.to_owned(),
             subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
@@ -142,7 +157,11 @@ impl Topology {
                 retention: RetentionPolicy::WorkQueue,
                 discard: DiscardPolicy::New,
                 max_messages: cfg.requests_max_msgs,
-                ..base(s::REQUESTS_STREAM, &[s::REQUESTS], "Client requests: tasks, workflows, signals, cancellations")
+                ..base(
+                    s::REQUESTS_STREAM,
+                    &[s::REQUESTS],
+                    "Client requests: tasks, workflows, signals, cancellations",
+                )
             },
             stream::Config {
                 retention: RetentionPolicy::WorkQueue,
@@ -150,32 +169,56 @@ impl Topology {
                 max_messages: cfg.tasks_max_msgs,
                 max_messages_per_subject: cfg.tasks_max_per_capability,
                 discard_new_per_subject: true,
-                ..base(s::TASKS_STREAM, &[s::TASKS_ALL], "Tasks per capability, pulled by agents")
+                ..base(
+                    s::TASKS_STREAM,
+                    &[s::TASKS_ALL],
+                    "Tasks per capability, pulled by agents",
+                )
             },
             stream::Config {
                 retention: RetentionPolicy::WorkQueue,
                 discard: DiscardPolicy::New,
                 max_messages: cfg.requests_max_msgs,
-                ..base(s::STEPS_STREAM, &[s::STEPS_ALL], "Workflow step results back to the engine")
+                ..base(
+                    s::STEPS_STREAM,
+                    &[s::STEPS_ALL],
+                    "Workflow step results back to the engine",
+                )
             },
             stream::Config {
                 max_age: secs(cfg.results_max_age_secs),
                 allow_direct: true,
-                ..base(s::RESULTS_STREAM, &[s::RESULTS_ALL], "Exactly one terminal result per request id")
+                ..base(
+                    s::RESULTS_STREAM,
+                    &[s::RESULTS_ALL],
+                    "Exactly one terminal result per request id",
+                )
             },
             stream::Config {
                 max_age: secs(3600),
                 max_messages_per_subject: 100,
-                ..base(s::REGISTRY_STREAM, &[s::REGISTRY_ALL], "Agent registrations and heartbeats")
+                ..base(
+                    s::REGISTRY_STREAM,
+                    &[s::REGISTRY_ALL],
+                    "Agent registrations and heartbeats",
+                )
             },
             stream::Config {
                 max_age: secs(cfg.events_max_age_secs),
-                ..base(s::EVENTS_STREAM, &[s::EVENTS_ALL], "Lifecycle facts: runs, steps, incidents, escalations")
+                ..base(
+                    s::EVENTS_STREAM,
+                    &[s::EVENTS_ALL],
+                    "Lifecycle facts: runs, steps, incidents, escalations",
+                )
             },
             stream::Config {
                 max_age: secs(cfg.dlq_max_age_secs),
                 allow_direct: true,
-                ..base(s::DLQ_STREAM, &[s::DLQ_ALL], "Dead letters: original bytes plus reason headers")
+                ..base(
+                    s::DLQ_STREAM,
+                    &[s::DLQ_ALL],
+                    "Dead letters: original bytes plus reason headers",
+                )
             },
             stream::Config {
                 retention: RetentionPolicy::WorkQueue,
@@ -204,10 +247,22 @@ impl Topology {
             }
         };
         let mut consumers = vec![
-            ConsumerDef { stream: s::REQUESTS_STREAM, config: pull(s::ENGINE_CONSUMER, s::REQUESTS, 30, 5, &[]) },
-            ConsumerDef { stream: s::STEPS_STREAM, config: pull(s::ENGINE_STEPS_CONSUMER, s::STEPS_ALL, 30, 5, &[]) },
-            ConsumerDef { stream: s::TIMERS_STREAM, config: pull(s::ENGINE_TIMERS_CONSUMER, s::TIMERS_FIRE_ALL, 30, 10, &[]) },
-            ConsumerDef { stream: s::REGISTRY_STREAM, config: pull(s::REGISTRAR_CONSUMER, s::REGISTRY_ALL, 30, 10, &[]) },
+            ConsumerDef {
+                stream: s::REQUESTS_STREAM,
+                config: pull(s::ENGINE_CONSUMER, s::REQUESTS, 30, 5, &[]),
+            },
+            ConsumerDef {
+                stream: s::STEPS_STREAM,
+                config: pull(s::ENGINE_STEPS_CONSUMER, s::STEPS_ALL, 30, 5, &[]),
+            },
+            ConsumerDef {
+                stream: s::TIMERS_STREAM,
+                config: pull(s::ENGINE_TIMERS_CONSUMER, s::TIMERS_FIRE_ALL, 30, 10, &[]),
+            },
+            ConsumerDef {
+                stream: s::REGISTRY_STREAM,
+                config: pull(s::REGISTRAR_CONSUMER, s::REGISTRY_ALL, 30, 10, &[]),
+            },
             ConsumerDef {
                 stream: s::EVENTS_STREAM,
                 config: consumer::pull::Config {
@@ -240,11 +295,36 @@ impl Topology {
             ..Default::default()
         };
         let buckets = vec![
-            bucket(s::AGENTS_BUCKET, "Agent registry materialised by the monitor", 5, 0),
-            bucket(s::WORKFLOWS_BUCKET, "Workflow definitions, key name.version", 10, 0),
-            bucket(s::RUNS_BUCKET, "Workflow run state, CAS-updated", 5, cfg.runs_max_age_secs),
-            bucket(s::TICKETS_BUCKET, "Customer service tickets", 20, 90 * 24 * 3600),
-            bucket(s::INCIDENTS_BUCKET, "Security incidents with timelines", 20, 90 * 24 * 3600),
+            bucket(
+                s::AGENTS_BUCKET,
+                "Agent registry materialised by the monitor",
+                5,
+                0,
+            ),
+            bucket(
+                s::WORKFLOWS_BUCKET,
+                "Workflow definitions, key name.version",
+                10,
+                0,
+            ),
+            bucket(
+                s::RUNS_BUCKET,
+                "Workflow run state, CAS-updated",
+                5,
+                cfg.runs_max_age_secs,
+            ),
+            bucket(
+                s::TICKETS_BUCKET,
+                "Customer service tickets",
+                20,
+                90 * 24 * 3600,
+            ),
+            bucket(
+                s::INCIDENTS_BUCKET,
+                "Security incidents with timelines",
+                20,
+                90 * 24 * 3600,
+            ),
             bucket(s::QUARANTINE_BUCKET, "Quarantined request sources", 5, 0),
         ];
         let object_stores = vec![object_store::Config {
@@ -255,7 +335,12 @@ impl Topology {
             num_replicas: cfg.replicas,
             ..Default::default()
         }];
-        Self { streams, consumers, buckets, object_stores }
+        Self {
+            streams,
+            consumers,
+            buckets,
+            object_stores,
+        }
     }
 
     /// Files for `nats/`: path relative to `nats/` -> pretty JSON.
@@ -281,7 +366,11 @@ impl Topology {
                 b.history,
                 b.max_age.as_secs(),
                 b.num_replicas,
-                if b.storage == StorageType::Memory { "memory" } else { "file" },
+                if b.storage == StorageType::Memory {
+                    "memory"
+                } else {
+                    "file"
+                },
                 b.max_value_size
             );
             let v = serde_json::json!({
@@ -319,7 +408,11 @@ pub fn task_consumer(cap: &Capability, cfg: &Settings) -> ConsumerDef {
             ack_policy: AckPolicy::Explicit,
             ack_wait: secs(cfg.task_ack_wait_secs),
             max_deliver,
-            backoff: if backoff.is_empty() { Vec::new() } else { backoff },
+            backoff: if backoff.is_empty() {
+                Vec::new()
+            } else {
+                backoff
+            },
             max_ack_pending: 20_000,
             ..Default::default()
         },
@@ -347,31 +440,60 @@ impl Report {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("{kind} {name} exists with a conflicting `{field}`: has {actual}, wants {desired} (the server cannot change it in place; delete it or change the setting)")]
-    Conflict { kind: &'static str, name: String, field: String, actual: String, desired: String },
+    #[error(
+        "{kind} {name} exists with a conflicting `{field}`: has {actual}, wants {desired} (the server cannot change it in place; delete it or change the setting)"
+    )]
+    Conflict {
+        kind: &'static str,
+        name: String,
+        field: String,
+        actual: String,
+        desired: String,
+    },
     #[error("JetStream request for {kind} {name} failed: {detail}")]
-    JetStream { kind: &'static str, name: String, detail: String },
+    JetStream {
+        kind: &'static str,
+        name: String,
+        detail: String,
+    },
 }
 
 fn js_err(kind: &'static str, name: &str, e: impl std::fmt::Display) -> TopologyError {
-    TopologyError::JetStream { kind, name: name.to_owned(), detail: e.to_string() }
+    TopologyError::JetStream {
+        kind,
+        name: name.to_owned(),
+        detail: e.to_string(),
+    }
 }
 
 /// Fields the server refuses to change on an existing stream.
 const STREAM_IMMUTABLE: &[&str] = &["retention", "storage"];
 /// Fields the server refuses to change on an existing consumer.
-const CONSUMER_IMMUTABLE: &[&str] = &["deliver_policy", "ack_policy", "opt_start_seq", "opt_start_time", "replay_policy"];
+const CONSUMER_IMMUTABLE: &[&str] = &[
+    "deliver_policy",
+    "ack_policy",
+    "opt_start_seq",
+    "opt_start_time",
+    "replay_policy",
+];
 
 /// Keys of `desired` whose values differ in `actual` (both serialised configs).
 /// Keys equal to their value in `defaults` were not set by us and are the
 /// server's business (it reports its own effective defaults).
-fn diff(desired: &Value, actual: &Value, defaults: &Value, ignore: &[&str]) -> Vec<(String, String, String)> {
+/// Immutable keys are always compared: a default we rely on is still a choice.
+fn diff(
+    desired: &Value,
+    actual: &Value,
+    defaults: &Value,
+    ignore: &[&str],
+    immutable: &[&str],
+) -> Vec<(String, String, String)> {
     let (Some(d), Some(a)) = (desired.as_object(), actual.as_object()) else {
         return Vec::new();
     };
     d.iter()
         .filter(|(k, _)| !ignore.contains(&k.as_str()))
-        .filter(|(k, v)| defaults.get(k.as_str()) != Some(*v))
+        .filter(|(k, v)| immutable.contains(&k.as_str()) || defaults.get(k.as_str()) != Some(*v))
         .filter_map(|(k, dv)| {
             let av = a.get(k).cloned().unwrap_or(Value::Null);
             let same = match (dv, &av) {
@@ -407,7 +529,9 @@ pub async fn ensure(js: &jetstream::Context, topo: &Topology) -> Result<Report, 
         let change = match js.get_object_store(&o.bucket).await {
             Ok(_) => Change::Unchanged,
             Err(_) => {
-                js.create_object_store(o.clone()).await.map_err(|e| js_err("object store", &o.bucket, e))?;
+                js.create_object_store(o.clone())
+                    .await
+                    .map_err(|e| js_err("object store", &o.bucket, e))?;
                 Change::Created
             }
         };
@@ -416,20 +540,27 @@ pub async fn ensure(js: &jetstream::Context, topo: &Topology) -> Result<Report, 
     Ok(Report { items })
 }
 
-async fn ensure_stream(js: &jetstream::Context, desired: &stream::Config) -> Result<Change, TopologyError> {
+async fn ensure_stream(
+    js: &jetstream::Context,
+    desired: &stream::Config,
+) -> Result<Change, TopologyError> {
     let name = desired.name.as_str();
     match js.get_stream(name).await {
         Ok(mut existing) => {
-            let info = existing.info().await.map_err(|e| js_err("stream", name, e))?;
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| js_err("stream", name, e))?;
             let want = serde_json::to_value(desired).unwrap_or(Value::Null);
             let have = serde_json::to_value(&info.config).unwrap_or(Value::Null);
             let defaults = serde_json::to_value(stream::Config::default()).unwrap_or(Value::Null);
-            let diffs = diff(&want, &have, &defaults, &["description"]);
+            let diffs = diff(&want, &have, &defaults, &["description"], STREAM_IMMUTABLE);
             if diffs.is_empty() {
                 return Ok(Change::Unchanged);
             }
-            if let Some((field, actual, desired_v)) =
-                diffs.iter().find(|(f, _, _)| STREAM_IMMUTABLE.contains(&f.as_str()))
+            if let Some((field, actual, desired_v)) = diffs
+                .iter()
+                .find(|(f, _, _)| STREAM_IMMUTABLE.contains(&f.as_str()))
             {
                 return Err(TopologyError::Conflict {
                     kind: "stream",
@@ -439,11 +570,15 @@ async fn ensure_stream(js: &jetstream::Context, desired: &stream::Config) -> Res
                     desired: desired_v.clone(),
                 });
             }
-            js.update_stream(desired.clone()).await.map_err(|e| js_err("stream", name, e))?;
+            js.update_stream(desired.clone())
+                .await
+                .map_err(|e| js_err("stream", name, e))?;
             Ok(Change::Updated(diffs.into_iter().map(|d| d.0).collect()))
         }
         Err(e) if is_not_found(&e.to_string()) => {
-            js.create_stream(desired.clone()).await.map_err(|e| js_err("stream", name, e))?;
+            js.create_stream(desired.clone())
+                .await
+                .map_err(|e| js_err("stream", name, e))?;
             Ok(Change::Created)
         }
         Err(e) => Err(js_err("stream", name, e)),
@@ -454,27 +589,35 @@ fn is_not_found(msg: &str) -> bool {
     msg.contains("not found") || msg.contains("10059") || msg.contains("10014")
 }
 
-async fn ensure_consumer(js: &jetstream::Context, def: &ConsumerDef) -> Result<Change, TopologyError> {
+async fn ensure_consumer(
+    js: &jetstream::Context,
+    def: &ConsumerDef,
+) -> Result<Change, TopologyError> {
     let name = def.config.durable_name.clone().unwrap_or_default();
-    let stream = js.get_stream(def.stream).await.map_err(|e| js_err("stream", def.stream, e))?;
+    let stream = js
+        .get_stream(def.stream)
+        .await
+        .map_err(|e| js_err("stream", def.stream, e))?;
     match stream.consumer_info(&name).await {
         Ok(info) => {
             let want = serde_json::to_value(&def.config).unwrap_or(Value::Null);
             let have = serde_json::to_value(&info.config).unwrap_or(Value::Null);
-            let defaults = serde_json::to_value(consumer::pull::Config::default()).unwrap_or(Value::Null);
+            let defaults =
+                serde_json::to_value(consumer::pull::Config::default()).unwrap_or(Value::Null);
             // With a backoff list the server reports ack_wait = backoff[0].
             let ignore: &[&str] = if def.config.backoff.is_empty() {
                 &["description", "num_replicas"]
             } else {
                 &["description", "num_replicas", "ack_wait"]
             };
-            let diffs = diff(&want, &have, &defaults, ignore);
+            let diffs = diff(&want, &have, &defaults, ignore, CONSUMER_IMMUTABLE);
             tracing::debug!(?diffs, consumer = %name, "consumer config differences");
             if diffs.is_empty() {
                 return Ok(Change::Unchanged);
             }
-            if let Some((field, actual, desired)) =
-                diffs.iter().find(|(f, _, _)| CONSUMER_IMMUTABLE.contains(&f.as_str()))
+            if let Some((field, actual, desired)) = diffs
+                .iter()
+                .find(|(f, _, _)| CONSUMER_IMMUTABLE.contains(&f.as_str()))
             {
                 return Err(TopologyError::Conflict {
                     kind: "consumer",
@@ -484,18 +627,27 @@ async fn ensure_consumer(js: &jetstream::Context, def: &ConsumerDef) -> Result<C
                     desired: desired.clone(),
                 });
             }
-            stream.create_consumer(def.config.clone()).await.map_err(|e| js_err("consumer", &name, e))?;
+            stream
+                .create_consumer(def.config.clone())
+                .await
+                .map_err(|e| js_err("consumer", &name, e))?;
             Ok(Change::Updated(diffs.into_iter().map(|d| d.0).collect()))
         }
         Err(e) if is_not_found(&e.to_string()) => {
-            stream.create_consumer(def.config.clone()).await.map_err(|e| js_err("consumer", &name, e))?;
+            stream
+                .create_consumer(def.config.clone())
+                .await
+                .map_err(|e| js_err("consumer", &name, e))?;
             Ok(Change::Created)
         }
         Err(e) => Err(js_err("consumer", &name, e)),
     }
 }
 
-async fn ensure_bucket(js: &jetstream::Context, desired: &kv::Config) -> Result<Change, TopologyError> {
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    desired: &kv::Config,
+) -> Result<Change, TopologyError> {
     let name = desired.bucket.as_str();
     let stream_name = format!("KV_{name}");
     match js.get_stream(&stream_name).await {
@@ -523,11 +675,15 @@ async fn ensure_bucket(js: &jetstream::Context, desired: &kv::Config) -> Result<
             if fields.is_empty() {
                 return Ok(Change::Unchanged);
             }
-            js.update_stream(cfg).await.map_err(|e| js_err("kv", name, e))?;
+            js.update_stream(cfg)
+                .await
+                .map_err(|e| js_err("kv", name, e))?;
             Ok(Change::Updated(fields))
         }
         Err(e) if is_not_found(&e.to_string()) => {
-            js.create_key_value(desired.clone()).await.map_err(|e| js_err("kv", name, e))?;
+            js.create_key_value(desired.clone())
+                .await
+                .map_err(|e| js_err("kv", name, e))?;
             Ok(Change::Created)
         }
         Err(e) => Err(js_err("kv", name, e)),
@@ -564,7 +720,11 @@ mod tests {
         let topo = Topology::new(&Settings::default());
         for cap in BUILTIN_CAPABILITIES {
             let name = format!("cap-{cap}");
-            assert!(topo.consumers.iter().any(|c| c.config.durable_name.as_deref() == Some(&name)));
+            assert!(
+                topo.consumers
+                    .iter()
+                    .any(|c| c.config.durable_name.as_deref() == Some(&name))
+            );
         }
     }
 
@@ -573,7 +733,10 @@ mod tests {
         let topo = Topology::new(&Settings::default());
         let mut seen = std::collections::HashSet::new();
         for c in &topo.consumers {
-            assert!(seen.insert((c.stream, c.config.filter_subject.clone())), "duplicate filter");
+            assert!(
+                seen.insert((c.stream, c.config.filter_subject.clone())),
+                "duplicate filter"
+            );
         }
     }
 }

@@ -1,1 +1,267 @@
-//! harness
+//! Test harness: real `nats-server` and `redis-server` processes on free
+//! loopback ports with temporary stores, killed and cleaned up on drop (also
+//! when a test panics), plus helpers to run components and wait on
+//! observable conditions instead of sleeping.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use agentry_ctl::server::{NatsServer, Options as NatsOptions};
+use tempfile::TempDir;
+
+/// A single JetStream server with its own temp store.
+pub struct Nats {
+    pub server: NatsServer,
+    _dir: TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    pub fn start_with(extra_args: Vec<String>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = NatsServer::start(NatsOptions {
+            dir: dir.path().to_owned(),
+            extra_args,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        Self { server, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url.clone()
+    }
+
+    pub fn config(&self) -> agentry::config::Nats {
+        agentry::config::Nats::plain(self.url())
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .expect("connect to test nats-server")
+    }
+
+    /// Connects and creates the full topology (memory storage off: file store like production).
+    pub async fn with_topology(&self) -> (async_nats::Client, async_nats::jetstream::Context) {
+        let client = self.client().await;
+        let js = async_nats::jetstream::new(client.clone());
+        agentry::topology::ensure(&js, &agentry::topology::Topology::new(&test_settings()))
+            .await
+            .expect("topology");
+        (client, js)
+    }
+}
+
+/// Topology settings for tests: short AckWait so redelivery drills are quick.
+pub fn test_settings() -> agentry::topology::Settings {
+    agentry::topology::Settings {
+        task_ack_wait_secs: 5,
+        ..Default::default()
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (for servers without a ports file).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A 3-node JetStream cluster on loopback.
+pub struct Cluster {
+    pub nodes: Vec<NatsServer>,
+    pub urls: Vec<String>,
+    _dir: TempDir,
+    confs: Vec<(PathBuf, u16)>,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_urls: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let mut nodes = Vec::new();
+        let mut confs = Vec::new();
+        for i in 0..3 {
+            let node_dir = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let conf = node_dir.join("node.conf");
+            let text = format!(
+                "server_name: n{i}\njetstream {{ store_dir: {:?} }}\ncluster {{\n  name: agentry-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                node_dir.join("js").display().to_string(),
+                routes[i],
+                route_urls.join(", ")
+            );
+            std::fs::write(&conf, text).expect("write conf");
+            confs.push((conf.clone(), clients[i]));
+            let server = NatsServer::start(NatsOptions {
+                port: Some(clients[i]),
+                dir: node_dir,
+                extra_args: vec!["-c".into(), conf.display().to_string()],
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            nodes.push(server);
+        }
+        let urls = nodes.iter().map(|n| n.url.clone()).collect();
+        Self {
+            nodes,
+            urls,
+            _dir: dir,
+            confs,
+        }
+    }
+
+    pub fn url_list(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// Restarts node `i` with its config and store.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].restart().unwrap_or_else(|e| panic!("{e}"));
+        let _ = &self.confs;
+    }
+}
+
+/// A private redis-server.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+    dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut r = Self {
+            child: None,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+            dir,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (install redis-server): {e}"));
+        self.child = Some(child);
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` until it holds or `limit` passes; panics on timeout.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("condition not met within {limit:?}");
+}
+
+/// Async version of [`wait_until`].
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what}: not true within {limit:?}");
+}
+
+/// The workspace root (for reading repository files in tests).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Path of a workspace binary built by cargo (`agentry`, `agentry-agent`, ...).
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    target.join(profile).join(name)
+}
+
+/// Messages stored per subject in `stream` matching `filter`.
+pub async fn subject_counts(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> std::collections::HashMap<String, usize> {
+    use futures::StreamExt as _;
+    let st = js.get_stream(stream).await.expect("stream");
+    let mut out = std::collections::HashMap::new();
+    let mut it = st.info_with_subjects(filter).await.expect("subjects info");
+    while let Some(Ok((subject, n))) = it.next().await {
+        out.insert(subject, n);
+    }
+    out
+}

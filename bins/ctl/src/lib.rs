@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use agentry::config;
 use clap::{Parser, Subcommand};
 
+mod components;
 pub mod context;
 pub mod server;
-mod components;
 mod setup;
 mod submit;
 mod up;
@@ -40,7 +40,8 @@ impl Cli {
     /// The NATS config, falling back to `.agentry/context` when no URL is given.
     pub fn nats_config(&self) -> config::Nats {
         let mut cfg = self.nats.clone();
-        if cfg.url.is_none() && std::env::var_os("NATS_URL").is_none()
+        if cfg.url.is_none()
+            && std::env::var_os("NATS_URL").is_none()
             && let Some(ctx) = context::read()
         {
             cfg.url = Some(ctx.nats_url);

@@ -18,14 +18,24 @@ pub enum ServerError {
     #[error("nats-server did not report its ports within {0:?}; see {1}")]
     NoPorts(Duration, String),
     #[error("i/o error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Version of a nats-server binary, from `--version` (e.g. `2.15.1`).
 pub fn binary_version(bin: &Path) -> Option<String> {
-    let out = Command::new(bin).arg("--version").stderr(Stdio::null()).output().ok()?;
+    let out = Command::new(bin)
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let v = text.split_whitespace().find(|w| w.trim_start_matches('v').starts_with(|c: char| c.is_ascii_digit()))?;
+    let v = text.split_whitespace().find(|w| {
+        w.trim_start_matches('v')
+            .starts_with(|c: char| c.is_ascii_digit())
+    })?;
     Some(v.trim_start_matches('v').to_owned())
 }
 
@@ -57,7 +67,11 @@ pub fn find_binary() -> Result<PathBuf, ServerError> {
             None => {}
         }
     }
-    let found = if seen.is_empty() { String::new() } else { format!("; too old: {}", seen.join(", ")) };
+    let found = if seen.is_empty() {
+        String::new()
+    } else {
+        format!("; too old: {}", seen.join(", "))
+    };
     Err(ServerError::NotFound { found })
 }
 
@@ -96,7 +110,10 @@ impl NatsServer {
     pub fn start_with(bin: PathBuf, opts: Options) -> Result<Self, ServerError> {
         let io = |path: &Path| {
             let path = path.display().to_string();
-            move |source| ServerError::Io { path: path.clone(), source }
+            move |source| ServerError::Io {
+                path: path.clone(),
+                source,
+            }
         };
         std::fs::create_dir_all(&opts.dir).map_err(io(&opts.dir))?;
         let ports_dir = opts.dir.join("ports");
@@ -106,7 +123,11 @@ impl NatsServer {
         let log = opts.dir.join("nats-server.log");
         let mut cmd = Command::new(&bin);
         cmd.arg("-a").arg("127.0.0.1");
-        cmd.arg("-p").arg(opts.port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into()));
+        cmd.arg("-p").arg(
+            opts.port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-1".into()),
+        );
         cmd.arg("-m").arg("-1");
         cmd.arg("-js").arg("-sd").arg(&store);
         cmd.arg("--ports_file_dir").arg(&ports_dir);
@@ -117,8 +138,13 @@ impl NatsServer {
             cmd.arg("-c").arg(&conf);
         }
         cmd.args(&opts.extra_args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let child = cmd.spawn().map_err(|source| ServerError::Spawn { bin: bin.display().to_string(), source })?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|source| ServerError::Spawn {
+            bin: bin.display().to_string(),
+            source,
+        })?;
         let mut server = Self {
             child: Some(child),
             url: String::new(),
@@ -142,16 +168,27 @@ impl NatsServer {
             {
                 return Err(ServerError::Spawn {
                     bin: self.bin.display().to_string(),
-                    source: std::io::Error::other(format!("exited with {status}; see {}", self.log.display())),
+                    source: std::io::Error::other(format!(
+                        "exited with {status}; see {}",
+                        self.log.display()
+                    )),
                 });
             }
             if let Ok(entries) = std::fs::read_dir(ports_dir) {
                 for e in entries.flatten() {
-                    let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                    let Ok(text) = std::fs::read_to_string(e.path()) else {
+                        continue;
+                    };
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                        continue;
+                    };
                     if let Some(url) = v["nats"][0].as_str() {
                         self.url = url.to_owned();
-                        self.port = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                        self.port = url
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| p.parse().ok())
+                            .unwrap_or(0);
                         self.monitoring_url = v["monitoring"][0].as_str().map(str::to_owned);
                         return Ok(());
                     }
@@ -175,7 +212,10 @@ impl NatsServer {
         if let Some(mut c) = self.child.take() {
             #[cfg(unix)]
             {
-                let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .status();
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while Instant::now() < deadline {
                     if let Ok(Some(_)) = c.try_wait() {
@@ -200,7 +240,9 @@ impl NatsServer {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -25,7 +25,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             }
             std::fs::write(&path, text)?;
         }
-        println!("wrote {} files under {}", topo.cli_files().len(), dir.display());
+        println!(
+            "wrote {} files under {}",
+            topo.cli_files().len(),
+            dir.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let client = crate::connect(cli).await?;
@@ -56,7 +60,10 @@ pub fn print_report(report: &topology::Report, json: bool) {
                 serde_json::json!({"object": name, "change": change, "fields": fields})
             })
             .collect();
-        println!("{}", serde_json::json!({"changed": report.changed(), "items": items}));
+        println!(
+            "{}",
+            serde_json::json!({"changed": report.changed(), "items": items})
+        );
         return;
     }
     for (name, c) in &report.items {
@@ -67,9 +74,19 @@ pub fn print_report(report: &topology::Report, json: bool) {
         }
     }
     if report.changed() {
-        let n = report.items.iter().filter(|(_, c)| *c != Change::Unchanged).count();
-        println!("topology: {n} of {} objects created or updated", report.items.len());
+        let n = report
+            .items
+            .iter()
+            .filter(|(_, c)| *c != Change::Unchanged)
+            .count();
+        println!(
+            "topology: {n} of {} objects created or updated",
+            report.items.len()
+        );
     } else {
-        println!("topology: all {} objects already up to date, nothing changed", report.items.len());
+        println!(
+            "topology: all {} objects already up to date, nothing changed",
+            report.items.len()
+        );
     }
 }

@@ -75,13 +75,24 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         None => RequestId::generate(),
     };
     let event = match (&args.workflow, &args.capability) {
-        (Some(w), _) => client::workflow_request(&id, &args.source, w, args.workflow_version, input),
+        (Some(w), _) => {
+            client::workflow_request(&id, &args.source, w, args.workflow_version, input)
+        }
         (None, Some(c)) => client::task_request(&id, &args.source, c, input, args.task_timeout_ms),
-        (None, None) => anyhow::bail!("name a capability (e.g. `agentry submit echo`) or --workflow"),
+        (None, None) => {
+            anyhow::bail!("name a capability (e.g. `agentry submit echo`) or --workflow")
+        }
     };
-    let mode = if args.structured { Mode::Structured } else { Mode::Binary };
+    let mode = if args.structured {
+        Mode::Structured
+    } else {
+        Mode::Binary
+    };
     if !cli.json {
-        eprintln!("submitted {id}, waiting up to {:?} for agentry.results.{id}", args.timeout);
+        eprintln!(
+            "submitted {id}, waiting up to {:?} for agentry.results.{id}",
+            args.timeout
+        );
     }
     match client::submit(&nats, &js, &event, mode, args.timeout).await {
         Ok(o) => Ok(print(cli, &o)),
@@ -103,5 +114,9 @@ fn print(cli: &Cli, o: &client::Outcome) -> ExitCode {
     } else {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
-    if o.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if o.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -9,9 +9,9 @@ use agentry::topology::{self, Settings, Topology};
 use anyhow::Context as _;
 use tokio_util::task::TaskTracker;
 
+use crate::Cli;
 use crate::context::{self, Context};
 use crate::server::{self, NatsServer};
-use crate::Cli;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,10 +47,24 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         let s = tokio::task::spawn_blocking({
             let dir = dir.clone();
             let port = args.nats_port;
-            move || NatsServer::start_with(bin, server::Options { port, dir, ..Default::default() })
+            move || {
+                NatsServer::start_with(
+                    bin,
+                    server::Options {
+                        port,
+                        dir,
+                        ..Default::default()
+                    },
+                )
+            }
         })
         .await??;
-        println!("nats-server   {} (store {}, log {})", s.url, s.dir.join("jetstream").display(), s.log.display());
+        println!(
+            "nats-server   {} (store {}, log {})",
+            s.url,
+            s.dir.join("jetstream").display(),
+            s.log.display()
+        );
         nats_cfg.url = Some(s.url.clone());
         server = Some(s);
     }
@@ -65,7 +79,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let obs = Observer::new();
     obs.add_nats("nats", client.clone());
     let http: std::net::SocketAddr = args.http_addr.parse().context("--http-addr")?;
-    let bound = obs.clone().spawn(http, shutdown.clone()).await.context("binding --http-addr")?;
+    let bound = obs
+        .clone()
+        .spawn(http, shutdown.clone())
+        .await
+        .context("binding --http-addr")?;
     context::write(
         &args.dir,
         &Context {
@@ -81,12 +99,17 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     tracker.close();
 
     println!("http          http://{bound}/health  /ready  /metrics");
-    println!("context       {} (other agentry commands use it)", context::path(&args.dir).display());
+    println!(
+        "context       {} (other agentry commands use it)",
+        context::path(&args.dir).display()
+    );
     println!("try           agentry submit echo --input '{{\"message\":\"hello\"}}'");
     println!("ready; Ctrl-C stops everything");
 
     shutdown.cancelled().await;
-    let drained = tokio::time::timeout(Duration::from_secs(45), tracker.wait()).await.is_ok();
+    let drained = tokio::time::timeout(Duration::from_secs(45), tracker.wait())
+        .await
+        .is_ok();
     if !drained {
         eprintln!("components did not stop within 45s");
     }
@@ -97,5 +120,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         tokio::task::spawn_blocking(move || s.stop()).await.ok();
     }
     println!("stopped");
-    Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if drained {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -11,8 +11,16 @@ fn h(pairs: &[(&str, &str)]) -> HeaderMap {
 }
 
 fn sample() -> Event {
-    let mut e = new_event("req-1", "/tests", types::TASK_REQUESTED, serde_json::json!({"capability": "echo", "input": {"x": 1}}));
-    e.set_extension(ext::TRACEPARENT, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let mut e = new_event(
+        "req-1",
+        "/tests",
+        types::TASK_REQUESTED,
+        serde_json::json!({"capability": "echo", "input": {"x": 1}}),
+    );
+    e.set_extension(
+        ext::TRACEPARENT,
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    );
     e
 }
 
@@ -27,15 +35,24 @@ fn binary_round_trip() {
     assert_eq!(d.event.id(), "req-1");
     assert_eq!(d.event.ty(), types::TASK_REQUESTED);
     assert_eq!(data_json(&d.event).unwrap(), data_json(&e).unwrap());
-    assert_eq!(ext_str(&d.event, ext::TRACEPARENT), ext_str(&e, ext::TRACEPARENT));
-    assert_eq!(d.event.time().map(|t| t.timestamp_millis()), e.time().map(|t| t.timestamp_millis()));
+    assert_eq!(
+        ext_str(&d.event, ext::TRACEPARENT),
+        ext_str(&e, ext::TRACEPARENT)
+    );
+    assert_eq!(
+        d.event.time().map(|t| t.timestamp_millis()),
+        e.time().map(|t| t.timestamp_millis())
+    );
 }
 
 #[test]
 fn structured_round_trip() {
     let e = sample();
     let (headers, body) = encode(&e, Mode::Structured).unwrap();
-    assert_eq!(headers.get(header::CONTENT_TYPE).map(|v| v.as_str()), Some(STRUCTURED_CONTENT_TYPE));
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).map(|v| v.as_str()),
+        Some(STRUCTURED_CONTENT_TYPE)
+    );
     let d = decode(Some(&headers), &body, &Limits::default()).unwrap();
     assert_eq!(d.mode, Mode::Structured);
     assert_eq!(d.event.id(), "req-1");
@@ -51,7 +68,13 @@ fn structured_without_content_type_is_accepted() {
 
 #[test]
 fn plain_content_type_is_the_binary_fallback() {
-    let headers = h(&[("ce-specversion", "1.0"), ("ce-id", "a"), ("ce-source", "/x"), ("ce-type", "t"), ("Content-Type", "text/plain")]);
+    let headers = h(&[
+        ("ce-specversion", "1.0"),
+        ("ce-id", "a"),
+        ("ce-source", "/x"),
+        ("ce-type", "t"),
+        ("Content-Type", "text/plain"),
+    ]);
     let d = decode(Some(&headers), b"hello", &Limits::default()).unwrap();
     assert_eq!(d.event.datacontenttype(), Some("text/plain"));
     assert!(matches!(d.event.data(), Some(Data::String(s)) if s == "hello"));
@@ -82,7 +105,10 @@ fn percent_encoding_of_header_values() {
     assert!(!raw.contains(' ') && !raw.contains('"'));
     assert!(raw.contains("%25"));
     let d = decode(Some(&headers), &body, &Limits::default()).unwrap();
-    assert_eq!(ext_str(&d.event, "note").as_deref(), Some("größe 50% \"quoted\""));
+    assert_eq!(
+        ext_str(&d.event, "note").as_deref(),
+        Some("größe 50% \"quoted\"")
+    );
 }
 
 fn ext_value() -> impl Strategy<Value = String> {
@@ -160,14 +186,21 @@ proptest! {
 fn malformed_table() {
     type Check = fn(&DecodeError) -> bool;
     let ok_hdrs = |extra: &[(&str, &str)]| {
-        let mut base = vec![("ce-specversion", "1.0"), ("ce-id", "r1"), ("ce-source", "/t"), ("ce-type", "io.agentry.task.requested")];
+        let mut base = vec![
+            ("ce-specversion", "1.0"),
+            ("ce-id", "r1"),
+            ("ce-source", "/t"),
+            ("ce-type", "io.agentry.task.requested"),
+        ];
         base.retain(|(k, _)| !extra.iter().any(|(ek, _)| ek == k));
         base.extend_from_slice(extra);
         base.retain(|(_, v)| *v != "<drop>");
         h(&base)
     };
     let structured = h(&[("Content-Type", "application/cloudevents+json")]);
-    let many: Vec<(String, String)> = (0..100).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
+    let many: Vec<(String, String)> = (0..100)
+        .map(|i| (format!("x-h{i}"), "v".to_string()))
+        .collect();
     let mut many_hdrs = ok_hdrs(&[]);
     for (k, v) in &many {
         many_hdrs.insert(k.as_str(), v.as_str());
@@ -214,8 +247,11 @@ fn malformed_table() {
     ];
     assert!(cases.len() >= 20);
     for (name, headers, body, check) in cases {
-        let result = std::panic::catch_unwind(|| decode(headers.as_ref(), &body, &Limits::default()));
-        let Ok(result) = result else { panic!("{name}: decoder panicked") };
+        let result =
+            std::panic::catch_unwind(|| decode(headers.as_ref(), &body, &Limits::default()));
+        let Ok(result) = result else {
+            panic!("{name}: decoder panicked")
+        };
         match result {
             Ok(_) => panic!("{name}: accepted a malformed message"),
             Err(e) => assert!(check(&e), "{name}: wrong error {e:?}"),
@@ -226,16 +262,35 @@ fn malformed_table() {
 #[test]
 fn hints_from_broken_messages() {
     let hd = h(&[("ce-id", "abc"), ("ce-source", "/probe")]);
-    assert_eq!(request_id_hint(Some(&hd), b"").map(|r| r.to_string()).as_deref(), Some("abc"));
+    assert_eq!(
+        request_id_hint(Some(&hd), b"")
+            .map(|r| r.to_string())
+            .as_deref(),
+        Some("abc")
+    );
     assert_eq!(source_hint(Some(&hd), b"").as_deref(), Some("/probe"));
-    assert_eq!(request_id_hint(None, br#"{"id":"zz","specversion":"9"}"#).map(|r| r.to_string()).as_deref(), Some("zz"));
+    assert_eq!(
+        request_id_hint(None, br#"{"id":"zz","specversion":"9"}"#)
+            .map(|r| r.to_string())
+            .as_deref(),
+        Some("zz")
+    );
     assert!(request_id_hint(None, b"garbage").is_none());
     assert!(request_id_hint(None, br#"{"id":"bad id"}"#).is_none());
 }
 
 #[test]
 fn reasons_map() {
-    assert_eq!(DecodeError::MissingAttribute("id").reason(), Reason::MissingAttribute);
-    assert_eq!(DecodeError::TooLarge { size: 2, limit: 1 }.reason(), Reason::TooLarge);
-    assert_eq!(DecodeError::BadJson("x".into()).reason(), Reason::NotCloudevent);
+    assert_eq!(
+        DecodeError::MissingAttribute("id").reason(),
+        Reason::MissingAttribute
+    );
+    assert_eq!(
+        DecodeError::TooLarge { size: 2, limit: 1 }.reason(),
+        Reason::TooLarge
+    );
+    assert_eq!(
+        DecodeError::BadJson("x".into()).reason(),
+        Reason::NotCloudevent
+    );
 }
