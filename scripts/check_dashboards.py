@@ -16,6 +16,8 @@ Modes (run from anywhere; paths are relative to the repository root):
       --emit-queries FILE writes the substituted expressions as JSON
       ([{dashboard, uid, panel_id, panel, ref_id, expr, instant, kind}]) so
       an end-to-end test can evaluate them over Prometheus' HTTP API.
+      --dashboards DIR checks another directory (the five expected files
+      are required only in deploy/grafana/dashboards/).
 
   check_dashboards.py --rules-sync
       deploy/prometheus/prometheusrule.yaml holds exactly the groups of

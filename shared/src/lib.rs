@@ -6,6 +6,10 @@
 //! - [`event`]: the CloudEvents <-> NATS binding (structured and binary mode);
 //! - [`reason`]: the closed set of rejection and dead-letter reasons;
 //! - [`topology`]: streams, consumers and buckets as data, and `ensure`;
+//! - [`agent`]: the SDK for writing agents and the runtime hosting them;
+//! - [`registry`]: agent records and discovery;
+//! - [`reply`]: results (first one wins) and dead letters;
+//! - [`retry`]: retry delay policies;
 //! - [`client`]: submit a request and wait for its one result;
 //! - [`config`]: flags and `AGENTRY_*` environment shared by every binary;
 //! - [`connect`]: NATS connection with auth, TLS, backoff and version check;
@@ -14,6 +18,7 @@
 //! - [`schema`]: embedded JSON Schemas, compiled once;
 //! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token;
 
+pub mod agent;
 pub mod client;
 pub mod config;
 pub mod connect;
@@ -21,6 +26,9 @@ pub mod event;
 pub mod http;
 pub mod id;
 pub mod reason;
+pub mod registry;
+pub mod reply;
+pub mod retry;
 pub mod schema;
 pub mod shutdown;
 pub mod subject;

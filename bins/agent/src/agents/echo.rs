@@ -1,0 +1,64 @@
+//! `echo`: returns its input. Test and benchmark fixture with optional
+//! `sleep_ms`, failure modes and a side-effect counter.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentry::agent::{Agent, Context, Descriptor, Task, TaskError};
+use agentry::id::Capability;
+use serde_json::Value;
+
+/// Echo agent. `healed` turns every failure mode off (DLQ replay drills);
+/// `executions` counts completed executions per `counter_key`.
+#[derive(Default, Clone)]
+pub struct Echo {
+    pub healed: Arc<AtomicBool>,
+    pub executions: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Echo {
+    pub fn executions_of(&self, key: &str) -> u64 {
+        self.executions.lock().map(|m| m.get(key).copied().unwrap_or(0)).unwrap_or(0)
+    }
+}
+
+#[async_trait::async_trait]
+impl Agent for Echo {
+    fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            kind: "echo".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Returns its input; optional sleep and failure modes for tests and benchmarks".into(),
+            capabilities: Capability::new("echo").into_iter().collect(),
+        }
+    }
+
+    async fn handle(&self, task: Task, ctx: Context) -> Result<Value, TaskError> {
+        let input = &task.input;
+        if let Some(ms) = input.get("sleep_ms").and_then(Value::as_u64) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let healed = self.healed.load(Ordering::Relaxed) || std::env::var_os("AGENTRY_ECHO_HEALED").is_some();
+        if !healed {
+            match input.get("fail").and_then(Value::as_str).unwrap_or("none") {
+                "retryable" => return Err(TaskError::retryable("echo asked to fail (retryable)")),
+                "permanent" => return Err(TaskError::permanent("echo asked to fail (permanent)")),
+                "until_attempt" => {
+                    let until = input.get("fail_until_attempt").and_then(Value::as_u64).unwrap_or(1);
+                    if u64::from(task.attempt) < until {
+                        return Err(TaskError::retryable(format!("echo failing attempt {} of {until}", task.attempt)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(key) = input.get("counter_key").and_then(Value::as_str)
+            && let Ok(mut m) = self.executions.lock()
+        {
+            *m.entry(key.to_owned()).or_default() += 1;
+        }
+        Ok(serde_json::json!({"echo": input, "agent_id": ctx.agent_id().as_str(), "attempt": task.attempt}))
+    }
+}

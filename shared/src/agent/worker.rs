@@ -1,0 +1,314 @@
+//! One task delivery: decode, validate, run with progress and timeout,
+//! publish the result, then ack; or retry, or dead-letter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use chrono::Utc;
+use cloudevents::AttributesReader;
+use serde_json::Value;
+use tracing::{Instrument, info_span, warn};
+
+use super::context::{Context, Shared};
+use super::{Agent, Task, TaskError};
+use crate::event::{self, Limits, ext, types};
+use crate::id::{Capability, RequestId};
+use crate::reason::Reason;
+use crate::reply::{self, Origin, Published};
+use crate::retry;
+use crate::subject;
+
+/// State shared by every delivery of one agent instance.
+pub(crate) struct Instance {
+    pub shared: Arc<Shared>,
+    pub agent: Arc<dyn Agent>,
+    pub max_deliver: i64,
+    pub ack_wait: Duration,
+    pub retry: retry::Policy,
+    pub processed: AtomicU64,
+    pub failed: AtomicU64,
+    pub in_flight: AtomicU64,
+}
+
+enum Outcome {
+    Completed,
+    Failed,
+    Retried,
+    Skipped,
+}
+
+pub(crate) async fn process(inst: Arc<Instance>, cap: Capability, msg: jetstream::Message) {
+    let (attempt, seq) = match msg.info() {
+        Ok(i) => (i.delivered.max(1) as u64, i.stream_sequence),
+        Err(_) => (1, 0),
+    };
+    inst.in_flight.fetch_add(1, Ordering::Relaxed);
+    let gauge = inst.shared.metrics.in_flight.with_label_values(&[cap.as_str()]);
+    gauge.inc();
+    let started = Instant::now();
+    let outcome = run(&inst, &cap, &msg, attempt, seq).await;
+    gauge.dec();
+    inst.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let m = &inst.shared.metrics;
+    match outcome {
+        Outcome::Completed => {
+            inst.processed.fetch_add(1, Ordering::Relaxed);
+            m.tasks.with_label_values(&[cap.as_str(), "completed"]).inc();
+            m.duration.with_label_values(&[cap.as_str()]).observe(started.elapsed().as_secs_f64());
+        }
+        Outcome::Failed => {
+            inst.failed.fetch_add(1, Ordering::Relaxed);
+            m.tasks.with_label_values(&[cap.as_str(), "failed"]).inc();
+            m.duration.with_label_values(&[cap.as_str()]).observe(started.elapsed().as_secs_f64());
+        }
+        Outcome::Retried => m.tasks.with_label_values(&[cap.as_str(), "retried"]).inc(),
+        Outcome::Skipped => m.tasks.with_label_values(&[cap.as_str(), "timeout"]).inc(),
+    }
+}
+
+async fn run(inst: &Arc<Instance>, cap: &Capability, msg: &jetstream::Message, attempt: u64, seq: u64) -> Outcome {
+    let decoded = match event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()) {
+        Ok(d) => d.event,
+        Err(e) => {
+            dead_letter(inst, msg, e.reason(), &e.to_string(), attempt, seq, None, None).await;
+            term(msg).await;
+            return Outcome::Failed;
+        }
+    };
+    let request_id = match RequestId::new(decoded.id()) {
+        Ok(id) => id,
+        Err(e) => {
+            dead_letter(inst, msg, Reason::InvalidId, &e.to_string(), attempt, seq, None, None).await;
+            term(msg).await;
+            return Outcome::Failed;
+        }
+    };
+    let source = decoded.source().to_string();
+    let replyto = event::ext_str(&decoded, ext::REPLYTO).unwrap_or_default();
+    if !subject::is_allowed_reply(&replyto) {
+        let detail = format!("replyto {replyto:?} is not an agentry.results.* or agentry.steps.* subject");
+        dead_letter(inst, msg, Reason::MissingAttribute, &detail, attempt, seq, Some(&request_id), Some(&source)).await;
+        term(msg).await;
+        return Outcome::Failed;
+    }
+    let is_step = replyto.starts_with(subject::STEPS_PREFIX);
+    let traceparent = event::ext_str(&decoded, ext::TRACEPARENT);
+    let span = info_span!("task", agentry.request_id = %request_id, agentry.capability = %cap, attempt, trace = traceparent.as_deref().unwrap_or(""));
+    async {
+        let input = match event::data_json(&decoded) {
+            Ok(Value::Object(mut o)) => o.remove("input").unwrap_or(Value::Null),
+            Ok(_) | Err(_) => Value::Null,
+        };
+        let deadline = event::ext_i64(&decoded, ext::DEADLINE).and_then(chrono::DateTime::from_timestamp_millis);
+        let step_attempt = event::ext_i64(&decoded, ext::ATTEMPT).map(|a| a as u32);
+        let reply_ctx = ReplyCtx {
+            replyto: &replyto,
+            request_id: &request_id,
+            cap,
+            decoded: &decoded,
+            attempt: step_attempt.unwrap_or(attempt as u32),
+        };
+        if let Some(v) = crate::schema::global().capability_input(cap.as_str())
+            && let Err(e) = crate::schema::check(v, &input)
+        {
+            let err = TaskError::invalid_input(format!("input does not match the {cap} schema: {e}"));
+            return fail(inst, msg, &reply_ctx, &err, attempt, seq, &source, is_step, Reason::SchemaInvalid).await;
+        }
+        if let Some(d) = deadline
+            && d <= Utc::now()
+        {
+            // The engine's deadline timer answers the requester; running now is wasted work.
+            warn!("task deadline passed before it started, skipping");
+            let err = TaskError::Permanent { code: "timeout", message: "deadline passed before an agent picked the task up".into() };
+            publish_outcome(inst, &reply_ctx, Err(&err), Duration::ZERO).await;
+            term(msg).await;
+            return Outcome::Skipped;
+        }
+        let task = Task {
+            request_id: request_id.clone(),
+            capability: cap.clone(),
+            input,
+            attempt: step_attempt.unwrap_or(attempt as u32),
+            source: source.clone(),
+            deadline,
+            traceparent: traceparent.clone(),
+            run_id: event::ext_str(&decoded, ext::RUNID),
+            step_id: event::ext_str(&decoded, ext::STEPID),
+        };
+        let ctx = Context { inner: inst.shared.clone(), traceparent: traceparent.clone(), request_id: Some(request_id.clone()) };
+        let mut limit = inst.agent.default_timeout();
+        if let Some(d) = deadline {
+            let left = (d - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            limit = limit.min(left);
+        }
+        let started = Instant::now();
+        let result = with_progress(msg, inst.ack_wait, tokio::time::timeout(limit, inst.agent.handle(task, ctx))).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(Ok(output)) => {
+                if let Some(v) = crate::schema::global().capability_output(cap.as_str())
+                    && let Err(e) = crate::schema::check(v, &output)
+                {
+                    warn!(error = %e, "handler output does not match its schema");
+                }
+                if publish_outcome(inst, &reply_ctx, Ok(&output), elapsed).await {
+                    ack(msg).await;
+                    Outcome::Completed
+                } else {
+                    // Result not stored (NATS trouble): let the delivery be retried.
+                    nak(msg, Duration::from_secs(1)).await;
+                    Outcome::Retried
+                }
+            }
+            Ok(Err(err)) => {
+                if err.is_retryable() && !is_step && (attempt as i64) < inst.max_deliver {
+                    let delay = inst.retry.delay(attempt as u32);
+                    warn!(error = %err, attempt, delay_ms = delay.as_millis() as u64, "task failed, retrying");
+                    nak(msg, delay).await;
+                    return Outcome::Retried;
+                }
+                let err = if err.is_retryable() && !is_step {
+                    TaskError::Permanent { code: "retries_exhausted", message: format!("failed after {attempt} attempts: {err}") }
+                } else {
+                    err
+                };
+                fail(inst, msg, &reply_ctx, &err, attempt, seq, &source, is_step, Reason::TaskFailed).await
+            }
+            Err(_) => {
+                let err = TaskError::Permanent { code: "timeout", message: format!("handler exceeded {limit:?}") };
+                fail(inst, msg, &reply_ctx, &err, attempt, seq, &source, is_step, Reason::TaskFailed).await
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct ReplyCtx<'a> {
+    replyto: &'a str,
+    request_id: &'a RequestId,
+    cap: &'a Capability,
+    decoded: &'a cloudevents::Event,
+    attempt: u32,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fail(
+    inst: &Arc<Instance>,
+    msg: &jetstream::Message,
+    rc: &ReplyCtx<'_>,
+    err: &TaskError,
+    attempt: u64,
+    seq: u64,
+    source: &str,
+    is_step: bool,
+    reason: Reason,
+) -> Outcome {
+    warn!(error = %err, code = err.code(), "task failed");
+    publish_outcome(inst, rc, Err(err), Duration::ZERO).await;
+    // Workflow steps: the engine owns retries and dead-lettering of runs.
+    if !is_step {
+        dead_letter(inst, msg, reason, &err.to_string(), attempt, seq, Some(rc.request_id), Some(source)).await;
+    }
+    term(msg).await;
+    Outcome::Failed
+}
+
+/// Publishes the completed/failed result; `true` when it is stored (or a
+/// result already existed).
+async fn publish_outcome(inst: &Arc<Instance>, rc: &ReplyCtx<'_>, result: Result<&Value, &TaskError>, elapsed: Duration) -> bool {
+    let agent_id = inst.shared.agent_id.as_str();
+    let (ty, mut data) = match result {
+        Ok(out) => (types::TASK_COMPLETED, serde_json::json!({"request_id": rc.request_id, "output": out})),
+        Err(e) => (
+            types::TASK_FAILED,
+            serde_json::json!({"request_id": rc.request_id, "error": reply::error_object(e.code(), &e.to_string(), e.is_retryable())}),
+        ),
+    };
+    data["capability"] = rc.cap.as_str().into();
+    data["agent_id"] = agent_id.into();
+    data["attempts"] = rc.attempt.into();
+    data["duration_ms"] = (elapsed.as_millis() as u64).into();
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let mut ev = event::new_event(&id, &format!("/agents/{agent_id}"), ty, data);
+    ev.set_extension(ext::REQUESTID, rc.request_id.as_str());
+    for name in [ext::TRACEPARENT, ext::RUNID, ext::STEPID, ext::ATTEMPT] {
+        if let Some(v) = event::ext_str(rc.decoded, name) {
+            ev.set_extension(name, v);
+        }
+    }
+    let dedup = format!("res-{}-{}", rc.request_id, rc.attempt);
+    match reply::publish_result(&inst.shared.js, rc.replyto, &ev, &dedup).await {
+        Ok(Published::Stored) => true,
+        Ok(Published::DuplicateRefused) => {
+            inst.shared.metrics.duplicates.inc();
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "result publish failed");
+            false
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    inst: &Arc<Instance>,
+    msg: &jetstream::Message,
+    reason: Reason,
+    detail: &str,
+    attempts: u64,
+    seq: u64,
+    request_id: Option<&RequestId>,
+    source: Option<&str>,
+) {
+    let origin = Origin {
+        subject: msg.subject.as_str(),
+        stream: subject::TASKS_STREAM,
+        stream_seq: seq,
+        attempts,
+        request_id: request_id.map(|r| r.as_str()),
+        source,
+    };
+    match reply::dead_letter(&inst.shared.js, reason, detail, &origin, msg.headers.as_ref(), msg.payload.clone()).await {
+        Ok(_) => inst.shared.metrics.dlq.with_label_values(&[reason.as_str()]).inc(),
+        Err(e) => warn!(error = %e, "dead-letter publish failed"),
+    }
+}
+
+/// Runs `fut`, sending `+WPI` every third of AckWait so long work is not redelivered.
+async fn with_progress<F: std::future::Future>(msg: &jetstream::Message, ack_wait: Duration, fut: F) -> F::Output {
+    let every = (ack_wait / 3).max(Duration::from_millis(200));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    warn!(error = %e, "progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+async fn ack(msg: &jetstream::Message) {
+    if let Err(e) = msg.ack().await {
+        warn!(error = %e, "ack failed; the task will be redelivered and its duplicate result refused");
+    }
+}
+
+async fn nak(msg: &jetstream::Message, delay: Duration) {
+    if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+        warn!(error = %e, "nak failed");
+    }
+}
+
+async fn term(msg: &jetstream::Message) {
+    if let Err(e) = msg.ack_with(AckKind::Term).await {
+        warn!(error = %e, "term failed");
+    }
+}

@@ -1,0 +1,63 @@
+//! Retry delays, behind one small module so the `backoff` crate (unmaintained,
+//! RUSTSEC-2025-0012) can be swapped without touching callers.
+
+use std::time::Duration;
+
+use backoff::backoff::Backoff as _;
+
+/// An exponential policy: `initial * multiplier^(attempt-1)`, capped at `max`, with ±20% jitter.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { initial: Duration::from_millis(500), max: Duration::from_secs(60), multiplier: 2.0 }
+    }
+}
+
+impl Policy {
+    /// Delay before retry number `attempt` (1 = first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let mut b = backoff::ExponentialBackoff {
+            current_interval: self.initial,
+            initial_interval: self.initial,
+            randomization_factor: 0.2,
+            multiplier: self.multiplier.max(1.0),
+            max_interval: self.max,
+            max_elapsed_time: None,
+            ..Default::default()
+        };
+        let mut d = self.initial;
+        for _ in 0..attempt.max(1) {
+            d = b.next_backoff().unwrap_or(self.max);
+        }
+        d.min(self.max)
+    }
+
+    /// The same without jitter (for schedules that must be reproducible).
+    pub fn delay_exact(&self, attempt: u32) -> Duration {
+        let factor = self.multiplier.max(1.0).powi(attempt.saturating_sub(1).min(62) as i32);
+        let ms = (self.initial.as_millis() as f64 * factor).min(self.max.as_millis() as f64);
+        Duration::from_millis(ms as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_and_caps() {
+        let p = Policy { initial: Duration::from_millis(100), max: Duration::from_secs(1), multiplier: 2.0 };
+        assert_eq!(p.delay_exact(1), Duration::from_millis(100));
+        assert_eq!(p.delay_exact(3), Duration::from_millis(400));
+        assert_eq!(p.delay_exact(10), Duration::from_secs(1));
+        let d = p.delay(3);
+        assert!(d >= Duration::from_millis(300) && d <= Duration::from_millis(500), "{d:?}");
+        assert!(p.delay(30) <= Duration::from_secs(1));
+    }
+}
