@@ -13,8 +13,9 @@ what a schema cannot:
   capabilities and adds none, is not privileged, and has cpu and memory
   requests and limits;
 - every long-running container (regular containers and restartable "sidecar"
-  init containers) has liveness and readiness probes; ordinary init containers
-  run to completion and Kubernetes forbids probes on them;
+  init containers, outside Jobs) has liveness and readiness probes; ordinary
+  init containers and Job containers run to completion (Kubernetes forbids
+  probes on the former and they mean nothing for the latter);
 - every pod uses the RuntimeDefault (or a Localhost) seccomp profile, does not
   share host namespaces, mounts no hostPath, and gets no service account token;
 - a default-deny NetworkPolicy (empty pod selector, Ingress and Egress, no
@@ -22,7 +23,10 @@ what a schema cannot:
 - no Secret carries literal data (Secrets are created by the operator);
 - every KEDA nats-jetstream trigger names its stream and consumer as literal
   strings, and every ScaledObject targets a workload present in the render;
-- every Service and PodDisruptionBudget selects at least one pod template.
+- every Service and PodDisruptionBudget selects at least one pod template;
+- every namespaced object names its namespace (an unnamespaced
+  AuthorizationPolicy applied in the wrong namespace changes someone else's
+  traffic).
 
 Exit status 0 when clean, 1 on any violation (one line each on stdout),
 2 on unreadable input. Needs Python 3.8+ and PyYAML.
@@ -36,6 +40,10 @@ try:
 except ImportError:  # pragma: no cover - environment problem, not a policy result
     sys.exit("policy_check: PyYAML is required (Debian: apt-get install python3-yaml; pip: pip install pyyaml)")
 
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                  "PriorityClass", "StorageClass", "PersistentVolume", "IngressClass", "RuntimeClass",
+                  "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ClusterTriggerAuthentication",
+                  "ClusterAnalysisTemplate"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Rollout"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -113,8 +121,9 @@ def check_pod(doc):
     containers = pod.get("containers") or []
     if not containers:
         yield f"{where}: no containers"
+    run_to_completion = doc.get("kind") in ("Job", "CronJob")
     for c in containers:
-        yield from check_container(where, c, pod_sc, long_running=True)
+        yield from check_container(where, c, pod_sc, long_running=not run_to_completion)
     for c in pod.get("initContainers") or []:
         sidecar = c.get("restartPolicy") == "Always"
         yield from check_container(where, c, pod_sc, long_running=sidecar)
@@ -192,6 +201,8 @@ def check(docs):
                 templates.append(dict(sel))
     for d in docs:
         kind = d.get("kind")
+        if kind not in CLUSTER_SCOPED and not (d.get("metadata") or {}).get("namespace"):
+            yield f"{ident(d)}: no metadata.namespace"
         yield from check_pod(d)
         if kind == "Secret" and (d.get("data") or d.get("stringData")):
             yield f"{ident(d)}: Secret with literal data in the manifests (create it out of band)"
@@ -214,12 +225,12 @@ def load(text):
 GOOD = """
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: default-deny}
+metadata: {namespace: app, name: default-deny}
 spec: {podSelector: {}, policyTypes: [Ingress, Egress]}
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: web}
+metadata: {namespace: app, name: web}
 spec:
   selector: {matchLabels: {app: web}}
   template:
@@ -240,19 +251,34 @@ spec:
           livenessProbe: {httpGet: {path: /health, port: 8080}}
           readinessProbe: {httpGet: {path: /ready, port: 8080}}
 ---
+apiVersion: batch/v1
+kind: Job
+metadata: {namespace: app, name: once}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: task
+          image: x
+          securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+          resources: {requests: {cpu: 10m, memory: 8Mi}, limits: {cpu: 100m, memory: 16Mi}}
+---
 apiVersion: v1
 kind: Service
-metadata: {name: web}
+metadata: {namespace: app, name: web}
 spec: {selector: {app: web}, ports: [{port: 8080}]}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {name: referenced-only}
+metadata: {namespace: app, name: referenced-only}
 type: Opaque
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
-metadata: {name: web}
+metadata: {namespace: app, name: web}
 spec:
   scaleTargetRef: {name: web}
   triggers:
@@ -338,7 +364,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: orphan}
 spec: {selector: {app: nobody}, ports: [{port: 80}]}
-""", ["scaleTargetRef Deployment/missing", "is not a plain JetStream name", "is not cap-<capability>",
+""", ["ScaledObject/so: no metadata.namespace", "scaleTargetRef Deployment/missing", "is not a plain JetStream name", "is not cap-<capability>",
       "Service/orphan: selector matches no pod template"]),
 ]
 

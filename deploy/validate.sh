@@ -8,6 +8,9 @@
 #   K8S_VALIDATE=/path/to/validate deploy/validate.sh
 #
 # Environment:
+#   K8S_VALIDATOR  "shared" (default): the project's offline validator;
+#                  "kubeconform": kubeconform with the datreeio CRD catalogue
+#                  (for CI machines without ../shared, e.g. GitHub Actions)
 #   K8S_VALIDATE   the offline validator (default: ../shared/k8s/validate,
 #                  relative to the repository root)
 #   K8S_PYTHON     python to run it with; otherwise the first of $K8S_VENV,
@@ -27,37 +30,61 @@ KUSTOMIZE=${KUSTOMIZE:-kubectl kustomize}
 
 die() { echo "validate.sh: $*" >&2; exit 2; }
 
-[[ -f $K8S_VALIDATE ]] || die "validator not found at $K8S_VALIDATE (set K8S_VALIDATE)"
-validator_dir=$(cd "$(dirname "$K8S_VALIDATE")" && pwd)
-[[ -d $validator_dir/schemas ]] || die "no schemas/ directory beside $K8S_VALIDATE"
+K8S_VALIDATOR=${K8S_VALIDATOR:-shared}
 read -r -a kustomize_cmd <<<"$KUSTOMIZE"
 command -v "${kustomize_cmd[0]}" >/dev/null || die "${kustomize_cmd[0]} not found (needed for: $KUSTOMIZE)"
-
-# Pick the python that has the validator's requirements installed.
-python=${K8S_PYTHON:-}
-if [[ -z $python ]]; then
-    for venv in "${K8S_VENV:-}" "$validator_dir/.venv" "$repo_root/../scratch/k8svenv"; do
-        if [[ -n $venv && -x $venv/bin/python ]]; then python=$venv/bin/python; break; fi
-    done
-fi
-python=${python:-python3}
-"$python" -c 'import kubernetes_validate, jsonschema, referencing, yaml' 2>/dev/null ||
-    die "$python lacks the validator's requirements: $python -m pip install -r $validator_dir/requirements.txt"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 render_dir=${RENDER_DIR:-$work/rendered}
 mkdir -p "$render_dir"
 
-# The validator finds CRD schemas in schemas/ beside itself. Argo Rollouts'
-# AnalysisTemplate (used by the canary overlay) is not among the shared ones,
-# so run a private copy whose schemas/ is the shared set plus ours. The shared
-# files are never modified.
-cp "$K8S_VALIDATE" "$work/validate"
-cp -R "$validator_dir/schemas" "$work/schemas"
-for extra in deploy/overlays/*/schemas; do
-    [[ -d $extra ]] && cp -R "$extra/." "$work/schemas/"
-done
+case $K8S_VALIDATOR in
+shared)
+    [[ -f $K8S_VALIDATE ]] || die "validator not found at $K8S_VALIDATE (set K8S_VALIDATE, or K8S_VALIDATOR=kubeconform)"
+    validator_dir=$(cd "$(dirname "$K8S_VALIDATE")" && pwd)
+    [[ -d $validator_dir/schemas ]] || die "no schemas/ directory beside $K8S_VALIDATE"
+    # Pick the python that has the validator's requirements installed.
+    python=${K8S_PYTHON:-}
+    if [[ -z $python ]]; then
+        for venv in "${K8S_VENV:-}" "$validator_dir/.venv" "$repo_root/../scratch/k8svenv"; do
+            if [[ -n $venv && -x $venv/bin/python ]]; then python=$venv/bin/python; break; fi
+        done
+    fi
+    python=${python:-python3}
+    "$python" -c 'import kubernetes_validate, jsonschema, referencing, yaml' 2>/dev/null ||
+        die "$python lacks the validator's requirements: $python -m pip install -r $validator_dir/requirements.txt"
+    # The validator finds CRD schemas in schemas/ beside itself. Argo Rollouts'
+    # AnalysisTemplate (used by the canary overlay) is not among the shared
+    # ones, so run a private copy whose schemas/ is the shared set plus ours.
+    # The shared files are never modified.
+    cp "$K8S_VALIDATE" "$work/validate"
+    cp -R "$validator_dir/schemas" "$work/schemas"
+    for extra in deploy/overlays/*/schemas; do
+        [[ -d $extra ]] && cp -R "$extra/." "$work/schemas/"
+    done
+    validate_schemas() { "$python" "$work/validate" --strict --k8s-version "$K8S_VERSION" -q "$1"; }
+    ;;
+kubeconform)
+    command -v kubeconform >/dev/null || die "kubeconform not found"
+    python=${K8S_PYTHON:-python3}
+    "$python" -c 'import yaml' 2>/dev/null || die "$python lacks PyYAML (pip install pyyaml)"
+    mkdir -p "$work/schemas"
+    for extra in deploy/overlays/*/schemas; do
+        [[ -d $extra ]] && cp -R "$extra/." "$work/schemas/"
+    done
+    validate_schemas() {
+        kubeconform -strict -summary -kubernetes-version "$K8S_VERSION.0" \
+            -schema-location default \
+            -schema-location "$work/schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json" \
+            -schema-location 'https://raw.githubusercontent.com/datreeio/CRDs-catalog/main/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json' \
+            "$1"
+    }
+    ;;
+*)
+    die "K8S_VALIDATOR must be shared or kubeconform, not $K8S_VALIDATOR"
+    ;;
+esac
 
 failures=0
 pass() { printf '  ok    %s\n' "$1"; }
@@ -78,8 +105,8 @@ for target in "${targets[@]}"; do
         continue
     fi
     pass "render: $(grep -c '^kind:' "$out") objects"
-    if "$python" "$work/validate" --strict --k8s-version "$K8S_VERSION" -q "$out"; then
-        pass "schemas (--strict, Kubernetes $K8S_VERSION)"
+    if validate_schemas "$out"; then
+        pass "schemas ($K8S_VALIDATOR, strict, Kubernetes $K8S_VERSION)"
     else
         fail "schemas"
     fi

@@ -139,8 +139,10 @@ SEED: list[tuple[str, bytes]] = [
     ("$KV.agentry-workflows.triage.1", b'{"name":"triage"}'),
 ]
 
-T_ALLOW = 3.0   # how long an allowed operation may take
-T_DENY = 1.0    # how long to wait for evidence of a denial that reports nothing
+# How long an allowed operation may take. A denial reported as a permissions
+# violation ends the wait at once; only account-isolation denials (nothing
+# arrives, nothing is reported) wait this long.
+T_ALLOW = 4.0
 VIOLATION_RE = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.IGNORECASE)
 
 
@@ -307,7 +309,8 @@ class RoleConn:
         m = VIOLATION_RE.search(str(err))
         if m:
             async with self._changed:
-                self.violations.append((m[1].lower(), m[2]))
+                # nats-py lower-cases the server's error text, subject included
+                self.violations.append((m[1].lower(), m[2].lower()))
                 self._changed.notify_all()
 
     async def connect(self, url: str, password: str, **kw: Any) -> None:
@@ -320,7 +323,8 @@ class RoleConn:
         return len(self.violations)
 
     def violated(self, since: int, subjects: set[str]) -> bool:
-        return any(subj in subjects for _, subj in self.violations[since:])
+        wanted = {s.lower() for s in subjects}
+        return any(subj in wanted for _, subj in self.violations[since:])
 
     async def wait_violation(self, since: int, subjects: set[str], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -491,7 +495,7 @@ class Harness:
         assert rc.nc is not None
         await rc.nc.publish(subject, encode(check.get("payload")), headers=check.get("headers"))
         await rc.nc.flush()
-        got = await self.first_of(seen, rc, mark, {subject}, T_DENY)
+        got = await self.first_of(seen, rc, mark, {subject}, T_ALLOW)
         await sub.unsubscribe()
         return Outcome(got is not None, "delivered" if got else "not delivered", {subject})
 
@@ -533,6 +537,34 @@ class Harness:
                 task.cancel()
         return msg, why
 
+    async def pull_one(self, nc: NatsClient, rc: RoleConn | None, subject: str) -> tuple[Msg | None, str]:
+        """One pull request on its own inbox: JetStream delivers the message with its
+        original subject, which nats-py's request multiplexer cannot route."""
+        prefix = INBOX[rc.role] if rc else INBOX["admin"]
+        inbox = f"{prefix}.{self.unique('p')}"
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def cb(msg: Msg) -> None:
+            await queue.put(msg)
+
+        mark = rc.mark() if rc else 0
+        sub = await nc.subscribe(inbox, cb=cb)
+        await nc.publish(subject, json.dumps({"batch": 1, "expires": int(2e9)}).encode(), reply=inbox)
+        await nc.flush()
+        if rc is not None:
+            msg = await self.first_of(queue, rc, mark, {subject}, T_ALLOW)
+        else:
+            try:
+                msg = await asyncio.wait_for(queue.get(), T_ALLOW)
+            except asyncio.TimeoutError:
+                msg = None
+        await sub.unsubscribe()
+        if msg is None:
+            return None, "permissions violation" if rc and rc.violated(mark, {subject}) else "timeout"
+        if not (msg.reply or "").startswith("$JS.ACK."):
+            return None, api_error(msg) or "no message"
+        return msg, ""
+
     async def op_js_pub(self, rc: RoleConn, check: dict[str, Any]) -> Outcome:
         subject = check["subject"]
         msg, why = await self.request(rc, subject, encode(check.get("payload")), check.get("headers"))
@@ -561,7 +593,7 @@ class Harness:
         await prober.nc.publish(probe, marker)
         await prober.nc.flush()
         got = None
-        deadline = time.monotonic() + T_DENY
+        deadline = time.monotonic() + T_ALLOW
         while time.monotonic() < deadline:
             msg = await self.first_of(seen, rc, mark, {subject}, deadline - time.monotonic())
             if msg is None:
@@ -596,7 +628,7 @@ class Harness:
         msg: Msg | None = None
         why = ""
         try:
-            msg = await prober.nc.request(probe, b"ping", timeout=T_DENY * 2)
+            msg = await prober.nc.request(probe, b"ping", timeout=T_ALLOW)
         except NoRespondersError:
             why = "no responders"
         except (NatsTimeoutError, asyncio.TimeoutError):
@@ -627,13 +659,10 @@ class Harness:
         subject = check["subject"]
         if check.get("probe"):
             await self.admin_publish(check["probe"])
-        body = json.dumps({"batch": 1, "expires": int(2e9)}).encode()
-        msg, why = await self.request(rc, subject, body, timeout=T_ALLOW)
+        assert rc.nc is not None
+        msg, why = await self.pull_one(rc.nc, rc, subject)
         if msg is None:
             return Outcome(False, why, {subject})
-        if not (msg.reply or "").startswith("$JS.ACK."):
-            return Outcome(False, api_error(msg) or "no message", {subject})
-        assert rc.nc is not None
         await rc.nc.publish(msg.reply, b"+ACK")
         await rc.nc.flush()
         return Outcome(True, f"got {msg.subject}", {subject, msg.reply})
@@ -649,17 +678,16 @@ class Harness:
         stream, consumer = parts[2], parts[3]
         if check.get("probe"):
             await self.admin_publish(check["probe"])
-        body = json.dumps({"batch": 1, "expires": int(2e9)}).encode()
-        m = await self.admin.request(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", body, timeout=T_ALLOW)
-        if not (m.reply or "").startswith("$JS.ACK."):
-            raise SetupError(f"admin could not pull from {stream}/{consumer}: {api_error(m)}")
+        m, why = await self.pull_one(self.admin, None, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}")
+        if m is None or m.reply is None:
+            raise SetupError(f"admin could not pull from {stream}/{consumer}: {why}")
         pending = await self.consumer_ack_pending(stream, consumer)
         mark = rc.mark()
         assert rc.nc is not None
         await rc.nc.publish(m.reply, b"+ACK")
         await rc.nc.flush()
         acked = False
-        deadline = time.monotonic() + T_DENY
+        deadline = time.monotonic() + T_ALLOW
         while time.monotonic() < deadline:
             if rc.violated(mark, {m.reply}):
                 break
@@ -1095,6 +1123,7 @@ def main() -> int:
     ap.add_argument("--topology", action="store_true", help="also start the 3-node cluster and the gateway regions")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, store, certs)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    ap.add_argument("--trace", action="store_true", help="run the servers with protocol tracing (-DV) into their logs")
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="agentry-nats-perm-"))
@@ -1108,7 +1137,9 @@ def main() -> int:
 
         plain_dir = workdir / "plain"
         plain_dir.mkdir()
-        server = Server("dev-auth", binary, NATS_DIR / "dev-auth.conf", plain_dir, base_env(plain_dir, passwords))
+        extra = ["-DV"] if args.trace else []
+        server = Server("dev-auth", binary, NATS_DIR / "dev-auth.conf", plain_dir, base_env(plain_dir, passwords),
+                        list(extra))
         server.start()
         servers.append(server)
         server.wait_healthy()
@@ -1123,7 +1154,7 @@ def main() -> int:
             env.update({"AGENTRY_NATS_SERVER_CERT": str(certs[0] / "server.pem"),
                         "AGENTRY_NATS_SERVER_KEY": str(certs[0] / "server-key.pem"),
                         "AGENTRY_NATS_SERVER_CA": str(certs[0] / "ca.pem")})
-            tls_server = Server("dev-tls", binary, NATS_DIR / "dev-tls.conf", tls_dir, env)
+            tls_server = Server("dev-tls", binary, NATS_DIR / "dev-tls.conf", tls_dir, env, list(extra))
             tls_server.start()
             servers.append(tls_server)
             tls_server.wait_healthy()

@@ -51,7 +51,9 @@ pub struct AgentRecord {
 impl AgentRecord {
     /// `true` when no heartbeat arrived for `missed` intervals before `now`.
     pub fn is_stale(&self, now: DateTime<Utc>, missed: u32) -> bool {
-        let limit = chrono::Duration::milliseconds((self.heartbeat_interval_ms as i64).saturating_mul(i64::from(missed)));
+        let limit = chrono::Duration::milliseconds(
+            (self.heartbeat_interval_ms as i64).saturating_mul(i64::from(missed)),
+        );
         now - self.last_heartbeat > limit
     }
 }
@@ -72,7 +74,10 @@ pub struct Registry {
 
 impl Registry {
     pub async fn open(js: &jetstream::Context) -> Result<Self, RegistryError> {
-        let kv = js.get_key_value(subject::AGENTS_BUCKET).await.map_err(|e| RegistryError::Bucket(e.to_string()))?;
+        let kv = js
+            .get_key_value(subject::AGENTS_BUCKET)
+            .await
+            .map_err(|e| RegistryError::Bucket(e.to_string()))?;
         Ok(Self { kv })
     }
 
@@ -82,7 +87,11 @@ impl Registry {
 
     /// Every record (any status), sorted by id.
     pub async fn list(&self) -> Result<Vec<AgentRecord>, RegistryError> {
-        let mut keys = self.kv.keys().await.map_err(|e| RegistryError::Read(e.to_string()))?;
+        let mut keys = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| RegistryError::Read(e.to_string()))?;
         let mut out = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| RegistryError::Read(e.to_string()))?;
@@ -112,13 +121,22 @@ impl Registry {
             .into_iter()
             .filter(|r| r.status == Status::Live && r.capabilities.iter().any(|c| c == capability))
             .collect();
-        v.sort_by(|a, b| a.load.total_cmp(&b.load).then(a.in_flight.cmp(&b.in_flight)).then(a.id.cmp(&b.id)));
+        v.sort_by(|a, b| {
+            a.load
+                .total_cmp(&b.load)
+                .then(a.in_flight.cmp(&b.in_flight))
+                .then(a.id.cmp(&b.id))
+        });
         Ok(v)
     }
 
     /// `true` if any record, in any status, ever served `capability`.
     pub async fn ever_served(&self, capability: &str) -> Result<bool, RegistryError> {
-        Ok(self.list().await?.iter().any(|r| r.capabilities.iter().any(|c| c == capability)))
+        Ok(self
+            .list()
+            .await?
+            .iter()
+            .any(|r| r.capabilities.iter().any(|c| c == capability)))
     }
 }
 
@@ -150,7 +168,13 @@ mod tests {
         assert!(!rec.is_stale(now, 4));
         let v = serde_json::to_value(&rec).unwrap();
         assert_eq!(v["status"], "live");
-        let vs = crate::schema::global().validator("agent-record.json").unwrap();
-        assert!(crate::schema::check(vs, &v).is_ok(), "{:?}", crate::schema::check(vs, &v));
+        let vs = crate::schema::global()
+            .validator("agent-record.json")
+            .unwrap();
+        assert!(
+            crate::schema::check(vs, &v).is_ok(),
+            "{:?}",
+            crate::schema::check(vs, &v)
+        );
     }
 }

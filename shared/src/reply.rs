@@ -61,11 +61,19 @@ pub async fn publish_acked(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Published, PublishError> {
-    let err = |detail: String| PublishError::Nats { subject: subject.to_owned(), detail };
-    let ack = js.publish_with_headers(subject.to_owned(), headers, body).await.map_err(|e| err(e.to_string()))?;
+    let err = |detail: String| PublishError::Nats {
+        subject: subject.to_owned(),
+        detail,
+    };
+    let ack = js
+        .publish_with_headers(subject.to_owned(), headers, body)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     match ack.await {
         Ok(_) => Ok(Published::Stored),
-        Err(e) if matches!(e.kind(), PublishErrorKind::WrongLastSequence) => Ok(Published::DuplicateRefused),
+        Err(e) if matches!(e.kind(), PublishErrorKind::WrongLastSequence) => {
+            Ok(Published::DuplicateRefused)
+        }
         Err(e) => {
             let text = e.to_string();
             if text.contains("10071") || text.contains("wrong last sequence") {
@@ -109,7 +117,11 @@ pub async fn dead_letter(
             }
         }
     }
-    let detail: String = detail.chars().filter(|c| !c.is_control()).take(512).collect();
+    let detail: String = detail
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(512)
+        .collect();
     headers.insert(header::DLQ_REASON, reason.as_str());
     headers.insert(header::DLQ_DETAIL, detail.as_str());
     headers.insert(header::DLQ_SUBJECT, origin.subject);
@@ -120,7 +132,11 @@ pub async fn dead_letter(
         headers.insert(header::DLQ_REQUEST_ID, id);
     }
     if let Some(src) = origin.source {
-        let src: String = src.chars().filter(|c| c.is_ascii_graphic()).take(256).collect();
+        let src: String = src
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(256)
+            .collect();
         headers.insert(header::DLQ_SOURCE, src.as_str());
     }
     let dedup = if origin.stream_seq > 0 {

@@ -15,7 +15,11 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { initial: Duration::from_millis(500), max: Duration::from_secs(60), multiplier: 2.0 }
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+            multiplier: 2.0,
+        }
     }
 }
 
@@ -40,7 +44,10 @@ impl Policy {
 
     /// The same without jitter (for schedules that must be reproducible).
     pub fn delay_exact(&self, attempt: u32) -> Duration {
-        let factor = self.multiplier.max(1.0).powi(attempt.saturating_sub(1).min(62) as i32);
+        let factor = self
+            .multiplier
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(62) as i32);
         let ms = (self.initial.as_millis() as f64 * factor).min(self.max.as_millis() as f64);
         Duration::from_millis(ms as u64)
     }
@@ -52,12 +59,19 @@ mod tests {
 
     #[test]
     fn grows_and_caps() {
-        let p = Policy { initial: Duration::from_millis(100), max: Duration::from_secs(1), multiplier: 2.0 };
+        let p = Policy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+        };
         assert_eq!(p.delay_exact(1), Duration::from_millis(100));
         assert_eq!(p.delay_exact(3), Duration::from_millis(400));
         assert_eq!(p.delay_exact(10), Duration::from_secs(1));
         let d = p.delay(3);
-        assert!(d >= Duration::from_millis(300) && d <= Duration::from_millis(500), "{d:?}");
+        assert!(
+            d >= Duration::from_millis(300) && d <= Duration::from_millis(500),
+            "{d:?}"
+        );
         assert!(p.delay(30) <= Duration::from_secs(1));
     }
 }

@@ -50,7 +50,10 @@ impl Config {
     pub fn for_url(url: &str, agents: &str) -> Self {
         Self {
             nats: config::Nats::plain(url),
-            observe: config::Observe { http_addr: "off".into(), log_format: config::LogFormat::Text },
+            observe: config::Observe {
+                http_addr: "off".into(),
+                log_format: config::LogFormat::Text,
+            },
             redis: config::Redis::default(),
             topology: agentry::topology::Settings::default(),
             agents: agents.into(),
@@ -87,7 +90,10 @@ pub fn select(list: &str) -> Result<Vec<String>, AgentsError> {
     let kinds: Vec<String> = if list.trim() == "all" {
         KINDS.iter().map(|k| (*k).to_owned()).collect()
     } else {
-        list.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect()
+        list.split(',')
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()
     };
     if kinds.is_empty() {
         return Err(AgentsError::Empty);
@@ -111,7 +117,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 }
 
 /// Runs the selected agents, registering metrics and checks into `obs`.
-pub async fn run_with(cfg: Config, obs: Observer, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_with(
+    cfg: Config,
+    obs: Observer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let kinds = select(&cfg.agents)?;
     let mut list: Vec<Arc<dyn Agent>> = Vec::new();
     for k in &kinds {

@@ -1,1 +1,277 @@
-//! agentry-engine
+//! `agentry-engine`: the request router and workflow engine. Stateless
+//! replicas; all state lives in JetStream (streams, KV, schedules).
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use agentry::config;
+use agentry::event::Limits;
+use agentry::http::Observer;
+use agentry::subject;
+use agentry::telemetry::{self, ConnectionMetrics};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+mod intake;
+mod metrics;
+mod reject;
+mod requests;
+mod tasks;
+mod timers;
+
+pub use metrics::Metrics;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: config::Nats,
+    #[command(flatten)]
+    pub observe: config::Observe,
+    #[command(flatten)]
+    pub redis: config::Redis,
+    /// Requests handled concurrently by this replica.
+    #[arg(long, env = "AGENTRY_ENGINE_CONCURRENCY", default_value_t = 512)]
+    pub concurrency: usize,
+    /// Largest request accepted, in bytes.
+    #[arg(long, env = "AGENTRY_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most headers a request may carry.
+    #[arg(long, env = "AGENTRY_MAX_HEADERS", default_value_t = 64)]
+    pub max_headers: usize,
+}
+
+impl Config {
+    pub fn for_url(url: &str) -> Self {
+        Self {
+            nats: config::Nats::plain(url),
+            observe: config::Observe {
+                http_addr: "off".into(),
+                log_format: config::LogFormat::Text,
+            },
+            redis: config::Redis::default(),
+            concurrency: 512,
+            max_request_bytes: 1024 * 1024,
+            max_headers: 64,
+        }
+    }
+}
+
+/// State shared by the engine's loops.
+pub(crate) struct Engine {
+    pub js: jetstream::Context,
+    pub metrics: Metrics,
+    pub limits: Limits,
+    /// Capabilities whose `cap-<capability>` consumer is known to exist.
+    pub known_caps: RwLock<HashSet<String>>,
+}
+
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let obs = Observer::new();
+    if let Some(addr) = cfg.observe.http_socket()? {
+        let bound = obs.clone().spawn(addr, shutdown.clone()).await?;
+        info!(%bound, "serving /health /ready /metrics");
+    }
+    run_with(cfg, obs, shutdown).await
+}
+
+pub async fn run_with(
+    cfg: Config,
+    obs: Observer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let registry = telemetry::registry("engine", &[]);
+    let conn = ConnectionMetrics::new(&registry);
+    let metrics = Metrics::new(&registry);
+    obs.add_registry(registry);
+    let client =
+        agentry::connect::connect(&cfg.nats, "agentry-engine", Some(conn), &shutdown).await?;
+    obs.add_nats("engine nats", client.clone());
+    let ready = obs.add_flag("engine consumers bound");
+    let js = jetstream::new(client.clone());
+    let engine = Arc::new(Engine {
+        js: js.clone(),
+        metrics,
+        limits: Limits {
+            max_payload: cfg.max_request_bytes,
+            max_headers: cfg.max_headers,
+            ..Limits::default()
+        },
+        known_caps: RwLock::new(HashSet::new()),
+    });
+    let requests = bind(
+        &js,
+        subject::REQUESTS_STREAM,
+        subject::ENGINE_CONSUMER,
+        &shutdown,
+    )
+    .await?;
+    let timers = bind(
+        &js,
+        subject::TIMERS_STREAM,
+        subject::ENGINE_TIMERS_CONSUMER,
+        &shutdown,
+    )
+    .await?;
+    ready.set(true);
+    info!("engine consuming requests");
+
+    let tracker = TaskTracker::new();
+    let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    {
+        let engine = engine.clone();
+        let sem = sem.clone();
+        let stop = shutdown.clone();
+        let work = tracker.clone();
+        // Stops on shutdown; message errors are handled per message.
+        tracker.spawn(consume(
+            requests,
+            cfg.concurrency,
+            sem,
+            stop,
+            work,
+            move |msg| {
+                let engine = engine.clone();
+                async move { requests::handle(&engine, msg).await }
+            },
+        ));
+    }
+    {
+        let engine = engine.clone();
+        let stop = shutdown.clone();
+        let work = tracker.clone();
+        tracker.spawn(consume(
+            timers,
+            64,
+            Arc::new(Semaphore::new(64)),
+            stop,
+            work,
+            move |msg| {
+                let engine = engine.clone();
+                async move { tasks::fire_timer(&engine, msg).await }
+            },
+        ));
+    }
+    shutdown.cancelled().await;
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(30), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("engine work did not finish within 30s; unacked requests will be redelivered");
+    }
+    client.flush().await.ok();
+    Ok(())
+}
+
+/// Binds a durable consumer, retrying until it exists (setup may run after us).
+async fn bind(
+    js: &jetstream::Context,
+    stream: &str,
+    consumer: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<PullConsumer> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let res = async {
+            let st = js.get_stream_no_info(stream).await?;
+            let c: PullConsumer = st
+                .get_consumer(consumer)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok::<_, anyhow::Error>(c)
+        }
+        .await;
+        match res {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                warn!(stream, consumer, error = %e, "consumer not available yet (run `agentry setup`)");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("shut down before {stream}/{consumer} existed"),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// What to do with a message once handled.
+pub(crate) enum Disposition {
+    Ack,
+    Nak(Duration),
+    Term,
+}
+
+/// Pulls from `consumer` with at most `limit` handlers in flight.
+async fn consume<F, Fut>(
+    consumer: PullConsumer,
+    batch: usize,
+    sem: Arc<Semaphore>,
+    stop: CancellationToken,
+    work: TaskTracker,
+    handler: F,
+) where
+    F: Fn(jetstream::Message) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Disposition> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    loop {
+        let stream = consumer
+            .stream()
+            .max_messages_per_batch(batch.clamp(1, 1000))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        let mut messages = match stream {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "cannot open pull stream, retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let permit = tokio::select! {
+                _ = stop.cancelled() => return,
+                p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = messages.next() => m,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    let handler = handler.clone();
+                    work.spawn(async move {
+                        let outcome = handler(msg.clone()).await;
+                        let res = match outcome {
+                            Disposition::Ack => msg.ack().await,
+                            Disposition::Nak(d) => msg.ack_with(AckKind::Nak(Some(d))).await,
+                            Disposition::Term => msg.ack_with(AckKind::Term).await,
+                        };
+                        if let Err(e) = res {
+                            warn!(error = %e, "ack failed; message will be redelivered");
+                        }
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    warn!(error = %e, "pull error, continuing");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                None => {
+                    warn!("pull stream ended, reopening");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -21,7 +21,11 @@ pub enum A2aError {
     #[error("{target} did not answer within {timeout:?}")]
     Timeout { target: String, timeout: Duration },
     #[error("{target} failed: {message}")]
-    Remote { target: String, code: String, message: String },
+    Remote {
+        target: String,
+        code: String,
+        message: String,
+    },
     #[error("no live agent serves capability {0}")]
     NoAgent(String),
     #[error("delegated request failed: {0}")]
@@ -75,38 +79,61 @@ impl Context {
     }
 
     pub async fn registry(&self) -> Result<&Registry, crate::registry::RegistryError> {
-        self.inner.registry.get_or_try_init(|| Registry::open(&self.inner.js)).await
+        self.inner
+            .registry
+            .get_or_try_init(|| Registry::open(&self.inner.js))
+            .await
     }
 
     /// Asks agent `target` directly (request/reply on `agentry.a2a.<id>`).
-    pub async fn ask(&self, target: &AgentId, capability: Option<&str>, input: Value, timeout: Duration) -> Result<Value, A2aError> {
+    pub async fn ask(
+        &self,
+        target: &AgentId,
+        capability: Option<&str>,
+        input: Value,
+        timeout: Duration,
+    ) -> Result<Value, A2aError> {
         let started = Instant::now();
         let res = self.ask_inner(target, capability, input, timeout).await;
         self.record("ask", &res, started);
         res
     }
 
-    async fn ask_inner(&self, target: &AgentId, capability: Option<&str>, input: Value, timeout: Duration) -> Result<Value, A2aError> {
+    async fn ask_inner(
+        &self,
+        target: &AgentId,
+        capability: Option<&str>,
+        input: Value,
+        timeout: Duration,
+    ) -> Result<Value, A2aError> {
         let subj = subject::a2a(target);
         let mut headers = async_nats::HeaderMap::new();
         if let Some(tp) = &self.traceparent {
             headers.insert("traceparent", tp.as_str());
         }
         headers.insert("agentry-from", self.inner.agent_id.as_str());
-        let body = serde_json::to_vec(&serde_json::json!({"capability": capability, "input": input}))
-            .map_err(|e| A2aError::Transport(e.to_string()))?;
-        let req = async_nats::Request::new().payload(body.into()).headers(headers).timeout(Some(timeout));
+        let body =
+            serde_json::to_vec(&serde_json::json!({"capability": capability, "input": input}))
+                .map_err(|e| A2aError::Transport(e.to_string()))?;
+        let req = async_nats::Request::new()
+            .payload(body.into())
+            .headers(headers)
+            .timeout(Some(timeout));
         let resp = match self.inner.client.send_request(subj.clone(), req).await {
             Ok(r) => r,
             Err(e) => {
                 return Err(match e.kind() {
                     async_nats::RequestErrorKind::NoResponders => A2aError::NoResponders(subj),
-                    async_nats::RequestErrorKind::TimedOut => A2aError::Timeout { target: target.to_string(), timeout },
+                    async_nats::RequestErrorKind::TimedOut => A2aError::Timeout {
+                        target: target.to_string(),
+                        timeout,
+                    },
                     _ => A2aError::Transport(e.to_string()),
                 });
             }
         };
-        let v: Value = serde_json::from_slice(&resp.payload).map_err(|e| A2aError::Transport(e.to_string()))?;
+        let v: Value = serde_json::from_slice(&resp.payload)
+            .map_err(|e| A2aError::Transport(e.to_string()))?;
         if let Some(err) = v.get("error") {
             return Err(A2aError::Remote {
                 target: target.to_string(),
@@ -118,42 +145,91 @@ impl Context {
     }
 
     /// Asks the least-loaded live agent serving `capability`.
-    pub async fn ask_capability(&self, capability: &str, input: Value, timeout: Duration) -> Result<Value, A2aError> {
-        let reg = self.registry().await.map_err(|e| A2aError::Transport(e.to_string()))?;
-        let agents = reg.find(capability).await.map_err(|e| A2aError::Transport(e.to_string()))?;
-        let target = agents.first().ok_or_else(|| A2aError::NoAgent(capability.to_owned()))?;
-        let id = AgentId::new(target.id.as_str()).map_err(|e| A2aError::Transport(e.to_string()))?;
+    pub async fn ask_capability(
+        &self,
+        capability: &str,
+        input: Value,
+        timeout: Duration,
+    ) -> Result<Value, A2aError> {
+        let reg = self
+            .registry()
+            .await
+            .map_err(|e| A2aError::Transport(e.to_string()))?;
+        let agents = reg
+            .find(capability)
+            .await
+            .map_err(|e| A2aError::Transport(e.to_string()))?;
+        let target = agents
+            .first()
+            .ok_or_else(|| A2aError::NoAgent(capability.to_owned()))?;
+        let id =
+            AgentId::new(target.id.as_str()).map_err(|e| A2aError::Transport(e.to_string()))?;
         self.ask(&id, Some(capability), input, timeout).await
     }
 
     /// Delegates a child task by capability through `agentry.requests`
     /// (queued, retried and rate limited like any request) and awaits its result.
-    pub async fn delegate(&self, capability: &str, input: Value, timeout: Duration) -> Result<Value, A2aError> {
+    pub async fn delegate(
+        &self,
+        capability: &str,
+        input: Value,
+        timeout: Duration,
+    ) -> Result<Value, A2aError> {
         let started = Instant::now();
         let res = self.delegate_inner(capability, input, timeout).await;
         self.record("delegate", &res, started);
         res
     }
 
-    async fn delegate_inner(&self, capability: &str, input: Value, timeout: Duration) -> Result<Value, A2aError> {
+    async fn delegate_inner(
+        &self,
+        capability: &str,
+        input: Value,
+        timeout: Duration,
+    ) -> Result<Value, A2aError> {
         let id = RequestId::generate();
         let source = format!("/agents/{}", self.inner.agent_id);
-        let mut ev = client::task_request(&id, &source, capability, input, Some(timeout.as_millis() as u64));
+        let mut ev = client::task_request(
+            &id,
+            &source,
+            capability,
+            input,
+            Some(timeout.as_millis() as u64),
+        );
         if let Some(tp) = &self.traceparent {
             ev.set_extension(ext::TRACEPARENT, tp.as_str());
         }
         if let Some(parent) = &self.request_id {
             ev.set_extension("parentid", parent.as_str());
         }
-        let out = client::submit(&self.inner.client, &self.inner.js, &ev, Mode::Binary, timeout + Duration::from_secs(2)).await?;
+        let out = client::submit(
+            &self.inner.client,
+            &self.inner.js,
+            &ev,
+            Mode::Binary,
+            timeout + Duration::from_secs(2),
+        )
+        .await?;
         if out.is_success() {
             Ok(out.data.get("output").cloned().unwrap_or(Value::Null))
         } else {
-            let err = out.data.get("error").cloned().unwrap_or_else(|| out.data.clone());
+            let err = out
+                .data
+                .get("error")
+                .cloned()
+                .unwrap_or_else(|| out.data.clone());
             Err(A2aError::Remote {
                 target: capability.to_owned(),
-                code: err["code"].as_str().or(out.data["reason"].as_str()).unwrap_or("failed").to_owned(),
-                message: err["message"].as_str().or(out.data["detail"].as_str()).unwrap_or_default().to_owned(),
+                code: err["code"]
+                    .as_str()
+                    .or(out.data["reason"].as_str())
+                    .unwrap_or("failed")
+                    .to_owned(),
+                message: err["message"]
+                    .as_str()
+                    .or(out.data["detail"].as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
             })
         }
     }
@@ -164,8 +240,16 @@ impl Context {
             Err(A2aError::Timeout { .. }) => "timeout",
             Err(_) => "error",
         };
-        self.inner.metrics.a2a_calls.with_label_values(&[kind, outcome]).inc();
-        self.inner.metrics.a2a_duration.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());
+        self.inner
+            .metrics
+            .a2a_calls
+            .with_label_values(&[kind, outcome])
+            .inc();
+        self.inner
+            .metrics
+            .a2a_duration
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Publishes a lifecycle event `ty` (`io.agentry.<a>.<b>`) on `agentry.events.<a>.<b>`.
@@ -175,6 +259,8 @@ impl Context {
         if let Some(tp) = &self.traceparent {
             ev.set_extension(ext::TRACEPARENT, tp.as_str());
         }
-        crate::reply::publish_result(&self.inner.js, &subject::events_for_type(ty), &ev, &id).await.map(|_| ())
+        crate::reply::publish_result(&self.inner.js, &subject::events_for_type(ty), &ev, &id)
+            .await
+            .map(|_| ())
     }
 }

@@ -66,10 +66,16 @@ impl TaskError {
         Self::Retryable(msg.into())
     }
     pub fn invalid_input(msg: impl Into<String>) -> Self {
-        Self::Permanent { code: "invalid_input", message: msg.into() }
+        Self::Permanent {
+            code: "invalid_input",
+            message: msg.into(),
+        }
     }
     pub fn permanent(msg: impl Into<String>) -> Self {
-        Self::Permanent { code: "permanent", message: msg.into() }
+        Self::Permanent {
+            code: "permanent",
+            message: msg.into(),
+        }
     }
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Retryable(_))

@@ -59,17 +59,30 @@ impl Config {
 
 /// Default in-flight bound: 32 per CPU (handlers are mostly I/O bound).
 pub fn default_capacity() -> usize {
-    std::thread::available_parallelism().map(|n| n.get() * 32).unwrap_or(64)
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 32)
+        .unwrap_or(64)
 }
 
 /// Runs `agents` until `shutdown`, then drains, deregisters and returns.
-pub async fn run(agents: Vec<Arc<dyn Agent>>, cfg: Config, obs: Observer, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    agents: Vec<Arc<dyn Agent>>,
+    cfg: Config,
+    obs: Observer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let kinds: Vec<String> = agents.iter().map(|a| a.descriptor().kind).collect();
     let registry = telemetry::registry("agent", &[("agent_kind", &kinds.join(","))]);
     let conn_metrics = ConnectionMetrics::new(&registry);
     let metrics = Metrics::new(&registry);
     obs.add_registry(registry);
-    let client = crate::connect::connect(&cfg.nats, &format!("agentry-agent-{}", kinds.join("-")), Some(conn_metrics), &shutdown).await?;
+    let client = crate::connect::connect(
+        &cfg.nats,
+        &format!("agentry-agent-{}", kinds.join("-")),
+        Some(conn_metrics),
+        &shutdown,
+    )
+    .await?;
     obs.add_nats(format!("agent {} nats", kinds.join(",")), client.clone());
     let js = jetstream::new(client.clone());
     let redis = match &cfg.redis_url {
@@ -122,7 +135,12 @@ async fn connect_redis(url: &str) -> Option<redis::aio::ConnectionManager> {
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(2);
-    match tokio::time::timeout(Duration::from_secs(5), redis::aio::ConnectionManager::new_with_config(client, cfg)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        redis::aio::ConnectionManager::new_with_config(client, cfg),
+    )
+    .await
+    {
         Ok(Ok(m)) => Some(m),
         Ok(Err(e)) => {
             warn!(error = %e, "redis unreachable at start, running without it");
@@ -159,10 +177,18 @@ async fn run_instance(
             .await
             .map_err(|e| anyhow::anyhow!("consumer cap-{cap}: {e}"))?;
         let info = consumer.info().await?.clone();
-        let ack_wait = info.config.backoff.first().copied().unwrap_or(info.config.ack_wait);
+        let ack_wait = info
+            .config
+            .backoff
+            .first()
+            .copied()
+            .unwrap_or(info.config.ack_wait);
         consumers.push((cap.clone(), consumer, info.config.max_deliver, ack_wait));
     }
-    let (max_deliver, ack_wait) = consumers.first().map(|c| (c.2, c.3)).unwrap_or((5, Duration::from_secs(30)));
+    let (max_deliver, ack_wait) = consumers
+        .first()
+        .map(|c| (c.2, c.3))
+        .unwrap_or((5, Duration::from_secs(30)));
     let inst = Arc::new(Instance {
         shared: shared.clone(),
         agent: agent.clone(),
@@ -192,10 +218,20 @@ async fn run_instance(
         host: std::env::var("HOSTNAME").ok(),
     };
 
-    let ctx = Context { inner: shared.clone(), traceparent: None, request_id: None };
-    let svc = service::start(agent.clone(), ctx.clone(), sem.clone(), &work, pull_stop.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("starting $SRV service: {e}"))?;
+    let ctx = Context {
+        inner: shared.clone(),
+        traceparent: None,
+        request_id: None,
+    };
+    let svc = service::start(
+        agent.clone(),
+        ctx.clone(),
+        sem.clone(),
+        &work,
+        pull_stop.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting $SRV service: {e}"))?;
 
     for (cap, consumer, _, _) in consumers {
         let messages = consumer
@@ -277,7 +313,9 @@ async fn run_instance(
     bg_stop.cancel();
     publish_record(&shared, types::AGENT_HEARTBEAT, &record(Status::Draining)).await;
     work.close();
-    let drained = tokio::time::timeout(cfg.drain_timeout, work.wait()).await.is_ok();
+    let drained = tokio::time::timeout(cfg.drain_timeout, work.wait())
+        .await
+        .is_ok();
     if !drained {
         warn!(agent = %id, "drain timeout: unfinished tasks will be redelivered to other agents");
     }
@@ -285,7 +323,12 @@ async fn run_instance(
     if let Err(e) = svc.stop().await {
         warn!(error = %e, "service stop failed");
     }
-    publish_record(&shared, types::AGENT_DEREGISTERED, &record(Status::Deregistered)).await;
+    publish_record(
+        &shared,
+        types::AGENT_DEREGISTERED,
+        &record(Status::Deregistered),
+    )
+    .await;
     info!(agent = %id, drained, processed = inst.processed.load(Ordering::Relaxed), "agent deregistered");
     Ok(())
 }
@@ -301,7 +344,12 @@ async fn publish_record(shared: &Shared, ty: &str, rec: &AgentRecord) {
     let id = uuid::Uuid::now_v7().simple().to_string();
     let ev = event::new_event(&id, &format!("/agents/{}", shared.agent_id), ty, data);
     let subj = subject::registry(&shared.agent_id);
-    match tokio::time::timeout(Duration::from_secs(5), reply::publish_result(&shared.js, &subj, &ev, &id)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        reply::publish_result(&shared.js, &subj, &ev, &id),
+    )
+    .await
+    {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => warn!(error = %e, event = ty, "registry publish failed"),
         Err(_) => warn!(event = ty, "registry publish timed out"),
@@ -312,6 +360,8 @@ async fn publish_record(shared: &Shared, ty: &str, rec: &AgentRecord) {
 pub fn server_time(msg: &jetstream::Message) -> DateTime<Utc> {
     msg.info()
         .ok()
-        .and_then(|i| DateTime::from_timestamp(i.published.unix_timestamp(), i.published.nanosecond()))
+        .and_then(|i| {
+            DateTime::from_timestamp(i.published.unix_timestamp(), i.published.nanosecond())
+        })
         .unwrap_or_else(Utc::now)
 }

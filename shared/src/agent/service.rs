@@ -38,10 +38,30 @@ pub(crate) async fn start(
         .await?;
     let base = subject::a2a(&id);
     let generic = svc.endpoint_builder().name("a2a").add(base.clone()).await?;
-    spawn_endpoint(generic, None, agent.clone(), ctx.clone(), sem.clone(), tracker, shutdown.clone());
+    spawn_endpoint(
+        generic,
+        None,
+        agent.clone(),
+        ctx.clone(),
+        sem.clone(),
+        tracker,
+        shutdown.clone(),
+    );
     for cap in d.capabilities {
-        let ep = svc.endpoint_builder().name(cap.as_str()).add(format!("{base}.{cap}")).await?;
-        spawn_endpoint(ep, Some(cap), agent.clone(), ctx.clone(), sem.clone(), tracker, shutdown.clone());
+        let ep = svc
+            .endpoint_builder()
+            .name(cap.as_str())
+            .add(format!("{base}.{cap}"))
+            .await?;
+        spawn_endpoint(
+            ep,
+            Some(cap),
+            agent.clone(),
+            ctx.clone(),
+            sem.clone(),
+            tracker,
+            shutdown.clone(),
+        );
     }
     Ok(svc)
 }
@@ -63,14 +83,25 @@ fn spawn_endpoint(
                 _ = shutdown.cancelled() => break,
                 r = ep.next() => match r { Some(r) => r, None => break },
             };
-            let Ok(permit) = sem.clone().acquire_owned().await else { break };
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                break;
+            };
             let agent = agent.clone();
             let ctx = ctx.clone();
             let fixed = fixed.clone();
             inner.spawn(async move {
-                let result = call(&agent, ctx, fixed, &req.message.payload, req.message.headers.as_ref()).await;
+                let result = call(
+                    &agent,
+                    ctx,
+                    fixed,
+                    &req.message.payload,
+                    req.message.headers.as_ref(),
+                )
+                .await;
                 let reply = match result {
-                    Ok(out) => Ok(serde_json::to_vec(&serde_json::json!({"output": out})).unwrap_or_default().into()),
+                    Ok(out) => Ok(serde_json::to_vec(&serde_json::json!({"output": out}))
+                        .unwrap_or_default()
+                        .into()),
                     Err(e) => Err(service::error::Error {
                         status: format!("{}: {e}", e.code()),
                         code: if e.is_retryable() { 503 } else { 400 },
@@ -92,14 +123,20 @@ async fn call(
     payload: &[u8],
     headers: Option<&async_nats::HeaderMap>,
 ) -> Result<Value, TaskError> {
-    let body: Value = serde_json::from_slice(payload).map_err(|e| TaskError::invalid_input(format!("request is not JSON: {e}")))?;
+    let body: Value = serde_json::from_slice(payload)
+        .map_err(|e| TaskError::invalid_input(format!("request is not JSON: {e}")))?;
     let (cap, input) = match fixed {
         Some(c) => (c, body),
         None => {
             let caps = agent.descriptor().capabilities;
             let cap = match body.get("capability").and_then(Value::as_str) {
-                Some(c) => caps.into_iter().find(|x| x.as_str() == c).ok_or_else(|| TaskError::invalid_input(format!("this agent does not serve {c}")))?,
-                None if caps.len() == 1 => caps.into_iter().next().ok_or_else(|| TaskError::invalid_input("no capability"))?,
+                Some(c) => caps.into_iter().find(|x| x.as_str() == c).ok_or_else(|| {
+                    TaskError::invalid_input(format!("this agent does not serve {c}"))
+                })?,
+                None if caps.len() == 1 => caps
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| TaskError::invalid_input("no capability"))?,
                 None => return Err(TaskError::invalid_input("name a capability")),
             };
             (cap, body.get("input").cloned().unwrap_or(Value::Null))
@@ -108,14 +145,19 @@ async fn call(
     if let Some(v) = crate::schema::global().capability_input(cap.as_str()) {
         crate::schema::check(v, &input).map_err(|e| TaskError::invalid_input(e.to_string()))?;
     }
-    let tp = headers.and_then(|h| h.get("traceparent")).map(|v| v.as_str().to_owned());
+    let tp = headers
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_owned());
     ctx.traceparent = tp.clone();
     let task = Task {
         request_id: RequestId::generate(),
         capability: cap,
         input,
         attempt: 1,
-        source: headers.and_then(|h| h.get("agentry-from")).map(|v| format!("/agents/{}", v.as_str())).unwrap_or_else(|| "/a2a".into()),
+        source: headers
+            .and_then(|h| h.get("agentry-from"))
+            .map(|v| format!("/agents/{}", v.as_str()))
+            .unwrap_or_else(|| "/a2a".into()),
         deadline: None,
         traceparent: tp,
         run_id: None,

@@ -45,7 +45,11 @@ pub(crate) async fn process(inst: Arc<Instance>, cap: Capability, msg: jetstream
         Err(_) => (1, 0),
     };
     inst.in_flight.fetch_add(1, Ordering::Relaxed);
-    let gauge = inst.shared.metrics.in_flight.with_label_values(&[cap.as_str()]);
+    let gauge = inst
+        .shared
+        .metrics
+        .in_flight
+        .with_label_values(&[cap.as_str()]);
     gauge.inc();
     let started = Instant::now();
     let outcome = run(&inst, &cap, &msg, attempt, seq).await;
@@ -55,24 +59,46 @@ pub(crate) async fn process(inst: Arc<Instance>, cap: Capability, msg: jetstream
     match outcome {
         Outcome::Completed => {
             inst.processed.fetch_add(1, Ordering::Relaxed);
-            m.tasks.with_label_values(&[cap.as_str(), "completed"]).inc();
-            m.duration.with_label_values(&[cap.as_str()]).observe(started.elapsed().as_secs_f64());
+            m.tasks
+                .with_label_values(&[cap.as_str(), "completed"])
+                .inc();
+            m.duration
+                .with_label_values(&[cap.as_str()])
+                .observe(started.elapsed().as_secs_f64());
         }
         Outcome::Failed => {
             inst.failed.fetch_add(1, Ordering::Relaxed);
             m.tasks.with_label_values(&[cap.as_str(), "failed"]).inc();
-            m.duration.with_label_values(&[cap.as_str()]).observe(started.elapsed().as_secs_f64());
+            m.duration
+                .with_label_values(&[cap.as_str()])
+                .observe(started.elapsed().as_secs_f64());
         }
         Outcome::Retried => m.tasks.with_label_values(&[cap.as_str(), "retried"]).inc(),
         Outcome::Skipped => m.tasks.with_label_values(&[cap.as_str(), "timeout"]).inc(),
     }
 }
 
-async fn run(inst: &Arc<Instance>, cap: &Capability, msg: &jetstream::Message, attempt: u64, seq: u64) -> Outcome {
+async fn run(
+    inst: &Arc<Instance>,
+    cap: &Capability,
+    msg: &jetstream::Message,
+    attempt: u64,
+    seq: u64,
+) -> Outcome {
     let decoded = match event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()) {
         Ok(d) => d.event,
         Err(e) => {
-            dead_letter(inst, msg, e.reason(), &e.to_string(), attempt, seq, None, None).await;
+            dead_letter(
+                inst,
+                msg,
+                e.reason(),
+                &e.to_string(),
+                attempt,
+                seq,
+                None,
+                None,
+            )
+            .await;
             term(msg).await;
             return Outcome::Failed;
         }
@@ -80,7 +106,17 @@ async fn run(inst: &Arc<Instance>, cap: &Capability, msg: &jetstream::Message, a
     let request_id = match RequestId::new(decoded.id()) {
         Ok(id) => id,
         Err(e) => {
-            dead_letter(inst, msg, Reason::InvalidId, &e.to_string(), attempt, seq, None, None).await;
+            dead_letter(
+                inst,
+                msg,
+                Reason::InvalidId,
+                &e.to_string(),
+                attempt,
+                seq,
+                None,
+                None,
+            )
+            .await;
             term(msg).await;
             return Outcome::Failed;
         }
@@ -88,8 +124,19 @@ async fn run(inst: &Arc<Instance>, cap: &Capability, msg: &jetstream::Message, a
     let source = decoded.source().to_string();
     let replyto = event::ext_str(&decoded, ext::REPLYTO).unwrap_or_default();
     if !subject::is_allowed_reply(&replyto) {
-        let detail = format!("replyto {replyto:?} is not an agentry.results.* or agentry.steps.* subject");
-        dead_letter(inst, msg, Reason::MissingAttribute, &detail, attempt, seq, Some(&request_id), Some(&source)).await;
+        let detail =
+            format!("replyto {replyto:?} is not an agentry.results.* or agentry.steps.* subject");
+        dead_letter(
+            inst,
+            msg,
+            Reason::MissingAttribute,
+            &detail,
+            attempt,
+            seq,
+            Some(&request_id),
+            Some(&source),
+        )
+        .await;
         term(msg).await;
         return Outcome::Failed;
     }
@@ -210,7 +257,17 @@ async fn fail(
     publish_outcome(inst, rc, Err(err), Duration::ZERO).await;
     // Workflow steps: the engine owns retries and dead-lettering of runs.
     if !is_step {
-        dead_letter(inst, msg, reason, &err.to_string(), attempt, seq, Some(rc.request_id), Some(source)).await;
+        dead_letter(
+            inst,
+            msg,
+            reason,
+            &err.to_string(),
+            attempt,
+            seq,
+            Some(rc.request_id),
+            Some(source),
+        )
+        .await;
     }
     term(msg).await;
     Outcome::Failed
@@ -218,10 +275,18 @@ async fn fail(
 
 /// Publishes the completed/failed result; `true` when it is stored (or a
 /// result already existed).
-async fn publish_outcome(inst: &Arc<Instance>, rc: &ReplyCtx<'_>, result: Result<&Value, &TaskError>, elapsed: Duration) -> bool {
+async fn publish_outcome(
+    inst: &Arc<Instance>,
+    rc: &ReplyCtx<'_>,
+    result: Result<&Value, &TaskError>,
+    elapsed: Duration,
+) -> bool {
     let agent_id = inst.shared.agent_id.as_str();
     let (ty, mut data) = match result {
-        Ok(out) => (types::TASK_COMPLETED, serde_json::json!({"request_id": rc.request_id, "output": out})),
+        Ok(out) => (
+            types::TASK_COMPLETED,
+            serde_json::json!({"request_id": rc.request_id, "output": out}),
+        ),
         Err(e) => (
             types::TASK_FAILED,
             serde_json::json!({"request_id": rc.request_id, "error": reply::error_object(e.code(), &e.to_string(), e.is_retryable())}),
@@ -272,14 +337,32 @@ async fn dead_letter(
         request_id: request_id.map(|r| r.as_str()),
         source,
     };
-    match reply::dead_letter(&inst.shared.js, reason, detail, &origin, msg.headers.as_ref(), msg.payload.clone()).await {
-        Ok(_) => inst.shared.metrics.dlq.with_label_values(&[reason.as_str()]).inc(),
+    match reply::dead_letter(
+        &inst.shared.js,
+        reason,
+        detail,
+        &origin,
+        msg.headers.as_ref(),
+        msg.payload.clone(),
+    )
+    .await
+    {
+        Ok(_) => inst
+            .shared
+            .metrics
+            .dlq
+            .with_label_values(&[reason.as_str()])
+            .inc(),
         Err(e) => warn!(error = %e, "dead-letter publish failed"),
     }
 }
 
 /// Runs `fut`, sending `+WPI` every third of AckWait so long work is not redelivered.
-async fn with_progress<F: std::future::Future>(msg: &jetstream::Message, ack_wait: Duration, fut: F) -> F::Output {
+async fn with_progress<F: std::future::Future>(
+    msg: &jetstream::Message,
+    ack_wait: Duration,
+    fut: F,
+) -> F::Output {
     let every = (ack_wait / 3).max(Duration::from_millis(200));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tokio::pin!(fut);

@@ -20,7 +20,10 @@ pub struct Echo {
 
 impl Echo {
     pub fn executions_of(&self, key: &str) -> u64 {
-        self.executions.lock().map(|m| m.get(key).copied().unwrap_or(0)).unwrap_or(0)
+        self.executions
+            .lock()
+            .map(|m| m.get(key).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 }
 
@@ -30,7 +33,9 @@ impl Agent for Echo {
         Descriptor {
             kind: "echo".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Returns its input; optional sleep and failure modes for tests and benchmarks".into(),
+            description:
+                "Returns its input; optional sleep and failure modes for tests and benchmarks"
+                    .into(),
             capabilities: Capability::new("echo").into_iter().collect(),
         }
     }
@@ -40,15 +45,22 @@ impl Agent for Echo {
         if let Some(ms) = input.get("sleep_ms").and_then(Value::as_u64) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let healed = self.healed.load(Ordering::Relaxed) || std::env::var_os("AGENTRY_ECHO_HEALED").is_some();
+        let healed = self.healed.load(Ordering::Relaxed)
+            || std::env::var_os("AGENTRY_ECHO_HEALED").is_some();
         if !healed {
             match input.get("fail").and_then(Value::as_str).unwrap_or("none") {
                 "retryable" => return Err(TaskError::retryable("echo asked to fail (retryable)")),
                 "permanent" => return Err(TaskError::permanent("echo asked to fail (permanent)")),
                 "until_attempt" => {
-                    let until = input.get("fail_until_attempt").and_then(Value::as_u64).unwrap_or(1);
+                    let until = input
+                        .get("fail_until_attempt")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(1);
                     if u64::from(task.attempt) < until {
-                        return Err(TaskError::retryable(format!("echo failing attempt {} of {until}", task.attempt)));
+                        return Err(TaskError::retryable(format!(
+                            "echo failing attempt {} of {until}",
+                            task.attempt
+                        )));
                     }
                 }
                 _ => {}
@@ -59,6 +71,8 @@ impl Agent for Echo {
         {
             *m.entry(key.to_owned()).or_default() += 1;
         }
-        Ok(serde_json::json!({"echo": input, "agent_id": ctx.agent_id().as_str(), "attempt": task.attempt}))
+        Ok(
+            serde_json::json!({"echo": input, "agent_id": ctx.agent_id().as_str(), "attempt": task.attempt}),
+        )
     }
 }

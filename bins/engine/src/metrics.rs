@@ -1,0 +1,121 @@
+//! Engine metrics.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+use agentry::telemetry::register;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub rejections: IntCounterVec,
+    pub dlq: IntCounterVec,
+    pub duplicates: IntCounter,
+    pub runs: IntCounterVec,
+    pub run_duration: HistogramVec,
+    pub step_duration: HistogramVec,
+    pub runs_active: IntGauge,
+    pub timers_pending: IntGauge,
+    pub task_timeouts: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(r: &Registry) -> Self {
+        // Constant names and labels: construction fails only on a typo, at start-up.
+        let buckets = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            900.0, 3600.0,
+        ];
+        Self {
+            requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("agentry_requests_total", "Requests by type and outcome"),
+                    &["type", "outcome"],
+                )
+                .expect("metric"),
+            ),
+            rejections: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("agentry_rejections_total", "Rejected requests by reason"),
+                    &["reason"],
+                )
+                .expect("metric"),
+            ),
+            dlq: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("agentry_dlq_entries_total", "Dead letters written"),
+                    &["reason"],
+                )
+                .expect("metric"),
+            ),
+            duplicates: register(
+                r,
+                IntCounter::new(
+                    "agentry_results_duplicates_refused_total",
+                    "Second results refused for a request id",
+                )
+                .expect("metric"),
+            ),
+            runs: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("agentry_workflow_runs_total", "Workflow runs by outcome"),
+                    &["workflow", "outcome"],
+                )
+                .expect("metric"),
+            ),
+            run_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "agentry_workflow_run_duration_seconds",
+                        "Workflow run duration",
+                    )
+                    .buckets(buckets.clone()),
+                    &["workflow"],
+                )
+                .expect("metric"),
+            ),
+            step_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "agentry_workflow_step_duration_seconds",
+                        "Workflow step duration",
+                    )
+                    .buckets(buckets),
+                    &["workflow", "step"],
+                )
+                .expect("metric"),
+            ),
+            runs_active: register(
+                r,
+                IntGauge::new(
+                    "agentry_workflow_runs_active",
+                    "Runs this replica is advancing",
+                )
+                .expect("metric"),
+            ),
+            timers_pending: register(
+                r,
+                IntGauge::new(
+                    "agentry_workflow_timers_pending",
+                    "Durable timers scheduled and not yet fired",
+                )
+                .expect("metric"),
+            ),
+            task_timeouts: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("agentry_tasks_total", "Tasks by capability and outcome"),
+                    &["capability", "outcome"],
+                )
+                .expect("metric"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Single tasks: route to `agentry.tasks.<capability>` (the agent answers
+//! the client directly), with the same guarantees as a one-step workflow
+//! and no run state: retries by the agent runtime, a deadline enforced by a
+//! durable timer, exactly one result by first-write-wins.
+
+use std::time::Duration;
+
+use agentry::event::{self, Mode, ext, header};
+use agentry::id::Capability;
+use agentry::reason::Reason;
+use agentry::reply::{self, Published};
+use agentry::subject;
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use chrono::Utc;
+use cloudevents::Event;
+use tracing::{info, warn};
+
+use crate::intake::{Accepted, Rejection};
+use crate::timers::{self, Timer};
+use crate::{Disposition, Engine};
+
+pub(crate) async fn route(
+    engine: &Engine,
+    _msg: &jetstream::Message,
+    req: &Accepted,
+    cap: &Capability,
+    timeout_ms: Option<u64>,
+) -> Result<Disposition, Rejection> {
+    let rejection = |reason: Reason, detail: String| Rejection {
+        reason,
+        detail,
+        id: Some(req.id.clone()),
+        source: Some(req.source.clone()),
+    };
+    match known_capability(engine, cap).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(rejection(
+                Reason::UnknownCapability,
+                format!("no agent serves capability {cap}"),
+            ));
+        }
+        Err(e) => {
+            warn!(error = %e, "capability lookup failed, retrying request later");
+            return Ok(Disposition::Nak(Duration::from_secs(1)));
+        }
+    }
+    let mut task: Event = req.event.clone();
+    task.set_extension(ext::REPLYTO, subject::results(&req.id));
+    let deadline = timeout_ms.map(|ms| Utc::now() + chrono::Duration::milliseconds(ms as i64));
+    if let Some(d) = deadline {
+        task.set_extension(ext::DEADLINE, d.timestamp_millis());
+    }
+    let (mut headers, body) = match event::encode(&task, Mode::Binary) {
+        Ok(x) => x,
+        Err(e) => return Err(rejection(Reason::BadEncoding, e.to_string())),
+    };
+    headers.insert(header::MSG_ID, req.id.as_str());
+    let ack = match engine
+        .js
+        .publish_with_headers(subject::tasks(cap), headers, body)
+        .await
+    {
+        Ok(a) => a.await,
+        Err(e) => {
+            warn!(error = %e, "task publish failed, retrying request later");
+            return Ok(Disposition::Nak(Duration::from_secs(1)));
+        }
+    };
+    match ack {
+        Ok(a) if a.duplicate => {
+            info!("duplicate request id within the dedup window: not routed again")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let text = e.to_string();
+            if text.contains("maximum messages")
+                || text.contains("maximum bytes")
+                || text.contains("10077")
+                || text.contains("resource limits")
+            {
+                return Err(rejection(
+                    Reason::QueueFull,
+                    format!("the {cap} queue is full: {text}"),
+                ));
+            }
+            if matches!(
+                e.kind(),
+                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+            ) {
+                return Ok(Disposition::Nak(Duration::from_secs(1)));
+            }
+            warn!(error = %text, "task publish refused, retrying request later");
+            return Ok(Disposition::Nak(Duration::from_secs(2)));
+        }
+    }
+    if let Some(d) = deadline {
+        let timer = Timer::TaskTimeout {
+            request_id: req.id.to_string(),
+            capability: cap.to_string(),
+        };
+        if let Err(e) = timers::schedule(&engine.js, &format!("task-{}", req.id), d, &timer).await {
+            // The task is queued; without its timer it still completes or fails via the agent.
+            warn!(error = %e, "task deadline timer not scheduled");
+        }
+    }
+    Ok(Disposition::Ack)
+}
+
+/// `true` when `cap-<capability>` exists (positive answers cached).
+async fn known_capability(engine: &Engine, cap: &Capability) -> Result<bool, String> {
+    if engine
+        .known_caps
+        .read()
+        .map(|s| s.contains(cap.as_str()))
+        .unwrap_or(false)
+    {
+        return Ok(true);
+    }
+    let stream = engine
+        .js
+        .get_stream_no_info(subject::TASKS_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    match stream.consumer_info(subject::task_consumer(cap)).await {
+        Ok(_) => {
+            if let Ok(mut s) = engine.known_caps.write() {
+                s.insert(cap.to_string());
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            let text = e.to_string();
+            if text.contains("not found") || text.contains("10014") {
+                Ok(false)
+            } else {
+                Err(text)
+            }
+        }
+    }
+}
+
+/// A fired durable timer.
+pub(crate) async fn fire_timer(engine: &Engine, msg: jetstream::Message) -> Disposition {
+    let timer: Timer = match serde_json::from_slice(&msg.payload) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "unreadable timer, dropping");
+            return Disposition::Term;
+        }
+    };
+    match timer {
+        Timer::TaskTimeout {
+            request_id,
+            capability,
+        } => {
+            let Ok(id) = agentry::id::RequestId::new(request_id.as_str()) else {
+                return Disposition::Term;
+            };
+            let data = serde_json::json!({
+                "request_id": id,
+                "capability": capability,
+                "error": reply::error_object("timeout", "no agent finished the task before its deadline", false),
+            });
+            let eid = uuid::Uuid::now_v7().simple().to_string();
+            let ev = event::new_event(&eid, "/agentry/engine", event::types::TASK_FAILED, data);
+            match reply::publish_result(
+                &engine.js,
+                &subject::results(&id),
+                &ev,
+                &format!("timeout-{id}"),
+            )
+            .await
+            {
+                Ok(Published::Stored) => {
+                    engine
+                        .metrics
+                        .task_timeouts
+                        .with_label_values(&[capability.as_str(), "timeout"])
+                        .inc();
+                    info!(request_id = %id, "task timed out");
+                    Disposition::Ack
+                }
+                Ok(Published::DuplicateRefused) => Disposition::Ack,
+                Err(e) => {
+                    warn!(error = %e, "timeout result not published, retrying");
+                    Disposition::Nak(Duration::from_secs(1))
+                }
+            }
+        }
+        other => {
+            warn!(timer = ?other, "workflow timer without a workflow engine, dropping");
+            Disposition::Ack
+        }
+    }
+}

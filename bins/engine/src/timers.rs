@@ -1,0 +1,68 @@
+//! Durable timers on JetStream message schedules (server 2.12+): a schedule
+//! published to `agentry.timers.schedule.<key>` fires once, at its time,
+//! into `agentry.timers.fire.<key>` in the same stream, where the
+//! `engine-timers` consumer picks it up. Timers survive engine restarts
+//! because they live in the server; a fired timer whose purpose has passed
+//! (the task finished, the run moved on) is acknowledged and ignored.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use agentry::event::header;
+use agentry::reply::{self, PublishError};
+use agentry::subject;
+
+/// What a timer means when it fires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Timer {
+    /// A single task's deadline: answer `task.failed` (timeout) unless answered.
+    TaskTimeout {
+        request_id: String,
+        capability: String,
+    },
+    /// A workflow run's deadline.
+    RunTimeout { run_id: String },
+    /// A step attempt's deadline.
+    StepTimeout {
+        run_id: String,
+        step: String,
+        attempt: u32,
+    },
+    /// A retry backoff of a step has elapsed.
+    StepRetry {
+        run_id: String,
+        step: String,
+        attempt: u32,
+    },
+    /// A signal wait's deadline.
+    SignalTimeout { run_id: String, step: String },
+}
+
+/// Schedules `timer` to fire at `at` under `key` (one subject token).
+pub async fn schedule(
+    js: &jetstream::Context,
+    key: &str,
+    at: DateTime<Utc>,
+    timer: &Timer,
+) -> Result<(), PublishError> {
+    // Schedules have second resolution: round up so a timer never fires early.
+    let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+    let at = DateTime::from_timestamp(secs, 0).unwrap_or(at);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "Nats-Schedule",
+        format!("@at {}", at.to_rfc3339_opts(SecondsFormat::Secs, true)).as_str(),
+    );
+    headers.insert("Nats-Schedule-Target", subject::timer_fire(key).as_str());
+    headers.insert(header::MSG_ID, format!("timer-{key}").as_str());
+    let body = serde_json::to_vec(timer).map_err(|e| PublishError::Nats {
+        subject: key.to_owned(),
+        detail: e.to_string(),
+    })?;
+    reply::publish_acked(js, &subject::timer_schedule(key), headers, body.into())
+        .await
+        .map(|_| ())
+}
