@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Render deploy/base and every deploy/overlays/* with kustomize, validate each
 # rendering strictly against Kubernetes and CRD schemas, and run the policy
-# checks (deploy/policy_check.py) on it. Exit status is non-zero if anything
-# fails; every target is still checked so one run reports all problems.
+# checks (deploy/policy_check.py) on it. Also: the plain manifests in
+# deploy/nats, the canary analysis PromQL (promtool, if installed) and the
+# policy checker's self-test. Exit status is non-zero if anything fails;
+# every target is still checked so one run reports all problems.
 #
 #   deploy/validate.sh                 # from anywhere inside the repository
 #   K8S_VALIDATE=/path/to/validate deploy/validate.sh
@@ -116,6 +118,48 @@ for target in "${targets[@]}"; do
         fail "policy"
     fi
 done
+
+# Plain manifests applied outside kustomize.
+for manifest in deploy/nats/*.yaml; do
+    case $manifest in deploy/nats/values*.yaml) continue ;; esac   # Helm values, not manifests
+    echo "== $manifest"
+    if validate_schemas "$manifest" && "$python" deploy/policy_check.py "$manifest" 2>/dev/null; then
+        pass "schemas and policy"
+    else
+        fail "$manifest"
+    fi
+done
+
+# PromQL of the canary analysis: substitute the template arguments and let
+# promtool parse every query (skipped where promtool is not installed).
+echo "== canary analysis PromQL"
+if command -v promtool >/dev/null; then
+    if "$python" - "$render_dir/overlays_canary.yaml" >"$work/analysis-rules.yml" <<'PY' &&
+import sys, yaml
+rules = []
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if not d or d.get("kind") != "AnalysisTemplate":
+        continue
+    args = {a["name"]: a.get("value", "placeholder") for a in d["spec"].get("args", [])}
+    for m in d["spec"]["metrics"]:
+        q = m["provider"]["prometheus"]["query"]
+        for k, v in args.items():
+            q = q.replace("{{args.%s}}" % k, v)
+        name = "analysis:%s:%s" % (d["metadata"]["name"], m["name"])
+        rules.append({"record": name.replace("-", "_"), "expr": q})
+if not rules:
+    sys.exit("no AnalysisTemplate metrics found")
+yaml.safe_dump({"groups": [{"name": "canary-analysis", "rules": rules}]}, sys.stdout)
+PY
+        promtool check rules "$work/analysis-rules.yml" >"$work/promtool.out" 2>&1; then
+        pass "promtool: $(grep -o '[0-9]* rules found' "$work/promtool.out")"
+    else
+        cat "$work/promtool.out" 2>/dev/null
+        fail "canary analysis PromQL"
+    fi
+else
+    echo "  skip  promtool not installed"
+fi
 
 echo "== deploy/policy_check.py --self-test"
 if "$python" deploy/policy_check.py --self-test >"$work/selftest" 2>&1; then

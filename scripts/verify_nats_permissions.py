@@ -353,6 +353,20 @@ class Outcome:
     refused: bool = False  # connection refused (connect/tls_connect)
 
 
+async def barrier(nc: NatsClient) -> None:
+    """Wait until the server has processed everything sent so far.
+
+    nats-py's flush() writes its PING straight to the socket, ahead of SUB/PUB
+    commands still queued for its flusher task, so the PONG can come back
+    before the server has seen them (seen in server traces). Drain the queue
+    first. (async-nats' flush is a proper barrier.)"""
+    for _ in range(400):
+        if not getattr(nc, "_pending", None):
+            break
+        await asyncio.sleep(0.005)
+    await nc.flush()
+
+
 def encode(payload: Any, probe_seq: int | None = None) -> bytes:
     if payload is None:
         return b""
@@ -490,11 +504,11 @@ class Harness:
             await seen.put(msg)
 
         sub = await self.admin.subscribe(subject, cb=cb)
-        await self.admin.flush()
+        await barrier(self.admin)
         mark = rc.mark()
         assert rc.nc is not None
         await rc.nc.publish(subject, encode(check.get("payload")), headers=check.get("headers"))
-        await rc.nc.flush()
+        await barrier(rc.nc)
         got = await self.first_of(seen, rc, mark, {subject}, T_ALLOW)
         await sub.unsubscribe()
         return Outcome(got is not None, "delivered" if got else "not delivered", {subject})
@@ -550,7 +564,7 @@ class Harness:
         mark = rc.mark() if rc else 0
         sub = await nc.subscribe(inbox, cb=cb)
         await nc.publish(subject, json.dumps({"batch": 1, "expires": int(2e9)}).encode(), reply=inbox)
-        await nc.flush()
+        await barrier(nc)
         if rc is not None:
             msg = await self.first_of(queue, rc, mark, {subject}, T_ALLOW)
         else:
@@ -588,10 +602,10 @@ class Harness:
 
         mark = rc.mark()
         sub = await rc.nc.subscribe(subject, cb=cb)
-        await rc.nc.flush()
+        await barrier(rc.nc)
         marker = self.unique("probe-").encode()
         await prober.nc.publish(probe, marker)
-        await prober.nc.flush()
+        await barrier(prober.nc)
         got = None
         deadline = time.monotonic() + T_ALLOW
         while time.monotonic() < deadline:
@@ -620,11 +634,11 @@ class Harness:
             if msg.reply:
                 replied_to.add(msg.reply)
                 await nc.publish(msg.reply, answer)
-                await nc.flush()
+                await barrier(nc)
 
         mark = rc.mark()
         sub = await rc.nc.subscribe(subject, cb=cb)
-        await rc.nc.flush()
+        await barrier(rc.nc)
         msg: Msg | None = None
         why = ""
         try:
@@ -664,7 +678,7 @@ class Harness:
         if msg is None:
             return Outcome(False, why, {subject})
         await rc.nc.publish(msg.reply, b"+ACK")
-        await rc.nc.flush()
+        await barrier(rc.nc)
         return Outcome(True, f"got {msg.subject}", {subject, msg.reply})
 
     async def consumer_ack_pending(self, stream: str, consumer: str) -> int:
@@ -685,7 +699,7 @@ class Harness:
         mark = rc.mark()
         assert rc.nc is not None
         await rc.nc.publish(m.reply, b"+ACK")
-        await rc.nc.flush()
+        await barrier(rc.nc)
         acked = False
         deadline = time.monotonic() + T_ALLOW
         while time.monotonic() < deadline:
@@ -697,7 +711,7 @@ class Harness:
             await asyncio.sleep(0.05)
         if not acked:  # leave the queue clean for later checks
             await self.admin.publish(m.reply, b"+TERM")
-            await self.admin.flush()
+            await barrier(self.admin)
         return Outcome(acked, "acked" if acked else "still pending", {m.reply})
 
     async def op_kv_watch(self, rc: RoleConn, check: dict[str, Any]) -> Outcome:
@@ -1053,7 +1067,7 @@ async def gateway_message(regions: list[Server], passwords: dict[str, str]) -> t
             await agent_b.publish(msg.reply, b"pong from region-b")
 
         await agent_b.subscribe("agentry.a2a.gw-echo", cb=cb)
-        await agent_b.flush()
+        await barrier(agent_b)
         deadline = time.monotonic() + 10
         while True:  # interest propagates over the gateway asynchronously
             try:

@@ -690,13 +690,31 @@ async fn ensure_bucket(
     }
 }
 
-/// Ensures one task consumer exists (agent runtime, custom capabilities).
+/// Creates a task consumer if it does not exist (agent runtime, custom
+/// capabilities). An existing one is left as `agentry setup` made it: agents
+/// never fight over consumer settings.
 pub async fn ensure_task_consumer(
     js: &jetstream::Context,
     cap: &Capability,
     cfg: &Settings,
 ) -> Result<Change, TopologyError> {
-    ensure_consumer(js, &task_consumer(cap, cfg)).await
+    let def = task_consumer(cap, cfg);
+    let name = s::task_consumer(cap);
+    let stream = js
+        .get_stream_no_info(def.stream)
+        .await
+        .map_err(|e| js_err("stream", def.stream, e))?;
+    match stream.consumer_info(&name).await {
+        Ok(_) => Ok(Change::Unchanged),
+        Err(e) if is_not_found(&e.to_string()) => {
+            stream
+                .create_consumer(def.config.clone())
+                .await
+                .map_err(|e| js_err("consumer", &name, e))?;
+            Ok(Change::Created)
+        }
+        Err(e) => Err(js_err("consumer", &name, e)),
+    }
 }
 
 #[cfg(test)]

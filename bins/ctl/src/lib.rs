@@ -6,12 +6,16 @@ use std::process::ExitCode;
 use agentry::config;
 use clap::{Parser, Subcommand};
 
+mod agents;
 mod components;
 pub mod context;
+mod dlq;
 pub mod server;
 mod setup;
 mod submit;
+mod table;
 mod up;
+mod watch;
 
 /// agentry: an event-driven multi-agent system on NATS JetStream.
 #[derive(Debug, Parser)]
@@ -34,6 +38,13 @@ pub enum Command {
     Setup(setup::Args),
     /// Submit a task or workflow request and print its result.
     Submit(submit::Args),
+    /// List registered agents (id, capabilities, status, load, heartbeat).
+    Agents(agents::Args),
+    /// Live tail of lifecycle events.
+    Watch(watch::Args),
+    /// Inspect and replay dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
 }
 
 impl Cli {
@@ -56,6 +67,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up::run(&cli, args).await,
         Command::Setup(args) => setup::run(&cli, args).await,
         Command::Submit(args) => submit::run(&cli, args).await,
+        Command::Agents(args) => agents::run(&cli, args).await,
+        Command::Watch(args) => watch::run(&cli, args).await,
+        Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentry::agent::{Agent, Context, Descriptor, Task, TaskError};
-use agentry::id::Capability;
+use agentry::id::{AgentId, Capability};
 use serde_json::Value;
 
 /// Echo agent. `healed` turns every failure mode off (DLQ replay drills);
@@ -19,6 +19,30 @@ pub struct Echo {
 }
 
 impl Echo {
+    /// A2A drill: `{"ask": "<agent-id>", "input": ..}` or `{"delegate": "<capability>", "input": ..}`.
+    async fn call(&self, call: &Value, ctx: &Context) -> Result<Value, TaskError> {
+        let timeout = Duration::from_millis(
+            call.get("timeout_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(5_000),
+        );
+        let input = call.get("input").cloned().unwrap_or(Value::Null);
+        if let Some(target) = call.get("ask").and_then(Value::as_str) {
+            let id = AgentId::new(target).map_err(|e| TaskError::invalid_input(e.to_string()))?;
+            return ctx
+                .ask(&id, Some("echo"), input, timeout)
+                .await
+                .map_err(|e| TaskError::permanent(format!("ask failed: {e}")));
+        }
+        if let Some(cap) = call.get("delegate").and_then(Value::as_str) {
+            return ctx
+                .delegate(cap, input, timeout)
+                .await
+                .map_err(|e| TaskError::permanent(format!("delegate failed: {e}")));
+        }
+        Err(TaskError::invalid_input("call needs `ask` or `delegate`"))
+    }
+
     pub fn executions_of(&self, key: &str) -> u64 {
         self.executions
             .lock()
@@ -65,6 +89,12 @@ impl Agent for Echo {
                 }
                 _ => {}
             }
+        }
+        if let Some(call) = input.get("call") {
+            let called = self.call(call, &ctx).await?;
+            return Ok(
+                serde_json::json!({"echo": input, "agent_id": ctx.agent_id().as_str(), "attempt": task.attempt, "called": called}),
+            );
         }
         if let Some(key) = input.get("counter_key").and_then(Value::as_str)
             && let Ok(mut m) = self.executions.lock()
