@@ -15,6 +15,7 @@ super-cluster actually work.
 Exit status: 0 when every check matches, 1 on any mismatch, 2 on a setup error.
 
     python3 scripts/verify_nats_permissions.py [--nats-server PATH] [--role ROLE] [--topology]
+        [--repo-topology] [--nats-dir DIR] [--json FILE] [--keep] [--trace]
 
 Check semantics (the Rust port must implement the same; see nats/README.md):
   connect        connect as `role` (`anonymous`: no credentials; `password`
@@ -45,8 +46,9 @@ Check semantics (the Rust port must implement the same; see nats/README.md):
                  same bytes.
 A `deny` must come from where `denied_by` says: "permissions" (default: the
 server reported a permissions violation on a subject the check used),
-"server" (a JetStream refusal, no violation) or "account" (account isolation:
-nothing arrives, no violation). connect/tls_connect denials are refusals.
+"server" (JetStream answered with an error, no violation) or "account"
+(account isolation: nothing arrives or no responders, no violation).
+connect/tls_connect denials are refusals.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -84,8 +88,6 @@ except ImportError:  # pragma: no cover - environment problem
 
 REPO = Path(__file__).resolve().parents[1]
 NATS_DIR = REPO / "nats"
-MATRIX = NATS_DIR / "permissions.matrix.json"
-GEN_CERTS = NATS_DIR / "certs" / "gen-dev-certs.sh"
 MIN_VERSION = (2, 12, 0)
 
 # Users of nats/accounts.conf; password variable = AGENTRY_PW_<USER upper-case>.
@@ -94,13 +96,27 @@ USERS = ["client_acme", "client_globex", "agent", "engine", "monitor", "admin", 
 INBOX = {user: f"_INBOX.{user}" for user in USERS}
 
 BUILTIN_CAPABILITIES = [
-    "echo", "weather_current", "weather_forecast", "plan_tasks", "customer_inquiry",
-    "issue_resolution", "escalation", "data_processing", "statistical_analysis",
-    "visualization", "threat_detection", "security_analysis", "incident_response",
+    "echo",
+    "weather_current",
+    "weather_forecast",
+    "plan_tasks",
+    "customer_inquiry",
+    "issue_resolution",
+    "escalation",
+    "data_processing",
+    "statistical_analysis",
+    "visualization",
+    "threat_detection",
+    "security_analysis",
+    "incident_response",
 ]
 KV_BUCKETS = [
-    "agentry-agents", "agentry-workflows", "agentry-runs",
-    "agentry-tickets", "agentry-incidents", "agentry-quarantine",
+    "agentry-agents",
+    "agentry-workflows",
+    "agentry-runs",
+    "agentry-tickets",
+    "agentry-incidents",
+    "agentry-quarantine",
 ]
 OBJECT_STORE = "agentry-artifacts"
 
@@ -109,24 +125,33 @@ DAY_NS = 24 * 3600 * 10**9
 # subjects, retention). The real definitions live in shared::topology and
 # nats/*.json; sizes here are small on purpose.
 STREAMS: dict[str, dict[str, Any]] = {
-    "AGENTRY_REQUESTS": {"subjects": ["agentry.requests", "agentry.requests.>"], "retention": "workqueue",
-                         "discard": "new", "max_msgs": 10000},
-    "AGENTRY_TASKS": {"subjects": ["agentry.tasks.>"], "retention": "workqueue", "discard": "new",
-                      "max_msgs": 10000},
+    "AGENTRY_REQUESTS": {
+        "subjects": ["agentry.requests", "agentry.requests.>"],
+        "retention": "workqueue",
+        "discard": "new",
+        "max_msgs": 10000,
+    },
+    "AGENTRY_TASKS": {"subjects": ["agentry.tasks.>"], "retention": "workqueue", "discard": "new", "max_msgs": 10000},
     "AGENTRY_STEPS": {"subjects": ["agentry.steps.>"], "retention": "workqueue"},
-    "AGENTRY_TIMERS": {"subjects": ["agentry.timers.>"], "retention": "workqueue"},
-    "AGENTRY_RESULTS": {"subjects": ["agentry.results.>"], "retention": "limits", "max_age": DAY_NS,
-                        "allow_direct": True},
+    "AGENTRY_TIMERS": {"subjects": ["agentry.timers.schedule.>", "agentry.timers.fire.>"], "retention": "workqueue"},
+    "AGENTRY_RESULTS": {
+        "subjects": ["agentry.results.>"],
+        "retention": "limits",
+        "max_age": DAY_NS,
+        "allow_direct": True,
+    },
     "AGENTRY_REGISTRY": {"subjects": ["agentry.registry.>"], "retention": "limits", "max_age": 3600 * 10**9},
     "AGENTRY_EVENTS": {"subjects": ["agentry.events.>"], "retention": "limits", "max_age": 7 * DAY_NS},
     "AGENTRY_DLQ": {"subjects": ["agentry.dlq.>"], "retention": "limits", "max_age": 14 * DAY_NS},
 }
-CONSUMERS: list[tuple[str, str, str | None]] = (
-    [("AGENTRY_REQUESTS", "engine", None), ("AGENTRY_STEPS", "engine-steps", None),
-     ("AGENTRY_TIMERS", "engine-timers", None), ("AGENTRY_REGISTRY", "registrar", None),
-     ("AGENTRY_EVENTS", "security-events", None), ("AGENTRY_DLQ", "security-dlq", None)]
-    + [("AGENTRY_TASKS", f"cap-{cap}", f"agentry.tasks.{cap}") for cap in BUILTIN_CAPABILITIES]
-)
+CONSUMERS: list[tuple[str, str, str | None]] = [
+    ("AGENTRY_REQUESTS", "engine", None),
+    ("AGENTRY_STEPS", "engine-steps", None),
+    ("AGENTRY_TIMERS", "engine-timers", "agentry.timers.fire.>"),
+    ("AGENTRY_REGISTRY", "registrar", None),
+    ("AGENTRY_EVENTS", "security-events", None),
+    ("AGENTRY_DLQ", "security-dlq", None),
+] + [("AGENTRY_TASKS", f"cap-{cap}", f"agentry.tasks.{cap}") for cap in BUILTIN_CAPABILITIES]
 SEED: list[tuple[str, bytes]] = [
     ("agentry.results.acme.r1", b'{"request_id":"r1","output":"acme only"}'),
     ("agentry.results.globex.g1", b'{"request_id":"g1","output":"globex only"}'),
@@ -203,11 +228,14 @@ def find_server(explicit: str | None) -> tuple[str, tuple[int, int, int]]:
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as Go's listener does, so connections of a previous run in TIME_WAIT do not count
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -243,8 +271,17 @@ class Server:
     def start(self) -> None:
         self.client_port = self.client_port or free_port()
         self.http_port = self.http_port or free_port()
-        cmd = [self.binary, "-c", str(self.config), "-p", str(self.client_port), "-m", str(self.http_port),
-               "-l", str(self.log)] + self.args
+        cmd = [
+            self.binary,
+            "-c",
+            str(self.config),
+            "-p",
+            str(self.client_port),
+            "-m",
+            str(self.http_port),
+            "-l",
+            str(self.log),
+        ] + self.args
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait_healthy(self, timeout: float = 20.0, js: bool = True) -> None:
@@ -254,8 +291,9 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise SetupError(f"{self.name}: nats-server exited ({self.proc.returncode}): {err.strip()} "
-                                 f"{self.tail_log()}")
+                raise SetupError(
+                    f"{self.name}: nats-server exited ({self.proc.returncode}): {err.strip()} {self.tail_log()}"
+                )
             try:
                 body = http_json(url, timeout=1.0)
                 if body.get("status") == "ok":
@@ -315,9 +353,17 @@ class RoleConn:
 
     async def connect(self, url: str, password: str, **kw: Any) -> None:
         self.nc = await nats.connect(
-            url, user=self.role, password=password, name=f"verify-{self.role}",
-            inbox_prefix=INBOX[self.role], error_cb=self._error_cb, allow_reconnect=False,
-            max_reconnect_attempts=0, connect_timeout=3, **kw)
+            url,
+            user=self.role,
+            password=password,
+            name=f"verify-{self.role}",
+            inbox_prefix=INBOX[self.role],
+            error_cb=self._error_cb,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            connect_timeout=3,
+            **kw,
+        )
 
     def mark(self) -> int:
         return len(self.violations)
@@ -351,6 +397,7 @@ class Outcome:
     subjects: set[str] = field(default_factory=set)  # subjects the role used (for violation lookup)
     violation: bool = False
     refused: bool = False  # connection refused (connect/tls_connect)
+    server_error: bool = False  # JetStream answered with an error (err_code or status)
 
 
 async def barrier(nc: NatsClient) -> None:
@@ -404,6 +451,95 @@ def api_error(msg: Msg) -> str | None:
     return None
 
 
+@dataclass
+class Topology:
+    """Stream bodies (by name) and (stream, consumer config) pairs to create as admin."""
+
+    streams: dict[str, dict[str, Any]]
+    consumers: list[tuple[str, dict[str, Any]]]
+
+
+def kv_stream(
+    bucket: str, history: int = 5, max_age_ns: int = 0, max_value: int = -1, replicas: int = 1
+) -> dict[str, Any]:
+    """The stream behind a KV bucket, as the clients create it."""
+    return {
+        "name": f"KV_{bucket}",
+        "subjects": [f"$KV.{bucket}.>"],
+        "max_msgs_per_subject": history,
+        "max_age": max_age_ns,
+        "max_msg_size": max_value,
+        "discard": "new",
+        "allow_rollup_hdrs": True,
+        "deny_delete": True,
+        "allow_direct": True,
+        "storage": "file",
+        "num_replicas": replicas,
+    }
+
+
+def object_stream(bucket: str) -> dict[str, Any]:
+    return {
+        "name": f"OBJ_{bucket}",
+        "subjects": [f"$O.{bucket}.C.>", f"$O.{bucket}.M.>"],
+        "discard": "new",
+        "allow_rollup_hdrs": True,
+        "allow_direct": True,
+        "storage": "file",
+        "num_replicas": 1,
+    }
+
+
+def builtin_topology() -> Topology:
+    streams = {name: {"name": name, "storage": "file", "num_replicas": 1, **cfg} for name, cfg in STREAMS.items()}
+    for bucket in KV_BUCKETS:
+        streams[f"KV_{bucket}"] = kv_stream(bucket)
+    streams[f"OBJ_{OBJECT_STORE}"] = object_stream(OBJECT_STORE)
+    consumers: list[tuple[str, dict[str, Any]]] = []
+    for stream, consumer, filt in CONSUMERS:
+        cfg: dict[str, Any] = {
+            "durable_name": consumer,
+            "ack_policy": "explicit",
+            "ack_wait": 30 * 10**9,
+            "max_deliver": 5,
+        }
+        if filt:
+            cfg["filter_subject"] = filt
+        consumers.append((stream, cfg))
+    return Topology(streams, consumers)
+
+
+def repo_topology(nats_dir: Path) -> Topology:
+    """The definitions in nats/streams, nats/consumers/<stream>, nats/kv (nats CLI JSON)."""
+
+    def load(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SetupError(f"cannot read {path}: {e}") from e
+        return {k: v for k, v in data.items() if not k.startswith("_") and v is not None}
+
+    streams: dict[str, dict[str, Any]] = {}
+    for path in sorted((nats_dir / "streams").glob("*.json")):
+        body = load(path)
+        streams[body["name"]] = body
+    for path in sorted((nats_dir / "kv").glob("*.json")):
+        kv = load(path)
+        streams[f"KV_{kv['bucket']}"] = kv_stream(
+            kv["bucket"],
+            int(kv.get("history", 1)),
+            int(kv.get("max_age_secs", 0)) * 10**9,
+            int(kv.get("max_value_size", -1)),
+            int(kv.get("replicas", 1)),
+        )
+    if f"OBJ_{OBJECT_STORE}" not in streams:
+        streams[f"OBJ_{OBJECT_STORE}"] = object_stream(OBJECT_STORE)
+    consumers = [(path.parent.name, load(path)) for path in sorted((nats_dir / "consumers").glob("*/*.json"))]
+    if not streams or not consumers:
+        raise SetupError(f"no stream or consumer definitions under {nats_dir}")
+    return Topology(streams, consumers)
+
+
 class Harness:
     def __init__(self, server: Server, passwords: dict[str, str]) -> None:
         self.server = server
@@ -436,40 +572,33 @@ class Harness:
 
     async def admin_api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         msg = await self.admin.request(subject, encode(body) if body is not None else b"", timeout=5)
-        reply = json.loads(msg.data)
+        reply: dict[str, Any] = json.loads(msg.data)
         if reply.get("error"):
             raise SetupError(f"{subject}: {reply['error']}")
         return reply
 
     async def admin_publish(self, subject: str, data: bytes = b"probe", headers: dict[str, str] | None = None) -> int:
-        msg = await self.admin.request(subject, data, timeout=5, headers=headers)
+        try:
+            msg = await self.admin.request(subject, data, timeout=5, headers=headers)
+        except NoRespondersError as e:
+            raise SetupError(f"admin publish to {subject}: no stream takes this subject") from e
+        except NatsTimeoutError as e:
+            raise SetupError(f"admin publish to {subject}: no PubAck") from e
         ack = json.loads(msg.data)
         if ack.get("error") or "seq" not in ack:
             raise SetupError(f"admin publish to {subject} failed: {ack}")
         return int(ack["seq"])
 
-    async def setup_topology(self) -> None:
+    async def setup_topology(self, topology: Topology) -> None:
         await self.conn("admin")
-        for name, cfg in STREAMS.items():
-            body = {"name": name, "storage": "file", "num_replicas": 1, **cfg}
-            await self.admin_api(f"$JS.API.STREAM.CREATE.{name}", body)
-        for stream, consumer, filt in CONSUMERS:
-            cfg: dict[str, Any] = {"durable_name": consumer, "ack_policy": "explicit", "ack_wait": 30 * 10**9,
-                                   "max_deliver": 5}
+        for stream_name, body in topology.streams.items():
+            await self.admin_api(f"$JS.API.STREAM.CREATE.{stream_name}", body)
+        for stream, cfg in topology.consumers:
+            consumer = str(cfg.get("durable_name") or cfg.get("name"))
             subject = f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}"
-            if filt:
-                cfg["filter_subject"] = filt
-                subject += f".{filt}"
+            if cfg.get("filter_subject"):
+                subject += f".{cfg['filter_subject']}"
             await self.admin_api(subject, {"stream_name": stream, "config": cfg, "action": "create"})
-        for bucket in KV_BUCKETS:
-            await self.admin_api(f"$JS.API.STREAM.CREATE.KV_{bucket}", {
-                "name": f"KV_{bucket}", "subjects": [f"$KV.{bucket}.>"], "max_msgs_per_subject": 5,
-                "discard": "new", "allow_rollup_hdrs": True, "deny_delete": True, "allow_direct": True,
-                "storage": "file", "num_replicas": 1})
-        await self.admin_api(f"$JS.API.STREAM.CREATE.OBJ_{OBJECT_STORE}", {
-            "name": f"OBJ_{OBJECT_STORE}", "subjects": [f"$O.{OBJECT_STORE}.C.>", f"$O.{OBJECT_STORE}.M.>"],
-            "discard": "new", "allow_rollup_hdrs": True, "allow_direct": True, "storage": "file",
-            "num_replicas": 1})
         for subject, data in SEED:
             await self.admin_publish(subject, data)
 
@@ -513,8 +642,9 @@ class Harness:
         await sub.unsubscribe()
         return Outcome(got is not None, "delivered" if got else "not delivered", {subject})
 
-    async def first_of(self, queue: asyncio.Queue[Msg], rc: RoleConn, mark: int, subjects: set[str],
-                       timeout: float) -> Msg | None:
+    async def first_of(
+        self, queue: asyncio.Queue[Msg], rc: RoleConn, mark: int, subjects: set[str], timeout: float
+    ) -> Msg | None:
         """The first queued message, or None once a violation was reported or time ran out."""
         getter = asyncio.ensure_future(queue.get())
         viol = asyncio.ensure_future(rc.wait_violation(mark, subjects, timeout))
@@ -525,8 +655,9 @@ class Harness:
                 task.cancel()
         return result
 
-    async def request(self, rc: RoleConn, subject: str, data: bytes, headers: dict[str, str] | None = None,
-                      timeout: float = T_ALLOW) -> tuple[Msg | None, str]:
+    async def request(
+        self, rc: RoleConn, subject: str, data: bytes, headers: dict[str, str] | None = None, timeout: float = T_ALLOW
+    ) -> tuple[Msg | None, str]:
         """Request as the role; returns early when the server reports a violation."""
         mark = rc.mark()
         assert rc.nc is not None
@@ -586,7 +717,7 @@ class Harness:
             return Outcome(False, why, {subject})
         err = api_error(msg)
         if err:
-            return Outcome(False, err, {subject})
+            return Outcome(False, err, {subject}, server_error=True)
         ack = json.loads(msg.data)
         return Outcome(True, f"PubAck {ack.get('stream')} seq {ack.get('seq')}", {subject})
 
@@ -615,10 +746,8 @@ class Harness:
             if msg.data == marker:
                 got = msg
                 break
-        try:
+        with contextlib.suppress(Exception):  # a refused subscription may already be gone
             await sub.unsubscribe()
-        except Exception:  # noqa: BLE001 - a refused subscription may already be gone
-            pass
         return Outcome(got is not None, f"received on {got.subject}" if got else "nothing received", {subject})
 
     async def op_serve(self, rc: RoleConn, check: dict[str, Any]) -> Outcome:
@@ -647,10 +776,8 @@ class Harness:
             why = "no responders"
         except (NatsTimeoutError, asyncio.TimeoutError):
             why = "no answer"
-        try:
+        with contextlib.suppress(Exception):
             await sub.unsubscribe()
-        except Exception:  # noqa: BLE001
-            pass
         used = {subject} | replied_to
         await rc.wait_violation(mark, used, 0.2)
         if msg is not None and msg.data == answer:
@@ -665,9 +792,10 @@ class Harness:
             return Outcome(False, why, {subject})
         err = api_error(msg)
         if err:
-            return Outcome(False, err[:90], {subject})
-        return Outcome(True, "ok " + (msg.headers or {}).get("Nats-Subject", msg.data[:40].decode(errors="replace")),
-                       {subject})
+            return Outcome(False, err[:90], {subject}, server_error=True)
+        return Outcome(
+            True, "ok " + (msg.headers or {}).get("Nats-Subject", msg.data[:40].decode(errors="replace")), {subject}
+        )
 
     async def op_pull(self, rc: RoleConn, check: dict[str, Any]) -> Outcome:
         subject = check["subject"]
@@ -734,14 +862,25 @@ class Harness:
         mark = rc.mark()
         sub = await nc.subscribe(deliver, cb=cb)
         create = f"$JS.API.CONSUMER.CREATE.KV_{bucket}"
-        cfg = {"deliver_subject": deliver, "deliver_policy": "last_per_subject", "ack_policy": "none",
-               "filter_subject": subject, "flow_control": True, "idle_heartbeat": int(5e9), "max_deliver": 1,
-               "mem_storage": True, "num_replicas": 1, "inactive_threshold": int(5e9), "replay_policy": "instant"}
+        cfg = {
+            "deliver_subject": deliver,
+            "deliver_policy": "last_per_subject",
+            "ack_policy": "none",
+            "filter_subject": subject,
+            "flow_control": True,
+            "idle_heartbeat": int(5e9),
+            "max_deliver": 1,
+            "mem_storage": True,
+            "num_replicas": 1,
+            "inactive_threshold": int(5e9),
+            "replay_policy": "instant",
+        }
         msg, why = await self.request(rc, create, encode({"stream_name": f"KV_{bucket}", "config": cfg}))
         used = {create, deliver}
-        if msg is None or api_error(msg):
+        err = api_error(msg) if msg is not None else why
+        if err:
             await sub.unsubscribe()
-            return Outcome(False, why or str(api_error(msg)), used)
+            return Outcome(False, err, used)
         got = await self.first_of(seen, rc, mark, used, T_ALLOW)
         await sub.unsubscribe()
         return Outcome(got is not None, f"entry {got.subject}" if got else "no entry", used)
@@ -789,10 +928,18 @@ class Harness:
 
         mark = rc.mark()
         sub = await nc.subscribe(deliver, cb=cb)
-        cfg = {"deliver_subject": deliver, "deliver_policy": "all", "ack_policy": "none",
-               "filter_subject": f"$O.{bucket}.C.{info['nuid']}", "flow_control": True,
-               "idle_heartbeat": int(5e9), "max_deliver": 1, "mem_storage": True, "num_replicas": 1,
-               "inactive_threshold": int(5e9)}
+        cfg = {
+            "deliver_subject": deliver,
+            "deliver_policy": "all",
+            "ack_policy": "none",
+            "filter_subject": f"$O.{bucket}.C.{info['nuid']}",
+            "flow_control": True,
+            "idle_heartbeat": int(5e9),
+            "max_deliver": 1,
+            "mem_storage": True,
+            "num_replicas": 1,
+            "inactive_threshold": int(5e9),
+        }
         r = await step(f"$JS.API.CONSUMER.CREATE.{stream}", encode({"stream_name": stream, "config": cfg}))
         if isinstance(r, str):
             await sub.unsubscribe()
@@ -823,8 +970,9 @@ class Harness:
 # --------------------------------------------------------------------------- TLS
 
 
-async def tls_outcome(check: dict[str, Any], url: str, certs: Path, foreign: Path, passwords: dict[str, str],
-                      harness: Harness) -> Outcome:
+async def tls_outcome(
+    check: dict[str, Any], url: str, certs: Path, foreign: Path, passwords: dict[str, str], harness: Harness
+) -> Outcome:
     mode = check.get("cert", "good")
     role = check["role"]
     password = check.get("password", passwords[role])
@@ -849,8 +997,16 @@ async def plaintext_connect(host: str, port: int, user: str, password: str) -> O
         return Outcome(False, f"refused: {e}", refused=True)
     try:
         info = await asyncio.wait_for(reader.readline(), 3)
-        connect = {"verbose": False, "pedantic": False, "user": user, "pass": password, "tls_required": False,
-                   "lang": "python-raw", "version": "0", "protocol": 1}
+        connect = {
+            "verbose": False,
+            "pedantic": False,
+            "user": user,
+            "pass": password,
+            "tls_required": False,
+            "lang": "python-raw",
+            "version": "0",
+            "protocol": 1,
+        }
         writer.write(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
         await writer.drain()
         reply = await asyncio.wait_for(reader.readline(), 3)
@@ -864,10 +1020,12 @@ async def plaintext_connect(host: str, port: int, user: str, password: str) -> O
     return Outcome(False, f"refused: {text[:70]} (INFO tls_required={b'tls_required' in info})", refused=True)
 
 
-def make_certs(workdir: Path) -> tuple[Path, Path]:
+def make_certs(workdir: Path, nats_dir: Path) -> tuple[Path, Path]:
     certs, foreign = workdir / "certs", workdir / "foreign-certs"
     for target in (certs, foreign):
-        res = subprocess.run(["bash", str(GEN_CERTS), str(target)], capture_output=True, text=True)
+        res = subprocess.run(
+            ["bash", str(nats_dir / "certs" / "gen-dev-certs.sh"), str(target)], capture_output=True, text=True
+        )
         if res.returncode != 0:
             raise SetupError(f"gen-dev-certs.sh failed: {res.stderr.strip()}")
     return certs, foreign
@@ -898,6 +1056,8 @@ def judge(check: dict[str, Any], outcome: Outcome) -> tuple[str, bool, str]:
         return got, False, "denied, but not by a permissions violation"
     if by in ("server", "account") and outcome.violation:
         return got, False, f"expected a {by} refusal, got a permissions violation"
+    if by == "server" and not outcome.server_error:
+        return got, False, "expected a JetStream error reply"
     return got, True, ""
 
 
@@ -927,8 +1087,11 @@ def print_row(r: Row) -> None:
     subject = c["subject"] or (f"(cert={c['cert']})" if "cert" in c else "")
     if c.get("password"):
         subject = (subject + " (wrong password)").strip()
-    print(f"{r.index:>3}  {c['role']:<13} {c['op']:<13} {clip(subject, 62):<62} {c['expect']:<6} "
-          f"{r.got:<5} {mark:<4} {clip(ev, 80)}", flush=True)
+    print(
+        f"{r.index:>3}  {c['role']:<13} {c['op']:<13} {clip(subject, 62):<62} {c['expect']:<6} "
+        f"{r.got:<5} {mark:<4} {clip(ev, 80)}",
+        flush=True,
+    )
 
 
 def summarize(rows: list[Row]) -> bool:
@@ -938,21 +1101,29 @@ def summarize(rows: list[Row]) -> bool:
         d[r.check["expect"]] += 1
         d["fail"] += 0 if r.ok else 1
     print()
-    print("per role: " + ", ".join(f"{role} {d['allow']} allow / {d['deny']} deny"
-                                  + (f" / {d['fail']} FAILED" if d["fail"] else "")
-                                  for role, d in per_role.items()))
+    print(
+        "per role: "
+        + ", ".join(
+            f"{role} {d['allow']} allow / {d['deny']} deny" + (f" / {d['fail']} FAILED" if d["fail"] else "")
+            for role, d in per_role.items()
+        )
+    )
     failed = [r for r in rows if not r.ok]
     print(f"{len(rows)} checks, {len(rows) - len(failed)} as expected, {len(failed)} mismatched")
     for r in failed:
-        print(f"  MISMATCH #{r.index} {r.check['role']} {r.check['op']} {r.check['subject']}: expected "
-              f"{r.check['expect']}, got {r.got} ({evidence(r.outcome)}; {r.why})")
+        print(
+            f"  MISMATCH #{r.index} {r.check['role']} {r.check['op']} {r.check['subject']}: expected "
+            f"{r.check['expect']}, got {r.got} ({evidence(r.outcome)}; {r.why})"
+        )
     return not failed
 
 
 # --------------------------------------------------------------------------- topology (cluster, gateways)
 
 
-def topology_checks(binary: str, workdir: Path, passwords: dict[str, str]) -> list[tuple[str, bool, str]]:
+def topology_checks(
+    binary: str, workdir: Path, passwords: dict[str, str], nats_dir: Path
+) -> list[tuple[str, bool, str]]:
     """Start nats/cluster/node-{1,2,3}.conf and nats/gateway/region-{a,b}.conf and check they work."""
     results: list[tuple[str, bool, str]] = []
     servers: list[Server] = []
@@ -964,32 +1135,38 @@ def topology_checks(binary: str, workdir: Path, passwords: dict[str, str]) -> li
             d = workdir / f"node-{i + 1}"
             d.mkdir()
             routes = ",".join(f"nats-route://127.0.0.1:{p}" for j, p in enumerate(cports) if j != i)
-            srv = Server(f"node-{i + 1}", binary, NATS_DIR / "cluster" / f"node-{i + 1}.conf", d,
-                         base_env(d, passwords),
-                         ["--cluster", f"nats://127.0.0.1:{cports[i]}", "--routes", routes])
+            srv = Server(
+                f"node-{i + 1}",
+                binary,
+                nats_dir / "cluster" / f"node-{i + 1}.conf",
+                d,
+                base_env(d, passwords),
+                ["--cluster", f"nats://127.0.0.1:{cports[i]}", "--routes", routes],
+            )
             srv.start()
             nodes.append(srv)
             servers.append(srv)
         for srv in nodes:
             srv.wait_healthy(timeout=30, js=False)
-        ok, detail = wait_for(lambda: all(http_json(f"http://127.0.0.1:{s.http_port}/routez")["num_routes"] >= 2
-                                          for s in nodes), 20)
+        ok, detail = wait_for(
+            lambda: all(http_json(f"http://127.0.0.1:{s.http_port}/routez")["num_routes"] >= 2 for s in nodes), 20
+        )
         results.append(("cluster: every node routes to the other two", ok, detail))
-        ok, detail = asyncio.run(cluster_r3(nodes, passwords))
+        ok, detail = run_async(cluster_r3(nodes, passwords))
         results.append(("cluster: R3 stream as admin, publish on node-1, read on node-3", ok, detail))
 
-        # two gateway regions, each one node; gateway ports are the ones in the files
+        # two gateway regions, one node each; their route and gateway ports are
+        # the ones in the files (gateway URLs cannot be moved by flags)
         regions: list[Server] = []
-        gw_ports = {"region-a": 7222, "region-b": 7223}
-        busy = [f"{name}:{p}" for name, p in gw_ports.items() if not port_free(p)]
+        fixed_ports = {"region-a": (6225, 7222), "region-b": (6226, 7223)}
+        busy = [f"{name}:{p}" for name, ports in fixed_ports.items() for p in ports if not port_free(p)]
         if busy:
             results.append(("gateways: ports free", False, "in use: " + ", ".join(busy)))
             return results
-        for name in gw_ports:
+        for name in fixed_ports:
             d = workdir / name
             d.mkdir()
-            srv = Server(name, binary, NATS_DIR / "gateway" / f"{name}.conf", d, base_env(d, passwords),
-                         ["--cluster", f"nats://127.0.0.1:{free_port()}"])
+            srv = Server(name, binary, nats_dir / "gateway" / f"{name}.conf", d, base_env(d, passwords))
             srv.start()
             regions.append(srv)
             servers.append(srv)
@@ -1005,14 +1182,24 @@ def topology_checks(binary: str, workdir: Path, passwords: dict[str, str]) -> li
 
         ok, detail = wait_for(gateways_up, 20)
         results.append(("gateways: region-a and region-b connected both ways", ok, detail))
-        ok, detail = asyncio.run(gateway_message(regions, passwords))
+        ok, detail = run_async(gateway_message(regions, passwords))
         results.append(("gateways: request in region-a answered by an agent in region-b", ok, detail))
+        ok, detail = run_async(gateway_jetstream(regions, passwords))
+        results.append(("gateways: stream placed in region-b, written from region-a, read in region-b", ok, detail))
     except SetupError as e:
         results.append(("topology setup", False, str(e)[:300]))
     finally:
         for srv in servers:
             srv.stop()
     return results
+
+
+def run_async(coro: Any) -> tuple[bool, str]:
+    try:
+        result: tuple[bool, str] = asyncio.run(coro)
+    except Exception as e:  # noqa: BLE001 - reported as a failed topology check
+        return False, f"{type(e).__name__}: {e}"
+    return result
 
 
 def wait_for(pred: Any, timeout: float) -> tuple[bool, str]:
@@ -1029,40 +1216,106 @@ def wait_for(pred: Any, timeout: float) -> tuple[bool, str]:
 
 
 async def cluster_r3(nodes: list[Server], passwords: dict[str, str]) -> tuple[bool, str]:
-    a = await nats.connect(nodes[0].url, user="admin", password=passwords["admin"], allow_reconnect=False,
-                           inbox_prefix=INBOX["admin"])
-    c = await nats.connect(nodes[2].url, user="admin", password=passwords["admin"], allow_reconnect=False,
-                           inbox_prefix=INBOX["admin"])
+    a = await nats.connect(
+        nodes[0].url, user="admin", password=passwords["admin"], allow_reconnect=False, inbox_prefix=INBOX["admin"]
+    )
+    c = await nats.connect(
+        nodes[2].url, user="admin", password=passwords["admin"], allow_reconnect=False, inbox_prefix=INBOX["admin"]
+    )
     try:
         deadline = time.monotonic() + 30
         reply: dict[str, Any] = {}
         while time.monotonic() < deadline:  # the meta leader is elected after the routes are up
-            msg = await a.request("$JS.API.STREAM.CREATE.AGENTRY_R3", encode({
-                "name": "AGENTRY_R3", "subjects": ["agentry.r3.>"], "num_replicas": 3, "storage": "file"}),
-                timeout=5)
-            reply = json.loads(msg.data)
-            if not reply.get("error"):
-                break
+            try:
+                msg = await a.request(
+                    "$JS.API.STREAM.CREATE.AGENTRY_R3",
+                    encode({"name": "AGENTRY_R3", "subjects": ["agentry.r3.>"], "num_replicas": 3, "storage": "file"}),
+                    timeout=5,
+                )
+                reply = json.loads(msg.data)
+                if not reply.get("error"):
+                    break
+            except (NoRespondersError, NatsTimeoutError) as e:
+                reply = {"error": type(e).__name__}
             await asyncio.sleep(0.5)
         if reply.get("error"):
             return False, f"stream create: {reply['error']}"
         replicas = len(reply.get("cluster", {}).get("replicas", [])) + 1
         ack = json.loads((await a.request("agentry.r3.x", b"r3", timeout=5)).data)
-        msg = await c.request("$JS.API.STREAM.MSG.GET.AGENTRY_R3", encode({"seq": ack["seq"]}), timeout=5)
-        got = json.loads(msg.data).get("message", {})
-        data = base64.b64decode(got.get("data", "")).decode()
+        data = ""
+        while time.monotonic() < deadline and not data:
+            try:
+                msg = await c.request("$JS.API.STREAM.MSG.GET.AGENTRY_R3", encode({"seq": ack["seq"]}), timeout=2)
+            except NatsTimeoutError:  # the stream leader may still be settling
+                continue
+            got = json.loads(msg.data).get("message", {})
+            data = base64.b64decode(got.get("data", "")).decode()
         return data == "r3" and replicas == 3, f"{replicas} replicas, read back {data!r} on node-3"
     finally:
         await a.close()
         await c.close()
 
 
-async def gateway_message(regions: list[Server], passwords: dict[str, str]) -> tuple[bool, str]:
-    agent_b = await nats.connect(regions[1].url, user="agent", password=passwords["agent"], allow_reconnect=False,
-                                 inbox_prefix=INBOX["agent"])
-    admin_a = await nats.connect(regions[0].url, user="admin", password=passwords["admin"], allow_reconnect=False,
-                                 inbox_prefix=INBOX["admin"])
+async def gateway_jetstream(regions: list[Server], passwords: dict[str, str]) -> tuple[bool, str]:
+    a = await nats.connect(
+        regions[0].url, user="admin", password=passwords["admin"], allow_reconnect=False, inbox_prefix=INBOX["admin"]
+    )
+    b = await nats.connect(
+        regions[1].url, user="admin", password=passwords["admin"], allow_reconnect=False, inbox_prefix=INBOX["admin"]
+    )
     try:
+        deadline = time.monotonic() + 30
+        reply: dict[str, Any] = {}
+        while time.monotonic() < deadline:  # the super-cluster meta leader comes up after the gateways
+            try:
+                msg = await a.request(
+                    "$JS.API.STREAM.CREATE.AGENTRY_GW",
+                    encode(
+                        {
+                            "name": "AGENTRY_GW",
+                            "subjects": ["agentry.gw.>"],
+                            "num_replicas": 1,
+                            "storage": "file",
+                            "placement": {"cluster": "region-b"},
+                        }
+                    ),
+                    timeout=3,
+                )
+                reply = json.loads(msg.data)
+                if not reply.get("error"):
+                    break
+            except (NoRespondersError, NatsTimeoutError) as e:
+                reply = {"error": type(e).__name__}
+            await asyncio.sleep(0.5)
+        if reply.get("error"):
+            return False, f"stream create: {reply['error']}"
+        placed = reply.get("cluster", {}).get("name")
+        ack = json.loads((await a.request("agentry.gw.x", b"across", timeout=5)).data)
+        data = ""
+        while time.monotonic() < deadline and not data:
+            try:
+                msg = await b.request("$JS.API.DIRECT.GET.AGENTRY_GW", encode({"seq": ack["seq"]}), timeout=2)
+                data = msg.data.decode() if not api_error(msg) else ""
+            except (NoRespondersError, NatsTimeoutError):
+                await asyncio.sleep(0.25)
+        if not data:  # direct get is off by default: fall back to the leader's message get
+            msg = await b.request("$JS.API.STREAM.MSG.GET.AGENTRY_GW", encode({"seq": ack["seq"]}), timeout=5)
+            data = base64.b64decode(json.loads(msg.data).get("message", {}).get("data", "")).decode()
+        return placed == "region-b" and data == "across", f"placed in {placed}, read back {data!r}"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def gateway_message(regions: list[Server], passwords: dict[str, str]) -> tuple[bool, str]:
+    agent_b = await nats.connect(
+        regions[1].url, user="agent", password=passwords["agent"], allow_reconnect=False, inbox_prefix=INBOX["agent"]
+    )
+    admin_a = await nats.connect(
+        regions[0].url, user="admin", password=passwords["admin"], allow_reconnect=False, inbox_prefix=INBOX["admin"]
+    )
+    try:
+
         async def cb(msg: Msg) -> None:
             await agent_b.publish(msg.reply, b"pong from region-b")
 
@@ -1085,12 +1338,18 @@ async def gateway_message(regions: list[Server], passwords: dict[str, str]) -> t
 # --------------------------------------------------------------------------- main
 
 
-async def run_matrix(server: Server, tls_server: Server | None, certs: tuple[Path, Path] | None,
-                     checks: list[tuple[int, dict[str, Any]]], passwords: dict[str, str]) -> list[Row]:
+async def run_matrix(
+    topology: Topology,
+    server: Server,
+    tls_server: Server | None,
+    certs: tuple[Path, Path] | None,
+    checks: list[tuple[int, dict[str, Any]]],
+    passwords: dict[str, str],
+) -> list[Row]:
     harness = Harness(server, passwords)
     rows: list[Row] = []
     try:
-        await harness.setup_topology()
+        await harness.setup_topology(topology)
         for index, check in checks:
             try:
                 if check["op"] == "tls_connect":
@@ -1132,28 +1391,40 @@ def load_matrix(path: Path) -> list[dict[str, Any]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nats-server", help="nats-server binary (default: NATS_SERVER_BIN, PATH, pip scripts dir)")
-    ap.add_argument("--matrix", type=Path, default=MATRIX, help="checks file (default: nats/permissions.matrix.json)")
+    ap.add_argument("--matrix", type=Path, help="checks file (default: <nats-dir>/permissions.matrix.json)")
+    ap.add_argument(
+        "--nats-dir", type=Path, default=NATS_DIR, help="server configs to test (default: nats/ of this repo)"
+    )
     ap.add_argument("--role", action="append", help="only checks of this role (repeatable)")
+    ap.add_argument(
+        "--repo-topology",
+        action="store_true",
+        help="create the streams/consumers/KV of <nats-dir>/{streams,consumers,kv}/*.json instead of the built-in set",
+    )
     ap.add_argument("--topology", action="store_true", help="also start the 3-node cluster and the gateway regions")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, store, certs)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     ap.add_argument("--trace", action="store_true", help="run the servers with protocol tracing (-DV) into their logs")
     args = ap.parse_args()
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # TLS teardown chatter from refused handshakes
+    nats_dir = args.nats_dir.resolve()
+    matrix_path = args.matrix or nats_dir / "permissions.matrix.json"
 
     workdir = Path(tempfile.mkdtemp(prefix="agentry-nats-perm-"))
     servers: list[Server] = []
     try:
         binary, version = find_server(args.nats_server)
         print(f"nats-server {'.'.join(map(str, version))}: {binary}")
-        matrix = load_matrix(args.matrix)
+        matrix = load_matrix(matrix_path)
         checks = [(i, c) for i, c in enumerate(matrix, 1) if not args.role or c["role"] in args.role]
         passwords = {user: "pw" + secrets.token_hex(12) for user in USERS}
 
         plain_dir = workdir / "plain"
         plain_dir.mkdir()
         extra = ["-DV"] if args.trace else []
-        server = Server("dev-auth", binary, NATS_DIR / "dev-auth.conf", plain_dir, base_env(plain_dir, passwords),
-                        list(extra))
+        server = Server(
+            "dev-auth", binary, nats_dir / "dev-auth.conf", plain_dir, base_env(plain_dir, passwords), list(extra)
+        )
         server.start()
         servers.append(server)
         server.wait_healthy()
@@ -1161,14 +1432,18 @@ def main() -> int:
         tls_server = None
         certs = None
         if any(c["op"] == "tls_connect" for _, c in checks):
-            certs = make_certs(workdir)
+            certs = make_certs(workdir, nats_dir)
             tls_dir = workdir / "tls"
             tls_dir.mkdir()
             env = base_env(tls_dir, passwords)
-            env.update({"AGENTRY_NATS_SERVER_CERT": str(certs[0] / "server.pem"),
-                        "AGENTRY_NATS_SERVER_KEY": str(certs[0] / "server-key.pem"),
-                        "AGENTRY_NATS_SERVER_CA": str(certs[0] / "ca.pem")})
-            tls_server = Server("dev-tls", binary, NATS_DIR / "dev-tls.conf", tls_dir, env, list(extra))
+            env.update(
+                {
+                    "AGENTRY_NATS_SERVER_CERT": str(certs[0] / "server.pem"),
+                    "AGENTRY_NATS_SERVER_KEY": str(certs[0] / "server-key.pem"),
+                    "AGENTRY_NATS_SERVER_CA": str(certs[0] / "ca.pem"),
+                }
+            )
+            tls_server = Server("dev-tls", binary, nats_dir / "dev-tls.conf", tls_dir, env, list(extra))
             tls_server.start()
             servers.append(tls_server)
             tls_server.wait_healthy()
@@ -1176,24 +1451,40 @@ def main() -> int:
         print(f"work dir: {workdir}\n")
 
         print_header()
-        rows = asyncio.run(run_matrix(server, tls_server, certs, checks, passwords))
+        topology = repo_topology(nats_dir) if args.repo_topology else builtin_topology()
+        rows = asyncio.run(run_matrix(topology, server, tls_server, certs, checks, passwords))
         ok = summarize(rows)
 
         topo: list[tuple[str, bool, str]] = []
         if args.topology:
             print("\ntopology:")
-            topo = topology_checks(binary, workdir, passwords)
+            topo = topology_checks(binary, workdir, passwords, nats_dir)
             for name, good, detail in topo:
                 print(f"  {'ok  ' if good else 'FAIL'} {name}: {detail}")
             ok = ok and all(good for _, good, _ in topo)
 
         if args.json:
-            args.json.write_text(json.dumps({
-                "server_version": ".".join(map(str, version)),
-                "checks": [{**r.check, "index": r.index, "got": r.got, "ok": r.ok,
-                            "evidence": evidence(r.outcome), "problem": r.why} for r in rows],
-                "topology": [{"name": n, "ok": g, "detail": d} for n, g, d in topo],
-            }, indent=2) + "\n")
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "server_version": ".".join(map(str, version)),
+                        "checks": [
+                            {
+                                **r.check,
+                                "index": r.index,
+                                "got": r.got,
+                                "ok": r.ok,
+                                "evidence": evidence(r.outcome),
+                                "problem": r.why,
+                            }
+                            for r in rows
+                        ],
+                        "topology": [{"name": n, "ok": g, "detail": d} for n, g, d in topo],
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
         print("\nRESULT: " + ("all checks as expected" if ok else "MISMATCH"))
         return 0 if ok else 1
     except SetupError as e:

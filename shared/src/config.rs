@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Nats {
     /// NATS server URL(s), comma-separated (`NATS_URL` is honoured too).
-    #[arg(long = "nats-url", env = "AGENTRY_NATS_URL")]
+    #[arg(id = "nats_url", long = "nats-url", env = "AGENTRY_NATS_URL")]
     pub url: Option<String>,
     /// Credentials file (JWT + nkey seed).
     #[arg(long = "nats-creds", env = "AGENTRY_NATS_CREDS")]
@@ -172,7 +172,7 @@ impl Observe {
 #[derive(Debug, Clone, clap::Args, Default)]
 pub struct Redis {
     /// Redis URL (rate limiting, conversation memory, caches). Optional.
-    #[arg(long = "redis-url", env = "AGENTRY_REDIS_URL")]
+    #[arg(id = "redis_url", long = "redis-url", env = "AGENTRY_REDIS_URL")]
     pub url: Option<String>,
 }
 

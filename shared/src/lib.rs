@@ -25,6 +25,7 @@ pub mod connect;
 pub mod event;
 pub mod http;
 pub mod id;
+pub mod quarantine;
 pub mod reason;
 pub mod registry;
 pub mod reply;

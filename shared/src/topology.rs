@@ -41,6 +41,7 @@ pub const BUILTIN_CAPABILITIES: &[&str] = &[
 
 /// Sizes, ages and replica counts, each with a default and an override.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "topology_settings")]
 pub struct Settings {
     /// Replicas for every stream and bucket (3 in production clusters).
     #[arg(
@@ -392,13 +393,11 @@ impl Topology {
 /// runtime for a custom capability).
 pub fn task_consumer(cap: &Capability, cfg: &Settings) -> ConsumerDef {
     let max_deliver = cfg.task_max_deliver.max(2);
-    // With a backoff list the server uses backoff[n-1] as the AckWait of
-    // delivery n (and reports ack_wait = backoff[0]): the first delivery
-    // gets the full AckWait, redeliveries of work whose agent died wait
-    // longer each time. Shorter than max_deliver, as the server requires.
-    let backoff: Vec<Duration> = (0..(max_deliver - 1).min(6))
-        .map(|i| secs(cfg.task_ack_wait_secs.saturating_mul(1 << i)))
-        .collect();
+    // No `backoff` list: on nats-server 2.15.1 a consumer with BackOff ignores
+    // the delay of a NAK after the first redelivery and waits for the backoff
+    // step instead (checked here), which would turn a 1 s retry into minutes.
+    // Retry delays come from the runtime's NAK delay; a crashed agent's task
+    // is redelivered after AckWait.
     ConsumerDef {
         stream: s::TASKS_STREAM,
         config: consumer::pull::Config {
@@ -408,11 +407,6 @@ pub fn task_consumer(cap: &Capability, cfg: &Settings) -> ConsumerDef {
             ack_policy: AckPolicy::Explicit,
             ack_wait: secs(cfg.task_ack_wait_secs),
             max_deliver,
-            backoff: if backoff.is_empty() {
-                Vec::new()
-            } else {
-                backoff
-            },
             max_ack_pending: 20_000,
             ..Default::default()
         },

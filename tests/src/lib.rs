@@ -265,3 +265,134 @@ pub async fn subject_counts(
     }
     out
 }
+
+/// Components running in this test process; cancelled on drop.
+pub struct InProcess {
+    pub token: tokio_util::sync::CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    pub fn new() -> Self {
+        Self {
+            token: tokio_util::sync::CancellationToken::new(),
+            handles: Vec::new(),
+        }
+    }
+
+    /// Spawns a component future built from a child token of this group.
+    pub fn spawn<F, Fut>(&mut self, f: F) -> tokio_util::sync::CancellationToken
+    where
+        F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let t = self.token.child_token();
+        self.handles.push(tokio::spawn(f(t.clone())));
+        t
+    }
+
+    /// Cancels everything and waits for each component to return.
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        for h in self.handles.drain(..) {
+            match tokio::time::timeout(Duration::from_secs(40), h).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => panic!("component failed: {e:#}"),
+                Ok(Err(e)) => panic!("component panicked: {e}"),
+                Err(_) => panic!("component did not stop within 40s"),
+            }
+        }
+    }
+}
+
+impl Default for InProcess {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// A component child process (killed on drop).
+pub struct ChildProc {
+    pub child: std::process::Child,
+}
+
+impl ChildProc {
+    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin(name));
+        cmd.args(args).stdin(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        if std::env::var_os("AGENTRY_TEST_LOGS").is_none() {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} (built by `cargo test --workspace`): {e}",
+                bin(name).display()
+            )
+        });
+        Self { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits for exit; `None` on timeout.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Engine + monitor config helpers with test-friendly timings.
+pub fn engine_config(url: &str) -> agentry_engine::Config {
+    agentry_engine::Config::for_url(url)
+}
+
+pub fn monitor_config(url: &str) -> agentry_monitor::Config {
+    let mut m = agentry_monitor::Config::for_url(url);
+    m.sweep_interval = Duration::from_millis(300);
+    m.depth_interval = Duration::from_millis(500);
+    m
+}
+
+pub fn agent_config(url: &str, agents: &str) -> agentry_agent::Config {
+    let mut a = agentry_agent::Config::for_url(url, agents);
+    a.heartbeat = Duration::from_secs(1);
+    a.topology = test_settings();
+    a.capacity = Some(16);
+    a
+}

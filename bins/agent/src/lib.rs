@@ -12,7 +12,14 @@ use tokio_util::sync::CancellationToken;
 pub mod agents;
 
 /// Every built-in agent kind, in start order.
-pub const KINDS: &[&str] = &["echo"];
+pub const KINDS: &[&str] = &[
+    "echo",
+    "weather",
+    "planning",
+    "customer_service",
+    "data_analysis",
+    "security_monitor",
+];
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -83,6 +90,8 @@ pub enum AgentsError {
     UnknownKind(String),
     #[error("no agent kinds selected")]
     Empty,
+    #[error("invalid {kind} agent settings: {detail}")]
+    Settings { kind: &'static str, detail: String },
 }
 
 /// Parses `all` or a comma-separated list of kinds.

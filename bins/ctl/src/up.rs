@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long)]
     pub offline: bool,
     /// Redis URL for rate limiting, memory and caches (optional).
-    #[arg(long, env = "AGENTRY_REDIS_URL")]
+    #[arg(id = "up_redis_url", long = "redis-url", env = "AGENTRY_REDIS_URL")]
     pub redis_url: Option<String>,
     #[command(flatten)]
     pub settings: Settings,

@@ -51,7 +51,8 @@ pub async fn run(mon: Arc<Monitor>, shutdown: CancellationToken) -> anyhow::Resu
 }
 
 async fn capture(mon: &Monitor, adv: &Advisory) -> anyhow::Result<()> {
-    let stream = mon.js.get_stream_no_info(&adv.stream).await?;
+    // With stream info: `get_raw_message` then uses the right API for streams without direct get.
+    let stream = mon.js.get_stream(&adv.stream).await?;
     let msg = match stream.get_raw_message(adv.stream_seq).await {
         Ok(m) => m,
         // Already gone: the worker terminated it (and dead-lettered it) itself.

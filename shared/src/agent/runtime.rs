@@ -248,14 +248,24 @@ async fn run_instance(
         // Pull loop: ends on shutdown; errors on the stream are logged and the stream retried by the client.
         work.spawn(async move {
             let mut messages = messages;
+            let mut stopping = false;
             loop {
                 let permit = tokio::select! {
-                    _ = stop.cancelled() => break,
+                    _ = stop.cancelled(), if !stopping => { stopping = true; continue }
                     p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 };
-                let next = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    m = messages.next() => m,
+                // After stop: take only what was already delivered to us (it is
+                // in flight from the server's point of view), then let go.
+                let next = if stopping {
+                    match tokio::time::timeout(Duration::from_millis(100), messages.next()).await {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                } else {
+                    tokio::select! {
+                        _ = stop.cancelled() => { stopping = true; continue }
+                        m = messages.next() => m,
+                    }
                 };
                 match next {
                     Some(Ok(msg)) => {

@@ -1,21 +1,199 @@
 //! The built-in agents.
+//!
+//! Each kind is an [`Agent`] built from [`Settings`] by [`build`]:
+//! `echo`, `weather` (Open-Meteo, with an offline [`weather::fixture`]),
+//! `planning` (`plan_tasks`) and `data_analysis` (`data_processing`,
+//! `statistical_analysis`, `visualization`), `customer_service`
+//! (`customer_inquiry`, `issue_resolution`, `escalation`) and
+//! `security_monitor` (`threat_detection`, `security_analysis`,
+//! `incident_response`, plus continuous monitoring). The pure logic of planning and
+//! data analysis lives in their `logic` modules and shares [`LogicError`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use agentry::agent::Agent;
+use agentry::agent::{Agent, TaskError};
 
+pub mod customer_service;
+pub mod data_analysis;
 mod echo;
+mod logic_common;
+pub mod planning;
+pub mod security;
+pub mod weather;
 
+pub use customer_service::CustomerService;
+pub use data_analysis::DataAnalysisAgent;
 pub use echo::Echo;
+pub use logic_common::LogicError;
+pub use planning::PlanningAgent;
+pub use security::SecurityMonitor;
+pub use weather::WeatherAgent;
 
 /// Settings of the built-in agents.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct Settings {}
+pub struct Settings {
+    /// Base URL of the Open-Meteo forecast API, without `/v1/forecast`
+    /// [default: https://api.open-meteo.com]. When the geocoding URL is not
+    /// set, this server also answers geocoding (as the bundled fixture does).
+    #[arg(long = "weather-base-url", env = "AGENTRY_WEATHER_BASE_URL")]
+    pub weather_base_url: Option<String>,
+    /// Base URL of the Open-Meteo geocoding API, without `/v1/search`
+    /// [default: the weather base URL when set, else https://geocoding-api.open-meteo.com].
+    #[arg(long = "weather-geocoding-url", env = "AGENTRY_WEATHER_GEOCODING_URL")]
+    pub weather_geocoding_url: Option<String>,
+    /// Deadline for one Open-Meteo HTTP attempt, e.g. `10s`, `500ms` [default: 10s].
+    #[arg(long = "weather-timeout", env = "AGENTRY_WEATHER_TIMEOUT", value_parser = parse_duration)]
+    pub weather_timeout: Option<Duration>,
+    /// Retries of one Open-Meteo call after the first attempt, for 5xx, 429,
+    /// timeouts and connection failures [default: 3].
+    #[arg(long = "weather-retries", env = "AGENTRY_WEATHER_RETRIES")]
+    pub weather_retries: Option<u32>,
+    /// How long customer_service remembers a conversation after its last
+    /// message (Redis key TTL), e.g. `30m`, `24h` [default: 24h].
+    #[arg(long = "conversation-ttl", env = "AGENTRY_CONVERSATION_TTL", value_parser = parse_duration)]
+    pub conversation_ttl: Option<Duration>,
+    /// Conversations customer_service keeps in process when Redis is not
+    /// configured or not answering (least recently used dropped first) [default: 10000].
+    #[arg(
+        long = "conversation-local-max",
+        env = "AGENTRY_CONVERSATION_LOCAL_MAX"
+    )]
+    pub conversation_local_max: Option<usize>,
+    /// Alert kinds whose source security_monitor quarantines automatically:
+    /// `on` (flood and probing), `off`, or a list of `flood`, `probing` [default: on].
+    #[arg(long = "security-auto-quarantine", env = "AGENTRY_SECURITY_AUTO_QUARANTINE", value_parser = security::agent::parse_auto_quarantine)]
+    pub security_auto_quarantine: Option<security::agent::AutoQuarantine>,
+    /// Length of an automatic quarantine in minutes [default: 15].
+    #[arg(long = "security-quarantine-minutes", env = "AGENTRY_SECURITY_QUARANTINE_MINUTES", value_parser = clap::value_parser!(u32).range(1..=10080))]
+    pub security_quarantine_minutes: Option<u32>,
+    /// Requests (accepted or rejected) from one source within a minute above
+    /// which security_monitor raises a flood [default: 600].
+    #[arg(
+        long = "security-flood-requests",
+        env = "AGENTRY_SECURITY_FLOOD_REQUESTS"
+    )]
+    pub security_flood_requests: Option<u64>,
+    /// `rate_limited` rejections of one source within a minute from which
+    /// security_monitor raises a flood [default: 50].
+    #[arg(
+        long = "security-flood-rate-limited",
+        env = "AGENTRY_SECURITY_FLOOD_RATE_LIMITED"
+    )]
+    pub security_flood_rate_limited: Option<u64>,
+    /// Invalid requests (validation rejections) from one source within a
+    /// minute from which security_monitor raises probing [default: 5].
+    #[arg(
+        long = "security-probing-rejections",
+        env = "AGENTRY_SECURITY_PROBING_REJECTIONS"
+    )]
+    pub security_probing_rejections: Option<usize>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    agentry::config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+impl Settings {
+    /// The weather client configuration these settings describe.
+    pub fn weather_config(&self) -> weather::Config {
+        let mut cfg = weather::Config::default();
+        if let Some(base) = &self.weather_base_url {
+            cfg.forecast_base_url = base.clone();
+            cfg.geocoding_base_url = base.clone();
+        }
+        if let Some(geo) = &self.weather_geocoding_url {
+            cfg.geocoding_base_url = geo.clone();
+        }
+        if let Some(t) = self.weather_timeout {
+            cfg.timeout = t;
+        }
+        if let Some(r) = self.weather_retries {
+            cfg.max_retries = r;
+        }
+        cfg
+    }
+
+    /// The customer_service configuration these settings describe.
+    pub fn customer_service_config(&self) -> customer_service::Config {
+        let mut cfg = customer_service::Config::default();
+        if let Some(ttl) = self.conversation_ttl {
+            cfg.conversation_ttl = ttl;
+        }
+        if let Some(n) = self.conversation_local_max {
+            cfg.local_conversations = n;
+        }
+        cfg
+    }
+
+    /// The security_monitor configuration these settings describe.
+    pub fn security_config(&self) -> security::Config {
+        let mut cfg = security::Config::default();
+        if let Some(kinds) = &self.security_auto_quarantine {
+            cfg.auto_quarantine = kinds.0.clone();
+        }
+        if let Some(m) = self.security_quarantine_minutes {
+            cfg.quarantine_minutes = m;
+        }
+        if let Some(n) = self.security_flood_requests {
+            cfg.detector.flood_requests = n;
+        }
+        if let Some(n) = self.security_flood_rate_limited {
+            cfg.detector.flood_rate_limited = n;
+        }
+        if let Some(n) = self.security_probing_rejections {
+            cfg.detector.probing_rejections = n;
+        }
+        cfg
+    }
+}
 
 /// Builds the agent of `kind`.
-pub fn build(kind: &str, _settings: &Settings) -> Result<Arc<dyn Agent>, crate::AgentsError> {
+pub fn build(kind: &str, settings: &Settings) -> Result<Arc<dyn Agent>, crate::AgentsError> {
     match kind {
         "echo" => Ok(Arc::new(Echo::default())),
+        "weather" => {
+            let agent = WeatherAgent::new(settings.weather_config()).map_err(|e| {
+                crate::AgentsError::Settings {
+                    kind: "weather",
+                    detail: e.to_string(),
+                }
+            })?;
+            Ok(Arc::new(agent))
+        }
+        "planning" => Ok(Arc::new(PlanningAgent::default())),
+        "customer_service" => Ok(Arc::new(CustomerService::new(
+            settings.customer_service_config(),
+        ))),
+        "security_monitor" => Ok(Arc::new(SecurityMonitor::new(settings.security_config()))),
+        "data_analysis" => Ok(Arc::new(DataAnalysisAgent)),
         other => Err(crate::AgentsError::UnknownKind(other.to_owned())),
+    }
+}
+
+/// Runs pure, CPU-bound capability logic on the blocking pool so that a
+/// large input never stalls the async workers (heartbeats, other tasks).
+pub(crate) async fn run_blocking<F>(f: F) -> Result<serde_json::Value, TaskError>
+where
+    F: FnOnce() -> Result<serde_json::Value, LogicError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(logic_error),
+        // A panic in the logic is a bug that the same input will hit again.
+        Err(e) if e.is_panic() => Err(TaskError::Permanent {
+            code: "internal",
+            message: "the capability logic panicked on this input".into(),
+        }),
+        Err(e) => Err(TaskError::retryable(format!(
+            "capability logic was cancelled: {e}"
+        ))),
+    }
+}
+
+/// Every [`LogicError`] is permanent: the same input fails the same way.
+pub(crate) fn logic_error(e: LogicError) -> TaskError {
+    TaskError::Permanent {
+        code: e.code(),
+        message: e.to_string(),
     }
 }

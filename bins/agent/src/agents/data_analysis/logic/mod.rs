@@ -1,0 +1,32 @@
+//! Data-analysis agent logic: the `data_processing`, `statistical_analysis`
+//! and `visualization` capabilities.
+//!
+//! - [`data_processing`]: CSV/JSON parsing, column type inference, missing
+//!   values, filters, grouping and aggregates;
+//! - [`statistical_analysis`]: descriptive statistics, Pearson/Spearman
+//!   correlation, OLS regression with inference, outliers;
+//! - [`visualization`]: line, bar, scatter and histogram charts as SVG 1.1.
+//!
+//! All three are pure and deterministic; size guards bound their work
+//! ([`MAX_CELLS`], [`MAX_POINTS`], [`MAX_SERIES`]).
+
+mod charts;
+mod dist;
+mod numeric;
+mod processing;
+mod regression;
+mod render;
+mod stats;
+mod svg;
+mod table;
+
+// The one line to adapt when this module moves into another crate.
+use crate::agents::logic_common::{self as common, LogicError};
+
+pub use charts::{MAX_POINTS, MAX_SERIES, visualization};
+pub use processing::{DEFAULT_LIMIT, MAX_LIMIT, data_processing};
+pub use stats::statistical_analysis;
+pub use table::MAX_CELLS;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! What can go wrong when answering a weather task, and whether trying again can help.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The Open-Meteo endpoint a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /v1/search` on the geocoding API.
+    Geocoding,
+    /// `GET /v1/forecast` on the forecast API.
+    Forecast,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Geocoding => "geocoding",
+            Self::Forecast => "forecast",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeatherError {
+    /// Geocoding found no place with that name (in that country, if one was given).
+    #[error("unknown city {city:?}{}", country_code.as_deref().map(|c| format!(" in country {c}")).unwrap_or_default())]
+    UnknownCity {
+        city: String,
+        country_code: Option<String>,
+    },
+    /// The capability input is malformed or out of range.
+    #[error("invalid weather input: {0}")]
+    InvalidInput(String),
+    /// Open-Meteo answered with an error status; `reason` is its `{"reason": ...}`
+    /// text, or the start of the body when it sent none.
+    #[error("open-meteo {endpoint} API returned HTTP {status}: {reason}")]
+    Upstream {
+        endpoint: Endpoint,
+        status: u16,
+        reason: String,
+        /// From a `Retry-After: <seconds>` header, if any.
+        retry_after: Option<Duration>,
+    },
+    /// No complete answer within the configured timeout.
+    #[error("open-meteo {endpoint} API did not answer within {after:?}")]
+    Timeout { endpoint: Endpoint, after: Duration },
+    /// Connecting, sending or reading the response failed.
+    #[error("cannot reach the open-meteo {endpoint} API")]
+    Unreachable {
+        endpoint: Endpoint,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The response is not the JSON Open-Meteo documents.
+    #[error("malformed open-meteo {endpoint} response: {detail}")]
+    Decode { endpoint: Endpoint, detail: String },
+    /// The client configuration cannot work (bad base URL, TLS setup).
+    #[error("invalid weather client configuration: {0}")]
+    Config(String),
+}
+
+impl WeatherError {
+    /// True when the same request may succeed later: the runtime should nak
+    /// (redeliver) rather than fail the task. The client has already retried
+    /// these `max_retries` times before returning them.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Upstream { status, .. } => is_retryable_status(*status),
+            Self::Timeout { .. } | Self::Unreachable { .. } => true,
+            Self::UnknownCity { .. }
+            | Self::InvalidInput(_)
+            | Self::Decode { .. }
+            | Self::Config(_) => false,
+        }
+    }
+
+    /// Snake-case token for the `code` of the task error object
+    /// (`schemas/README.md`: `invalid_input` is a known code, the set is open).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownCity { .. } => "unknown_city",
+            Self::InvalidInput(_) => "invalid_input",
+            Self::Upstream { .. } => "upstream_status",
+            Self::Timeout { .. } => "timeout",
+            Self::Unreachable { .. } => "upstream_unreachable",
+            Self::Decode { .. } => "upstream_malformed",
+            Self::Config(_) => "config",
+        }
+    }
+
+    /// How long the upstream asked us to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Upstream { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// 5xx, 408 (request timeout) and 429 (rate limited) are worth retrying;
+/// any other 4xx means the request itself is wrong.
+pub(crate) fn is_retryable_status(status: u16) -> bool {
+    status >= 500 || status == 408 || status == 429
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses() {
+        for s in [500, 502, 503, 504, 408, 429] {
+            assert!(is_retryable_status(s), "{s}");
+        }
+        for s in [400, 401, 403, 404, 422] {
+            assert!(!is_retryable_status(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn unknown_city_names_the_city_and_country() {
+        let e = WeatherError::UnknownCity {
+            city: "Atlantis".into(),
+            country_code: Some("GR".into()),
+        };
+        assert_eq!(e.to_string(), "unknown city \"Atlantis\" in country GR");
+        assert!(!e.is_retryable());
+        assert_eq!(e.code(), "unknown_city");
+        let e = WeatherError::UnknownCity {
+            city: "Atlantis".into(),
+            country_code: None,
+        };
+        assert_eq!(e.to_string(), "unknown city \"Atlantis\"");
+    }
+}
