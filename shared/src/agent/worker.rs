@@ -254,7 +254,7 @@ async fn fail(
     reason: Reason,
 ) -> Outcome {
     warn!(error = %err, code = err.code(), "task failed");
-    publish_outcome(inst, rc, Err(err), Duration::ZERO).await;
+    // Dead letter first: by the time the requester sees the failure, the DLQ has it.
     // Workflow steps: the engine owns retries and dead-lettering of runs.
     if !is_step {
         dead_letter(
@@ -269,6 +269,7 @@ async fn fail(
         )
         .await;
     }
+    publish_outcome(inst, rc, Err(err), Duration::ZERO).await;
     term(msg).await;
     Outcome::Failed
 }
