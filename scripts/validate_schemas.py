@@ -364,6 +364,18 @@ def check_task_examples(report: Report, schemas: Schemas, schemas_dir: pathlib.P
                                                             task_schema, inst))
 
 
+SEMANTIC_EXPECTATION = re.compile(r"^\[[a-z_]+\] ")
+
+
+def is_semantic_expectation(document: Any) -> bool:
+    """`$comment: "expect: [<kind>] <path>: <text>"` (see schemas/README.md)."""
+    if not isinstance(document, dict) or not isinstance(document.get("$comment"), str):
+        return False
+    comment = document["$comment"]
+    return (comment.startswith(EXPECT_PREFIX)
+            and SEMANTIC_EXPECTATION.match(comment[len(EXPECT_PREFIX):].strip()) is not None)
+
+
 def check_workflow_examples(report: Report, schemas: Schemas,
                             schemas_dir: pathlib.Path) -> None:
     paths = example_files(schemas_dir / "examples" / "workflows", (".json", ".yaml", ".yml"))
@@ -380,6 +392,19 @@ def check_workflow_examples(report: Report, schemas: Schemas,
             document = load_document(path)
         except LoadError as err:
             report.fail(path, str(err))
+            continue
+        if is_semantic_expectation(document):
+            # `expect: [<kind>] <path>: <text>` names an error of the engine's semantic
+            # check (a cycle, an unknown step, CEL, ...), which no schema can see: the
+            # document must pass the schema, and the Rust tests beside
+            # shared/src/workflow check that the check reports exactly that error.
+            instance = {k: v for k, v in document.items() if k != "$comment"}
+            messages = error_messages(validator, instance)
+            if messages:
+                report.fail(path, "a semantic invalid example must pass the schema: "
+                                  + " | ".join(messages))
+            else:
+                report.ok("workflow examples (invalid)", path, "semantic, checked by cargo test")
             continue
         check_example(report, "workflow examples", path, document,
                       lambda inst: error_messages(validator, inst))

@@ -2,6 +2,10 @@
 //! `agentry.requests` (JetStream, deduplicated by id) and wait for the one
 //! terminal result on `agentry.results.<id>`. Used by the CLI, benchmarks,
 //! tests and `ctx.delegate` in the agent SDK.
+//!
+//! A client tenant (nats/README.md, option A) uses the `*_as` forms: requests
+//! go to `agentry.requests.<tenant>` and the result comes back on
+//! `agentry.results.<tenant>.<id>`, the only results its NATS user may read.
 
 use std::time::Duration;
 
@@ -12,7 +16,7 @@ use serde_json::Value;
 
 use crate::event::{self, Limits, Mode, header};
 use crate::id::RequestId;
-use crate::subject;
+use crate::subject::{self, Tenant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -56,8 +60,21 @@ pub async fn submit(
     mode: Mode,
     timeout: Duration,
 ) -> Result<Outcome, SubmitError> {
+    submit_as(nats, js, None, event, mode, timeout).await
+}
+
+/// [`submit`] for `tenant`: publishes to `agentry.requests.<tenant>` and
+/// waits on `agentry.results.<tenant>.<id>` (without a tenant, the plain subjects).
+pub async fn submit_as(
+    nats: &async_nats::Client,
+    js: &jetstream::Context,
+    tenant: Option<&Tenant>,
+    event: &Event,
+    mode: Mode,
+    timeout: Duration,
+) -> Result<Outcome, SubmitError> {
     let id = RequestId::new(event.id())?;
-    let results = subject::results(&id);
+    let results = subject::results_for(tenant, &id);
     let mut sub = nats
         .subscribe(results.clone())
         .await
@@ -65,13 +82,13 @@ pub async fn submit(
             subject: results.clone(),
             detail: e.to_string(),
         })?;
-    publish_request(js, event, mode).await?;
+    publish_request_as(js, tenant, event, mode).await?;
     let got = tokio::time::timeout(timeout, sub.next()).await;
     let _ = sub.unsubscribe().await;
     match got {
         Ok(Some(msg)) => outcome(&id, msg.headers.as_ref(), &msg.payload),
         // Missed on the live subscription (e.g. reconnect): the results stream has it.
-        _ => match fetch_result(js, &id).await {
+        _ => match fetch_result_as(js, tenant, &id).await {
             Some(o) => Ok(o),
             None => Err(SubmitError::Timeout {
                 id: id.to_string(),
@@ -87,10 +104,23 @@ pub async fn publish_request(
     event: &Event,
     mode: Mode,
 ) -> Result<(), SubmitError> {
+    publish_request_as(js, None, event, mode).await
+}
+
+/// [`publish_request`] for `tenant` (`agentry.requests.<tenant>`). The
+/// `Nats-Msg-Id` is tenant-qualified (`<tenant>.<id>`), so equal request ids
+/// of two tenants are not mistaken for duplicates in the shared stream.
+pub async fn publish_request_as(
+    js: &jetstream::Context,
+    tenant: Option<&Tenant>,
+    event: &Event,
+    mode: Mode,
+) -> Result<(), SubmitError> {
+    let id = RequestId::new(event.id())?;
     let (mut headers, body) = event::encode(event, mode)?;
-    headers.insert(header::MSG_ID, event.id());
+    headers.insert(header::MSG_ID, subject::request_key(tenant, &id).as_str());
     let ack = js
-        .publish_with_headers(subject::REQUESTS, headers, body)
+        .publish_with_headers(subject::requests_for(tenant), headers, body)
         .await
         .map_err(|e| SubmitError::Publish(e.to_string()))?;
     ack.await.map_err(|e| SubmitError::Publish(e.to_string()))?;
@@ -99,9 +129,20 @@ pub async fn publish_request(
 
 /// The stored result of a request, if there is one (late clients).
 pub async fn fetch_result(js: &jetstream::Context, id: &RequestId) -> Option<Outcome> {
+    fetch_result_as(js, None, id).await
+}
+
+/// [`fetch_result`] for `tenant`: a direct get of the last message on
+/// `agentry.results.<tenant>.<id>` (the subject form, the only one a tenant
+/// user may send; no stream info is needed).
+pub async fn fetch_result_as(
+    js: &jetstream::Context,
+    tenant: Option<&Tenant>,
+    id: &RequestId,
+) -> Option<Outcome> {
     let stream = js.get_stream_no_info(subject::RESULTS_STREAM).await.ok()?;
     let msg = stream
-        .direct_get_last_for_subject(subject::results(id))
+        .direct_get_last_for_subject(subject::results_for(tenant, id))
         .await
         .ok()?;
     outcome(id, Some(&msg.headers), &msg.payload).ok()

@@ -10,6 +10,7 @@
 //! - [`registry`]: agent records and discovery;
 //! - [`reply`]: results (first one wins) and dead letters;
 //! - [`retry`]: retry delay policies;
+//! - [`ratelimit`]: per-source rate limiting (Redis or in-process);
 //! - [`client`]: submit a request and wait for its one result;
 //! - [`config`]: flags and `AGENTRY_*` environment shared by every binary;
 //! - [`connect`]: NATS connection with auth, TLS, backoff and version check;
@@ -17,6 +18,7 @@
 //! - [`http`]: `/health`, `/ready`, `/metrics` for one or many components;
 //! - [`schema`]: embedded JSON Schemas, compiled once;
 //! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token;
+//! - [`workflow`]: workflow definitions, validation and CEL;
 
 pub mod agent;
 pub mod client;
@@ -26,6 +28,7 @@ pub mod event;
 pub mod http;
 pub mod id;
 pub mod quarantine;
+pub mod ratelimit;
 pub mod reason;
 pub mod registry;
 pub mod reply;
@@ -35,5 +38,6 @@ pub mod shutdown;
 pub mod subject;
 pub mod telemetry;
 pub mod topology;
+pub mod workflow;
 
 pub use id::{AgentId, Capability, RequestId, RunId};

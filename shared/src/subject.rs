@@ -1,10 +1,14 @@
 //! Every subject, stream, consumer and bucket name. The only place that knows
 //! their spelling: everything else calls these functions.
 
-use crate::id::{AgentId, Capability, RequestId, RunId};
+use std::fmt;
+
+use crate::id::{AgentId, Capability, IdError, RequestId, RunId};
 
 /// Client requests (tasks, workflows, signals, cancellations) enter here.
 pub const REQUESTS: &str = "agentry.requests";
+/// Requests of a client tenant enter on `agentry.requests.<tenant>`.
+pub const REQUESTS_ALL: &str = "agentry.requests.>";
 pub const TASKS_PREFIX: &str = "agentry.tasks";
 pub const TASKS_ALL: &str = "agentry.tasks.>";
 pub const STEPS_PREFIX: &str = "agentry.steps";
@@ -70,6 +74,110 @@ pub fn results(id: &RequestId) -> String {
     format!("{RESULTS_PREFIX}.{id}")
 }
 
+/// A client tenant: one subject token, `^[a-z][a-z0-9_-]{0,63}$`. Its NATS
+/// user is `client_<tenant>`; its requests enter on `agentry.requests.<tenant>`
+/// and its results live on `agentry.results.<tenant>.<request-id>`, which NATS
+/// permissions confine to that user (nats/README.md, option A).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tenant(String);
+
+impl Tenant {
+    pub const PATTERN: &'static str = "^[a-z][a-z0-9_-]{0,63}$";
+
+    /// Validates and wraps `value`.
+    pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
+        let value = value.into();
+        let b = value.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 64
+            && b[0].is_ascii_lowercase()
+            && b[1..]
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
+        if ok {
+            Ok(Self(value))
+        } else {
+            Err(IdError {
+                kind: "tenant",
+                value: value.chars().take(80).collect(),
+                pattern: Self::PATTERN,
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for Tenant {
+    type Err = IdError;
+    fn from_str(value: &str) -> Result<Self, IdError> {
+        Self::new(value)
+    }
+}
+
+/// The subject a request is published to: `agentry.requests[.<tenant>]`.
+pub fn requests_for(tenant: Option<&Tenant>) -> String {
+    match tenant {
+        Some(t) => format!("{REQUESTS}.{t}"),
+        None => REQUESTS.to_owned(),
+    }
+}
+
+/// The result subject of a request: `agentry.results[.<tenant>].<id>`.
+pub fn results_for(tenant: Option<&Tenant>, id: &RequestId) -> String {
+    match tenant {
+        Some(t) => format!("{RESULTS_PREFIX}.{t}.{id}"),
+        None => results(id),
+    }
+}
+
+/// A request arrived on a subject that names no valid tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{subject:?} is not a request subject (agentry.requests or agentry.requests.<tenant>, tenant {pattern})", pattern = Tenant::PATTERN)]
+pub struct RequestSubjectError {
+    pub subject: String,
+}
+
+/// The tenant a request belongs to, taken only from the subject it arrived
+/// on: `agentry.requests` has none, `agentry.requests.<tenant>` has one;
+/// anything else (more tokens, an invalid tenant) is refused.
+pub fn tenant_of_request(subject: &str) -> Result<Option<Tenant>, RequestSubjectError> {
+    let err = || RequestSubjectError {
+        subject: subject.chars().take(160).collect(),
+    };
+    match subject.strip_prefix(REQUESTS) {
+        Some("") => Ok(None),
+        Some(rest) => {
+            let token = rest.strip_prefix('.').ok_or_else(err)?;
+            Tenant::new(token).map(Some).map_err(|_| err())
+        }
+        None => Err(err()),
+    }
+}
+
+/// A key unique per request across tenants (`Nats-Msg-Id`s, timer keys):
+/// `<id>` without a tenant, `<tenant>.<id>` with one.
+pub fn request_key(tenant: Option<&Tenant>, id: &RequestId) -> String {
+    match tenant {
+        Some(t) => format!("{t}.{id}"),
+        None => id.to_string(),
+    }
+}
+
+/// The inbox prefix of a NATS user (`custom_inbox_prefix`): `_INBOX.<user>`.
+/// Under auth every role may subscribe only below its own prefix.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX.{user}")
+}
+
 pub fn steps(run: &RunId) -> String {
     format!("{STEPS_PREFIX}.{run}")
 }
@@ -100,15 +208,36 @@ pub fn timer_fire(key: &str) -> String {
     format!("agentry.timers.fire.{key}")
 }
 
-/// Subject prefixes a task's `replyto` may point at.
+/// Timer key of a single task's deadline: `task-<id>`, or `task-<tenant>.<id>`.
+pub fn task_timer_key(tenant: Option<&Tenant>, id: &RequestId) -> String {
+    format!("task-{}", request_key(tenant, id))
+}
+
+/// The tenant and request id of a fired task-deadline timer, read from its
+/// subject (`agentry.timers.fire.task-[<tenant>.]<id>`).
+pub fn task_timer_of(subject: &str) -> Option<(Option<Tenant>, RequestId)> {
+    let key = subject.strip_prefix("agentry.timers.fire.task-")?;
+    match key.split_once('.') {
+        None => Some((None, RequestId::new(key).ok()?)),
+        Some((t, id)) => Some((Some(Tenant::new(t).ok()?), RequestId::new(id).ok()?)),
+    }
+}
+
+/// Subjects a task's `replyto` may point at: `agentry.results.<id>`,
+/// `agentry.results.<tenant>.<id>` and `agentry.steps.<run-id>`.
 pub fn is_allowed_reply(subject: &str) -> bool {
-    let ok = |prefix: &str| {
+    let tail = |prefix: &str| {
         subject
             .strip_prefix(prefix)
             .and_then(|s| s.strip_prefix('.'))
-            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['.', '*', '>', ' ']))
     };
-    ok(RESULTS_PREFIX) || ok(STEPS_PREFIX)
+    if let Some(rest) = tail(RESULTS_PREFIX) {
+        return match rest.split_once('.') {
+            None => RequestId::new(rest).is_ok(),
+            Some((tenant, id)) => Tenant::new(tenant).is_ok() && RequestId::new(id).is_ok(),
+        };
+    }
+    tail(STEPS_PREFIX).is_some_and(|run| RunId::new(run).is_ok())
 }
 
 pub fn max_deliveries_advisory(stream: &str, consumer: &str) -> String {
@@ -139,9 +268,60 @@ mod tests {
         assert!(is_allowed_reply("agentry.results.abc"));
         assert!(is_allowed_reply("agentry.steps.run1"));
         assert!(!is_allowed_reply("agentry.results."));
-        assert!(!is_allowed_reply("agentry.results.a.b"));
+        // Two tokens are `<tenant>.<id>`; three are nothing.
+        assert!(!is_allowed_reply("agentry.results.a.b.c"));
         assert!(!is_allowed_reply("agentry.tasks.echo"));
         assert!(!is_allowed_reply("$JS.API.STREAM.DELETE.X"));
         assert!(!is_allowed_reply("agentry.results.>"));
+        assert!(is_allowed_reply("agentry.results.acme.r1"));
+        assert!(!is_allowed_reply("agentry.results.acme.r1.x"));
+        assert!(!is_allowed_reply("agentry.results.Acme.r1"));
+        assert!(!is_allowed_reply("agentry.results.acme.>"));
+        assert!(!is_allowed_reply("agentry.results.*.r1"));
+        assert!(!is_allowed_reply("agentry.results.acme."));
+        assert!(!is_allowed_reply("agentry.steps.a.b"));
+    }
+
+    #[test]
+    fn tenants() {
+        let acme = Tenant::new("acme").unwrap();
+        let id = RequestId::new("r1").unwrap();
+        assert_eq!(requests_for(None), "agentry.requests");
+        assert_eq!(requests_for(Some(&acme)), "agentry.requests.acme");
+        assert_eq!(results_for(None, &id), "agentry.results.r1");
+        assert_eq!(results_for(Some(&acme), &id), "agentry.results.acme.r1");
+        assert_eq!(request_key(Some(&acme), &id), "acme.r1");
+        assert_eq!(request_key(None, &id), "r1");
+        assert_eq!(inbox_prefix("client_acme"), "_INBOX.client_acme");
+        assert_eq!(tenant_of_request("agentry.requests"), Ok(None));
+        assert_eq!(tenant_of_request("agentry.requests.acme"), Ok(Some(acme)));
+        for bad in [
+            "agentry.requests.",
+            "agentry.requests.acme.x",
+            "agentry.requests.Acme",
+            "agentry.requests.*",
+            "agentry.requests.>",
+            "agentry.requestsx",
+            "agentry.tasks.echo",
+            "",
+        ] {
+            assert!(tenant_of_request(bad).is_err(), "{bad}");
+        }
+        let key = task_timer_key(Some(&Tenant::new("acme").unwrap()), &id);
+        assert_eq!(key, "task-acme.r1");
+        assert_eq!(
+            task_timer_of(&timer_fire(&key)),
+            Some((Some(Tenant::new("acme").unwrap()), id.clone()))
+        );
+        assert_eq!(
+            task_timer_of(&timer_fire(&task_timer_key(None, &id))),
+            Some((None, id.clone()))
+        );
+        assert_eq!(task_timer_of("agentry.timers.fire.run-1.step"), None);
+        assert!(Tenant::new("globex-2").is_ok());
+        assert!(Tenant::new("a".repeat(64)).is_ok());
+        assert!(Tenant::new("a".repeat(65)).is_err());
+        assert!(Tenant::new("1acme").is_err());
+        assert!(Tenant::new("").is_err());
     }
 }

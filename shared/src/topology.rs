@@ -160,7 +160,7 @@ impl Topology {
                 max_messages: cfg.requests_max_msgs,
                 ..base(
                     s::REQUESTS_STREAM,
-                    &[s::REQUESTS],
+                    &[s::REQUESTS, s::REQUESTS_ALL],
                     "Client requests: tasks, workflows, signals, cancellations",
                 )
             },
@@ -248,9 +248,13 @@ impl Topology {
             }
         };
         let mut consumers = vec![
+            // Both request forms: `agentry.requests` and `agentry.requests.<tenant>`.
             ConsumerDef {
                 stream: s::REQUESTS_STREAM,
-                config: pull(s::ENGINE_CONSUMER, s::REQUESTS, 30, 5, &[]),
+                config: consumer::pull::Config {
+                    filter_subjects: vec![s::REQUESTS.to_owned(), s::REQUESTS_ALL.to_owned()],
+                    ..pull(s::ENGINE_CONSUMER, "", 30, 5, &[])
+                },
             },
             ConsumerDef {
                 stream: s::STEPS_STREAM,

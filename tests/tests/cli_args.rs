@@ -1,4 +1,5 @@
 //! Every binary's argument definitions are consistent (`--help` works).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use agentry_tests::bin;
 

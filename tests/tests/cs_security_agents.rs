@@ -14,6 +14,7 @@ use agentry::id::RequestId;
 use agentry::{quarantine, subject};
 use agentry_tests::{InProcess, Nats, Redis, agent_config, engine_config, eventually, repo_root};
 use async_nats::jetstream;
+use cloudevents::AttributesReader;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -49,6 +50,37 @@ async fn submit(
     client::submit(nats, js, &ev, Mode::Binary, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{capability} {id}: {e}"))
+}
+
+/// Submits harmless tasks from `source` (fresh ids) until one gets a result
+/// of type `ty`: the engine reads the quarantine bucket through a watch, so
+/// a change reaches it shortly after the KV write. Returns that result.
+async fn until_outcome(
+    nats: &async_nats::Client,
+    js: &jetstream::Context,
+    source: &str,
+    ty: &str,
+) -> Outcome {
+    for attempt in 0..100 {
+        let id = format!(
+            "probe-{}-{attempt}",
+            quarantine::key(source).replace(['/', '=', '.'], "_")
+        );
+        let out = submit(
+            nats,
+            js,
+            &id,
+            source,
+            "threat_detection",
+            json!({"lines": ["hello"]}),
+        )
+        .await;
+        if out.ty == ty {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {ty} for a request from {source}");
 }
 
 /// The output of a completed task, checked against the capability's output schema.
@@ -495,6 +527,18 @@ async fn quarantine_then_release() {
             .unwrap();
     assert_eq!(stored["status"], "contained");
 
+    // The engine refuses the quarantined source...
+    let refused = until_outcome(&client, &js, source, "io.agentry.request.rejected").await;
+    assert_eq!(refused.data["reason"], "quarantined", "{:#}", refused.data);
+    assert!(
+        refused.data["detail"]
+            .as_str()
+            .unwrap()
+            .contains("credential stuffing"),
+        "{:#}",
+        refused.data
+    );
+
     let out = submit(
         &client,
         &js,
@@ -522,6 +566,10 @@ async fn quarantine_then_release() {
         data,
         json!({"source": source, "reason": "false positive", "incident_id": "inc-q-1"})
     );
+
+    // ...and accepts it again once released.
+    let accepted = until_outcome(&client, &js, source, "io.agentry.task.completed").await;
+    assert_eq!(accepted.data["output"]["summary"]["unparsed_lines"], 1);
     sys.stop().await;
 }
 
@@ -610,5 +658,170 @@ async fn probing_is_detected_from_the_dlq() {
     .unwrap();
     assert_eq!(stored["status"], "contained");
     assert_eq!(stored["source"], "/attacker");
+
+    // The loop is closed: the engine now refuses even a valid request from it.
+    let refused = until_outcome(&client, &js, "/attacker", "io.agentry.request.rejected").await;
+    assert_eq!(refused.data["reason"], "quarantined", "{:#}", refused.data);
+    sys.stop().await;
+}
+
+/// Publishes the task the engine would route for `input`, as a second
+/// delivery would arrive: same request id, a fresh JetStream message.
+async fn publish_task(
+    js: &jetstream::Context,
+    id: &str,
+    capability: &str,
+    input: Value,
+    copy: &str,
+) {
+    let rid = RequestId::new(id).unwrap();
+    let mut ev = task_request(&rid, "/tests/redelivery", capability, input, None);
+    ev.set_extension(event::ext::REPLYTO, subject::results(&rid));
+    let (mut h, body) = event::encode(&ev, Mode::Binary).unwrap();
+    h.insert(event::header::MSG_ID, format!("{id}-{copy}").as_str());
+    js.publish_with_headers(format!("agentry.tasks.{capability}"), h, body)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Waits until the capability's consumer has nothing pending or unacknowledged.
+async fn drained(js: &jetstream::Context, capability: &str) {
+    let js = js.clone();
+    let consumer = format!("cap-{capability}");
+    eventually(
+        Duration::from_secs(30),
+        &format!("{consumer} drained"),
+        || {
+            let (js, consumer) = (js.clone(), consumer.clone());
+            async move {
+                let Ok(stream) = js.get_stream(subject::TASKS_STREAM).await else {
+                    return false;
+                };
+                stream
+                    .consumer_info(consumer)
+                    .await
+                    .map(|i| i.num_pending == 0 && i.num_ack_pending == 0)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+}
+
+/// A task delivered twice changes its ticket and its incident once: the second delivery is recognised by its request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_tasks_are_applied_once() {
+    let nats = Nats::start();
+    let (client, js) = nats.with_topology().await;
+    let mut sys = InProcess::new();
+    start(&mut sys, &nats.url(), None);
+    let mut results = client.subscribe("agentry.results.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    let esc =
+        json!({"intent": "complaint", "sentiment": -0.8, "tier": "premium", "customer_id": "c-9"});
+    let inc = json!({"action": "quarantine", "source": "/clients/twice", "quarantine_minutes": 10});
+    for copy in ["a", "b"] {
+        publish_task(&js, "dup-esc", "escalation", esc.clone(), copy).await;
+        publish_task(&js, "dup-inc", "incident_response", inc.clone(), copy).await;
+    }
+    for _ in 0..2 {
+        let msg = tokio::time::timeout(Duration::from_secs(30), results.next())
+            .await
+            .expect("result")
+            .unwrap();
+        let d = event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()).unwrap();
+        assert_eq!(
+            d.event.ty(),
+            "io.agentry.task.completed",
+            "{:?}",
+            event::data_json(&d.event)
+        );
+    }
+    drained(&js, "escalation").await;
+    drained(&js, "incident_response").await;
+
+    // One result each: the first wins.
+    for id in ["dup-esc", "dup-inc"] {
+        let subj = format!("agentry.results.{id}");
+        let counts = agentry_tests::subject_counts(&js, subject::RESULTS_STREAM, &subj).await;
+        assert_eq!(counts.get(&subj), Some(&1), "{subj}");
+    }
+
+    // 32 (sentiment) + 20 (complaint) + 14 (premium) = 66: p2, applied once (a repeat would add 10).
+    let tickets = js.get_key_value(subject::TICKETS_BUCKET).await.unwrap();
+    let ticket: Value =
+        serde_json::from_slice(&tickets.get("tkt-dup-esc").await.unwrap().expect("ticket"))
+            .unwrap();
+    let history = ticket["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{ticket:#}");
+    assert!(history.iter().all(|h| h["request_id"] == "dup-esc"));
+    assert_eq!(ticket["priority"], "p2");
+
+    let incidents = js.get_key_value(subject::INCIDENTS_BUCKET).await.unwrap();
+    let incident: Value = serde_json::from_slice(
+        &incidents
+            .get("inc-dup-inc")
+            .await
+            .unwrap()
+            .expect("incident"),
+    )
+    .unwrap();
+    let actions: Vec<&str> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["open", "quarantine"], "{incident:#}");
+    let kv = js.get_key_value(subject::QUARANTINE_BUCKET).await.unwrap();
+    assert_eq!(
+        quarantine::lookup(&kv, "/clients/twice")
+            .await
+            .unwrap()
+            .unwrap()
+            .incident_id
+            .as_deref(),
+        Some("inc-dup-inc")
+    );
+    sys.stop().await;
+}
+
+/// With Redis configured but down, inquiries still complete and the conversation is remembered in process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_degrades_to_in_process_memory() {
+    let nats = Nats::start();
+    let mut redis = Redis::start();
+    let (client, js) = nats.with_topology().await;
+    let mut sys = InProcess::new();
+    start(&mut sys, &nats.url(), Some(&redis));
+    let out = submit(
+        &client,
+        &js,
+        "down-0",
+        "/tests/outage",
+        "customer_inquiry",
+        json!({"message": "hello", "conversation_id": "conv-up"}),
+    )
+    .await;
+    assert_eq!(completed(&out, "customer_inquiry")["turn"], 1);
+    redis.kill();
+
+    let first = submit(&client, &js, "down-1", "/tests/outage", "customer_inquiry", json!({"message": "I returned order #5550123 and still have no refund", "conversation_id": "conv-down"})).await;
+    assert_eq!(completed(&first, "customer_inquiry")["turn"], 1);
+    let follow = submit(
+        &client,
+        &js,
+        "down-2",
+        "/tests/outage",
+        "customer_inquiry",
+        json!({"message": "what about my order?", "conversation_id": "conv-down"}),
+    )
+    .await;
+    let follow = completed(&follow, "customer_inquiry");
+    assert_eq!(follow["entities"]["order_number"], "5550123", "{follow:#}");
+    assert_eq!(follow["turn"], 2);
     sys.stop().await;
 }

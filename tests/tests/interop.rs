@@ -1,4 +1,5 @@
 //! Interop with the official Python CloudEvents SDK over NATS, both directions, both modes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

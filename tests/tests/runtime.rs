@@ -1,4 +1,5 @@
 //! Agent runtime, routing, registry and DLQ end to end (issue: agent runtime).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::collections::HashMap;
 use std::time::Duration;

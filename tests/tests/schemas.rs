@@ -1,6 +1,7 @@
 //! Every schema example validates (valid ones pass, `*.invalid.*` ones fail
 //! with the error their `$comment` names), with the same embedded schemas
 //! the services use.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use agentry::schema;
 use agentry_tests::repo_root;

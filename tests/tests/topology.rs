@@ -1,4 +1,5 @@
 //! `agentry setup` semantics and the `nats/` files, against a real server.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use agentry::topology::{self, Change, Settings, Topology, TopologyError};
 use agentry_tests::{Nats, bin, repo_root};
@@ -25,8 +26,10 @@ async fn setup_is_idempotent_and_names_conflicts() {
     );
 
     // A mutable difference is updated in place.
-    let mut looser = Settings::default();
-    looser.results_max_age_secs = 3600;
+    let looser = Settings {
+        results_max_age_secs: 3600,
+        ..Settings::default()
+    };
     let third = topology::ensure(&js, &Topology::new(&looser))
         .await
         .unwrap();

@@ -16,6 +16,7 @@ pub async fn start(
     nats: &config::Nats,
     args: &Args,
     shutdown: &CancellationToken,
+    weather_fixture: Option<&str>,
 ) -> anyhow::Result<()> {
     let url = nats.resolved_url();
     let mut engine = agentry_engine::Config::for_url(&url);
@@ -27,6 +28,10 @@ pub async fn start(
     agents.nats = nats.clone();
     agents.redis.url = args.redis_url.clone();
     agents.topology = args.settings.clone();
+    if let Some(url) = weather_fixture {
+        agents.builtin.weather_base_url = Some(url.to_owned());
+        agents.builtin.weather_geocoding_url = Some(url.to_owned());
+    }
     agentry_agent::select(&args.agents)?;
 
     let spawn = |name: &'static str,

@@ -7,11 +7,13 @@ use agentry::config;
 use clap::{Parser, Subcommand};
 
 mod agents;
+pub mod bench;
 mod components;
 pub mod context;
 mod dlq;
 pub mod server;
 mod setup;
+pub mod status;
 mod submit;
 mod table;
 mod up;
@@ -40,6 +42,10 @@ pub enum Command {
     Submit(submit::Args),
     /// List registered agents (id, capabilities, status, load, heartbeat).
     Agents(agents::Args),
+    /// Health, readiness, agents, queues, runs and DLQ in one view.
+    Status(status::Args),
+    /// Load test: N requests at C in flight; throughput, percentiles, RSS.
+    Bench(bench::Args),
     /// Live tail of lifecycle events.
     Watch(watch::Args),
     /// Inspect and replay dead letters.
@@ -69,6 +75,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => submit::run(&cli, args).await,
         Command::Agents(args) => agents::run(&cli, args).await,
         Command::Watch(args) => watch::run(&cli, args).await,
+        Command::Bench(args) => bench::run(&cli, args).await,
+        Command::Status(args) => status::run(&cli, args).await,
         Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
     }
 }

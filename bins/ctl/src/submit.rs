@@ -40,6 +40,15 @@ pub struct Args {
     /// Send in structured mode (body is the JSON event) instead of binary mode.
     #[arg(long)]
     pub structured: bool,
+    /// Read a complete task request data object (`{"capability": .., "input": ..}`,
+    /// the format of `schemas/examples/tasks/*.json`) from this file.
+    #[arg(long, conflicts_with_all = ["capability", "workflow"])]
+    pub file: Option<std::path::PathBuf>,
+    /// Submit as this client tenant: publish to `agentry.requests.<tenant>` and
+    /// read the result from `agentry.results.<tenant>.<id>` (the subjects the
+    /// NATS user `client_<tenant>` may use).
+    #[arg(long, env = "AGENTRY_TENANT")]
+    pub tenant: Option<agentry::subject::Tenant>,
     /// Only fetch the stored result of an earlier request id.
     #[arg(long, value_name = "ID", conflicts_with_all = ["capability", "workflow"])]
     pub result: Option<String>,
@@ -54,7 +63,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let js = async_nats::jetstream::new(nats.clone());
     if let Some(id) = &args.result {
         let id = RequestId::new(id.as_str())?;
-        return match client::fetch_result(&js, &id).await {
+        return match client::fetch_result_as(&js, args.tenant.as_ref(), &id).await {
             Some(o) => Ok(print(cli, &o)),
             None => {
                 eprintln!("no result stored for {id}");
@@ -69,16 +78,31 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         args.input.clone()
     };
-    let input: Value = serde_json::from_str(&input_text).context("--input is not valid JSON")?;
+    let mut input: Value =
+        serde_json::from_str(&input_text).context("--input is not valid JSON")?;
+    let mut capability = args.capability.clone();
+    let mut timeout_ms = args.task_timeout_ms;
+    if let Some(path) = &args.file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let doc: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        capability = doc["capability"].as_str().map(str::to_owned);
+        input = doc.get("input").cloned().unwrap_or(Value::Null);
+        timeout_ms = timeout_ms.or(doc["timeout_ms"].as_u64());
+        if capability.is_none() {
+            anyhow::bail!("{} has no \"capability\"", path.display());
+        }
+    }
     let id = match &args.id {
         Some(id) => RequestId::new(id.as_str())?,
         None => RequestId::generate(),
     };
-    let event = match (&args.workflow, &args.capability) {
+    let event = match (&args.workflow, &capability) {
         (Some(w), _) => {
             client::workflow_request(&id, &args.source, w, args.workflow_version, input)
         }
-        (None, Some(c)) => client::task_request(&id, &args.source, c, input, args.task_timeout_ms),
+        (None, Some(c)) => client::task_request(&id, &args.source, c, input, timeout_ms),
         (None, None) => {
             anyhow::bail!("name a capability (e.g. `agentry submit echo`) or --workflow")
         }
@@ -90,11 +114,12 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     };
     if !cli.json {
         eprintln!(
-            "submitted {id}, waiting up to {:?} for agentry.results.{id}",
-            args.timeout
+            "submitted {id}, waiting up to {:?} for {}",
+            args.timeout,
+            agentry::subject::results_for(args.tenant.as_ref(), &id)
         );
     }
-    match client::submit(&nats, &js, &event, mode, args.timeout).await {
+    match client::submit_as(&nats, &js, args.tenant.as_ref(), &event, mode, args.timeout).await {
         Ok(o) => Ok(print(cli, &o)),
         Err(SubmitError::Timeout { id, timeout }) => {
             eprintln!(

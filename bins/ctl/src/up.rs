@@ -94,8 +94,29 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         },
     )?;
 
+    let fixture = if args.offline {
+        let f = agentry_agent::agents::weather::fixture::Server::start()
+            .await
+            .context("starting the weather fixture")?;
+        println!(
+            "weather       OFFLINE: bundled Open-Meteo fixture at {} (results say \"fixture\": true)",
+            f.base_url()
+        );
+        Some(f)
+    } else {
+        None
+    };
     let tracker = TaskTracker::new();
-    crate::components::start(&tracker, &obs, &nats_cfg, args, &shutdown).await?;
+    let fixture_url = fixture.as_ref().map(|f| f.base_url());
+    crate::components::start(
+        &tracker,
+        &obs,
+        &nats_cfg,
+        args,
+        &shutdown,
+        fixture_url.as_deref(),
+    )
+    .await?;
     tracker.close();
 
     println!("http          http://{bound}/health  /ready  /metrics");
@@ -116,6 +137,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     client.flush().await.ok();
     drop(client);
     context::remove(&args.dir);
+    if let Some(f) = fixture {
+        f.stop().await.ok();
+    }
     if let Some(mut s) = server {
         tokio::task::spawn_blocking(move || s.stop()).await.ok();
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use agentry::config;
 use agentry::event::Limits;
 use agentry::http::Observer;
+use agentry::ratelimit::{self, FailMode, Limiter, Overrides};
 use agentry::subject;
 use agentry::telemetry::{self, ConnectionMetrics};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+mod guard;
 mod intake;
 mod metrics;
 mod reject;
@@ -43,6 +45,15 @@ pub struct Config {
     /// Most headers a request may carry.
     #[arg(long, env = "AGENTRY_MAX_HEADERS", default_value_t = 64)]
     pub max_headers: usize,
+    /// Requests per minute per CloudEvent source and tenant (0 = unlimited).
+    #[arg(long, env = "AGENTRY_RATE_LIMIT", default_value_t = ratelimit::DEFAULT_PER_MINUTE)]
+    pub rate_limit: u32,
+    /// Per-source limits, `source=n,source2=m` (0 = unlimited).
+    #[arg(long, env = "AGENTRY_RATE_LIMIT_OVERRIDES", default_value = "")]
+    pub rate_limit_overrides: Overrides,
+    /// When Redis does not answer: `open` (limit per process) or `closed` (refuse).
+    #[arg(long, env = "AGENTRY_RATE_LIMIT_FAIL", value_enum, default_value_t = FailMode::Open)]
+    pub rate_limit_fail: FailMode,
 }
 
 impl Config {
@@ -57,7 +68,28 @@ impl Config {
             concurrency: 512,
             max_request_bytes: 1024 * 1024,
             max_headers: 64,
+            rate_limit: ratelimit::DEFAULT_PER_MINUTE,
+            rate_limit_overrides: Overrides::default(),
+            rate_limit_fail: FailMode::Open,
         }
+    }
+
+    /// The rate limiter this config asks for: in Redis when `AGENTRY_REDIS_URL`
+    /// is set, else per process.
+    fn limiter(&self) -> anyhow::Result<Limiter> {
+        let limits = ratelimit::Limits {
+            per_minute: self.rate_limit,
+            overrides: self.rate_limit_overrides.clone(),
+        };
+        Ok(match &self.redis.url {
+            Some(url) => Limiter::with_redis(
+                limits,
+                url,
+                self.rate_limit_fail,
+                ratelimit::DEFAULT_REDIS_TIMEOUT,
+            )?,
+            None => Limiter::in_process(limits),
+        })
     }
 }
 
@@ -68,6 +100,8 @@ pub(crate) struct Engine {
     pub limits: Limits,
     /// Capabilities whose `cap-<capability>` consumer is known to exist.
     pub known_caps: RwLock<HashSet<String>>,
+    /// Quarantine and rate limits.
+    pub guard: guard::Guard,
 }
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -102,6 +136,7 @@ pub async fn run_with(
             ..Limits::default()
         },
         known_caps: RwLock::new(HashSet::new()),
+        guard: guard::Guard::new(cfg.limiter()?),
     });
     let requests = bind(
         &js,
@@ -121,6 +156,8 @@ pub async fn run_with(
     info!("engine consuming requests");
 
     let tracker = TaskTracker::new();
+    // Keeps the quarantine copy current; never fails, stops on shutdown.
+    tracker.spawn(guard::watch(engine.clone(), shutdown.clone()));
     let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     {
         let engine = engine.clone();

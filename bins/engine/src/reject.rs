@@ -23,13 +23,17 @@ pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) {
         .with_label_values(&["other", "rejected"])
         .inc();
     info!(reason = %r.reason, id = ?r.id.as_ref().map(|i| i.as_str()), source = ?r.source, detail = %r.detail, "request rejected");
-    if let Some(id) = &r.id {
+    // The result goes where the client waits: the tenant comes from the
+    // subject the request arrived on; a subject naming no valid tenant gets
+    // no result (it can only come from a service role), only the DLQ copy.
+    let tenant = subject::tenant_of_request(msg.subject.as_str());
+    if let (Some(id), Ok(tenant)) = (&r.id, &tenant) {
         let data = serde_json::json!({"request_id": id, "reason": r.reason, "detail": r.detail});
         let eid = uuid::Uuid::now_v7().simple().to_string();
         let ev = event::new_event(&eid, "/agentry/engine", types::REQUEST_REJECTED, data);
-        match reply::publish_result(&engine.js, &subject::results(id), &ev, &format!("rej-{id}"))
-            .await
-        {
+        let to = subject::results_for(tenant.as_ref(), id);
+        let dedup = format!("rej-{}", subject::request_key(tenant.as_ref(), id));
+        match reply::publish_result(&engine.js, &to, &ev, &dedup).await {
             Ok(Published::DuplicateRefused) => engine.metrics.duplicates.inc(),
             Ok(Published::Stored) => {}
             Err(e) => warn!(error = %e, "rejection result not published"),

@@ -15,6 +15,10 @@ pub(crate) async fn handle(engine: &Engine, msg: jetstream::Message) -> Disposit
             return Disposition::Ack;
         }
     };
+    if let Some(r) = crate::guard::check(engine, msg.subject.as_str(), &accepted).await {
+        reject::reject(engine, &msg, &r).await;
+        return Disposition::Ack;
+    }
     let tp = agentry::event::ext_str(&accepted.event, agentry::event::ext::TRACEPARENT)
         .unwrap_or_default();
     let span = info_span!("request", agentry.request_id = %accepted.id, agentry.type = accepted.request.type_label(), trace = %tp);

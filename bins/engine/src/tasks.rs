@@ -21,7 +21,7 @@ use crate::{Disposition, Engine};
 
 pub(crate) async fn route(
     engine: &Engine,
-    _msg: &jetstream::Message,
+    msg: &jetstream::Message,
     req: &Accepted,
     cap: &Capability,
     timeout_ms: Option<u64>,
@@ -45,8 +45,15 @@ pub(crate) async fn route(
             return Ok(Disposition::Nak(Duration::from_secs(1)));
         }
     }
+    // The tenant comes only from the subject the request arrived on (the
+    // guard has refused any other subject); its result subject is the one
+    // that tenant's NATS user may read.
+    let tenant = match subject::tenant_of_request(msg.subject.as_str()) {
+        Ok(t) => t,
+        Err(e) => return Err(rejection(Reason::InvalidId, e.to_string())),
+    };
     let mut task: Event = req.event.clone();
-    task.set_extension(ext::REPLYTO, subject::results(&req.id));
+    task.set_extension(ext::REPLYTO, subject::results_for(tenant.as_ref(), &req.id));
     let deadline = timeout_ms.map(|ms| Utc::now() + chrono::Duration::milliseconds(ms as i64));
     if let Some(d) = deadline {
         task.set_extension(ext::DEADLINE, d.timestamp_millis());
@@ -55,7 +62,10 @@ pub(crate) async fn route(
         Ok(x) => x,
         Err(e) => return Err(rejection(Reason::BadEncoding, e.to_string())),
     };
-    headers.insert(header::MSG_ID, req.id.as_str());
+    headers.insert(
+        header::MSG_ID,
+        subject::request_key(tenant.as_ref(), &req.id).as_str(),
+    );
     let ack = match engine
         .js
         .publish_with_headers(subject::tasks(cap), headers, body)
@@ -99,7 +109,8 @@ pub(crate) async fn route(
             request_id: req.id.to_string(),
             capability: cap.to_string(),
         };
-        if let Err(e) = timers::schedule(&engine.js, &format!("task-{}", req.id), d, &timer).await {
+        let key = subject::task_timer_key(tenant.as_ref(), &req.id);
+        if let Err(e) = timers::schedule(&engine.js, &key, d, &timer).await {
             // The task is queued; without its timer it still completes or fails via the agent.
             warn!(error = %e, "task deadline timer not scheduled");
         }
@@ -154,8 +165,13 @@ pub(crate) async fn fire_timer(engine: &Engine, msg: jetstream::Message) -> Disp
             request_id,
             capability,
         } => {
-            let Ok(id) = agentry::id::RequestId::new(request_id.as_str()) else {
-                return Disposition::Term;
+            // The timer's subject names the tenant (`task-<tenant>.<id>`).
+            let (tenant, id) = match subject::task_timer_of(msg.subject.as_str()) {
+                Some(t) => t,
+                None => match agentry::id::RequestId::new(request_id.as_str()) {
+                    Ok(id) => (None, id),
+                    Err(_) => return Disposition::Term,
+                },
             };
             let data = serde_json::json!({
                 "request_id": id,
@@ -166,9 +182,9 @@ pub(crate) async fn fire_timer(engine: &Engine, msg: jetstream::Message) -> Disp
             let ev = event::new_event(&eid, "/agentry/engine", event::types::TASK_FAILED, data);
             match reply::publish_result(
                 &engine.js,
-                &subject::results(&id),
+                &subject::results_for(tenant.as_ref(), &id),
                 &ev,
-                &format!("timeout-{id}"),
+                &format!("timeout-{}", subject::request_key(tenant.as_ref(), &id)),
             )
             .await
             {

@@ -1,0 +1,199 @@
+//! Who may ask: after a request decodes, and before it is routed, the guard
+//! checks the subject it arrived on (which names the tenant), whether its
+//! `source` is quarantined (KV `agentry-quarantine`, written by the security
+//! monitor) and whether the source is over its rate limit.
+//!
+//! Quarantine is read from an in-memory copy kept current by a KV watch, so
+//! the check costs no KV read per request. Until the watch has delivered the
+//! bucket's current state (start-up, after a lost watch) each check reads the
+//! key directly, bounded by a short timeout; a failed read admits the request
+//! and logs (the quarantine fails open, the NATS outage that causes it stops
+//! everything else anyway).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use agentry::quarantine::{self, QuarantineEntry};
+use agentry::ratelimit::{Decision, Limiter};
+use agentry::reason::Reason;
+use agentry::subject;
+use async_nats::jetstream::{self, kv};
+use chrono::Utc;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::Engine;
+use crate::intake::{Accepted, Rejection};
+
+/// Bound of a direct quarantine read while the watch is not current.
+const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The guard's state, held by [`Engine`].
+pub(crate) struct Guard {
+    pub limiter: Limiter,
+    pub quarantine: Quarantine,
+}
+
+impl Guard {
+    pub fn new(limiter: Limiter) -> Self {
+        Self {
+            limiter,
+            quarantine: Quarantine::default(),
+        }
+    }
+}
+
+/// `None` when the request may proceed, else why not.
+pub(crate) async fn check(engine: &Engine, subject: &str, req: &Accepted) -> Option<Rejection> {
+    let reject = |reason: Reason, detail: String| Rejection {
+        reason,
+        detail,
+        id: Some(req.id.clone()),
+        source: Some(req.source.clone()),
+    };
+    let tenant = match subject::tenant_of_request(subject) {
+        Ok(t) => t,
+        Err(e) => return Some(reject(Reason::InvalidId, e.to_string())),
+    };
+    if let Some(q) = engine.guard.quarantine.lookup(&req.source).await {
+        let until = q
+            .until
+            .map(|u| format!(" until {}", u.to_rfc3339()))
+            .unwrap_or_default();
+        let why = if q.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", q.reason)
+        };
+        return Some(reject(
+            Reason::Quarantined,
+            format!("source {:?} is quarantined{until}{why}", clip(&req.source)),
+        ));
+    }
+    // Counters are per tenant and source: one tenant cannot spend another's budget.
+    let key = match &tenant {
+        Some(t) => format!("{t}:{}", req.source),
+        None => format!(":{}", req.source),
+    };
+    match engine.guard.limiter.check(&key, &req.source).await {
+        Decision::Admitted => None,
+        Decision::Limited { limit, retry_after } => Some(reject(
+            Reason::RateLimited,
+            format!(
+                "source {:?} exceeded {limit} requests per minute; retry in {} ms",
+                clip(&req.source),
+                retry_after.as_millis()
+            ),
+        )),
+        Decision::Unavailable { detail } => Some(reject(Reason::RateLimited, detail)),
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(120).collect()
+}
+
+/// An in-memory copy of `agentry-quarantine` (key = [`quarantine::key`]).
+#[derive(Default)]
+pub(crate) struct Quarantine {
+    entries: RwLock<HashMap<String, QuarantineEntry>>,
+    /// The copy holds the bucket's current state.
+    current: AtomicBool,
+    store: RwLock<Option<kv::Store>>,
+}
+
+impl Quarantine {
+    /// The quarantine in force for `source`, if any.
+    pub async fn lookup(&self, source: &str) -> Option<QuarantineEntry> {
+        if self.current.load(Ordering::Acquire) {
+            let entries = self.entries.read().ok()?;
+            return entries
+                .get(&quarantine::key(source))
+                .filter(|e| e.in_force(Utc::now()))
+                .cloned();
+        }
+        let store = self.store.read().ok()?.clone()?;
+        match tokio::time::timeout(LOOKUP_TIMEOUT, quarantine::lookup(&store, source)).await {
+            Ok(Ok(entry)) => entry,
+            Ok(Err(e)) => {
+                warn!(error = %e, "quarantine lookup failed; admitting");
+                None
+            }
+            Err(_) => {
+                warn!("quarantine lookup timed out; admitting");
+                None
+            }
+        }
+    }
+
+    fn apply(&self, entry: &kv::Entry) {
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<QuarantineEntry>(&entry.value) {
+                Ok(q) => {
+                    entries.insert(entry.key.clone(), q);
+                }
+                Err(e) => {
+                    warn!(key = %entry.key, error = %e, "unreadable quarantine entry ignored");
+                    entries.remove(&entry.key);
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                entries.remove(&entry.key);
+            }
+        }
+    }
+}
+
+/// Keeps [`Quarantine`] current until `shutdown`; a lost watch is reopened
+/// with backoff (meanwhile lookups read the bucket directly). Never fails.
+pub(crate) async fn watch(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let q = &engine.guard.quarantine;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let res = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = watch_once(q, &engine.js) => r,
+        };
+        q.current.store(false, Ordering::Release);
+        match res {
+            Ok(()) => warn!("quarantine watch ended, reopening"),
+            Err(e) => warn!(error = %e, "quarantine watch unavailable, retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn watch_once(q: &Quarantine, js: &jetstream::Context) -> anyhow::Result<()> {
+    let store = js.get_key_value(subject::QUARANTINE_BUCKET).await?;
+    if let Ok(mut s) = q.store.write() {
+        *s = Some(store.clone());
+    }
+    let mut watch = store.watch_with_history(">").await?;
+    if store.status().await?.values() == 0 {
+        mark_current(q);
+    }
+    while let Some(entry) = watch.next().await {
+        let entry = entry?;
+        q.apply(&entry);
+        if entry.delta == 0 && !q.current.load(Ordering::Acquire) {
+            mark_current(q);
+        }
+    }
+    Ok(())
+}
+
+fn mark_current(q: &Quarantine) {
+    let n = q.entries.read().map(|e| e.len()).unwrap_or(0);
+    q.current.store(true, Ordering::Release);
+    info!(entries = n, "quarantine list current");
+}
