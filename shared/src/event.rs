@@ -525,8 +525,31 @@ fn decode_structured(payload: &[u8]) -> Result<Event, DecodeError> {
 /// and anything outside U+0021..U+007E (non-ASCII is always encoded).
 const HEADER_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%').add(0x7f);
 
-fn header_value(v: &str) -> String {
-    utf8_percent_encode(v, HEADER_VALUE).to_string()
+/// A header value, percent-encoded only when it has to be (the common case
+/// of plain ASCII ids, types and sources is copied as is).
+fn header_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%')
+    {
+        std::borrow::Cow::Borrowed(v)
+    } else {
+        std::borrow::Cow::Owned(utf8_percent_encode(v, HEADER_VALUE).to_string())
+    }
+}
+
+/// `ce-<name>` without formatting for the attributes every event has.
+fn ce_header(name: &str) -> std::borrow::Cow<'static, str> {
+    match name {
+        "specversion" => "ce-specversion".into(),
+        "id" => "ce-id".into(),
+        "source" => "ce-source".into(),
+        "type" => "ce-type".into(),
+        "datacontenttype" => "ce-datacontenttype".into(),
+        "dataschema" => "ce-dataschema".into(),
+        "subject" => "ce-subject".into(),
+        "time" => "ce-time".into(),
+        other => format!("ce-{other}").into(),
+    }
 }
 
 /// Encodes an event as a NATS message in the given mode.
@@ -540,13 +563,15 @@ pub fn encode(event: &Event, mode: Mode) -> Result<(HeaderMap, Bytes), EncodeErr
         }
         Mode::Binary => {
             for (name, value) in event.iter() {
-                let text = value.to_string();
                 let text = if name == "time" {
-                    event.time().map(|t| t.to_rfc3339()).unwrap_or(text)
+                    event
+                        .time()
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| value.to_string())
                 } else {
-                    text
+                    value.to_string()
                 };
-                headers.insert(format!("ce-{name}").as_str(), header_value(&text).as_str());
+                headers.insert(ce_header(name).as_ref(), header_value(&text).as_ref());
             }
             let body = match event.data() {
                 None => Bytes::new(),
@@ -557,6 +582,12 @@ pub fn encode(event: &Event, mode: Mode) -> Result<(HeaderMap, Bytes), EncodeErr
             Ok((headers, body))
         }
     }
+}
+
+/// Sets (or replaces) extension `name` on a binary-mode message's headers,
+/// for forwarding a decoded message without re-encoding it.
+pub fn set_binary_extension(headers: &mut HeaderMap, name: &str, value: &str) {
+    headers.insert(ce_header(name).as_ref(), header_value(value).as_ref());
 }
 
 /// A new agentry event with JSON data and the current time.

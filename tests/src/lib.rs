@@ -378,8 +378,12 @@ impl Drop for ChildProc {
 }
 
 /// Engine + monitor config helpers with test-friendly timings.
+/// Engine config for tests: per-source rate limiting effectively off (tests
+/// that exercise it set their own limit).
 pub fn engine_config(url: &str) -> agentry_engine::Config {
-    agentry_engine::Config::for_url(url)
+    let mut e = agentry_engine::Config::for_url(url);
+    e.rate_limit = 4_000_000_000;
+    e
 }
 
 pub fn monitor_config(url: &str) -> agentry_monitor::Config {

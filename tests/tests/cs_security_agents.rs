@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agentry::client::{self, Outcome, task_request};
@@ -61,11 +62,10 @@ async fn until_outcome(
     source: &str,
     ty: &str,
 ) -> Outcome {
-    for attempt in 0..100 {
-        let id = format!(
-            "probe-{}-{attempt}",
-            quarantine::key(source).replace(['/', '=', '.'], "_")
-        );
+    // Fresh ids across calls: a repeated id would be deduplicated, not answered.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..100 {
+        let id = format!("probe-{}", SEQ.fetch_add(1, Ordering::Relaxed));
         let out = submit(
             nats,
             js,

@@ -140,6 +140,8 @@ async fn start_embedded(args: &Args) -> anyhow::Result<Embedded> {
             .args(["--nats-url", &url, "--http-addr", "off"])
             .args(extra)
             .env("RUST_LOG", "warn")
+            // The load comes from one source; per-source rate limiting would cap it at 1,000/min.
+            .env("AGENTRY_RATE_LIMIT", "4000000000")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -173,6 +175,15 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = text.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// agentry processes on this machine: (name, pid).
@@ -228,11 +239,40 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     {
         modes.push(c);
     }
+    let mut cpu = Vec::new();
+    let server_pid = embedded.as_ref().and_then(|e| e.server.pid());
     for mode in modes {
+        let watch: Vec<(String, u32)> = procs
+            .iter()
+            .cloned()
+            .chain(server_pid.map(|p| ("nats-server".to_owned(), p)))
+            .chain(std::iter::once((
+                "agentry (client)".to_owned(),
+                std::process::id(),
+            )))
+            .collect();
+        let before: Vec<Option<f64>> = watch.iter().map(|(_, p)| cpu_seconds(*p)).collect();
         let r = drive(&client, &js, args, mode).await?;
+        let per: Vec<Value> = watch
+            .iter()
+            .zip(before)
+            .map(|((n, p), b)| {
+                let used = cpu_seconds(*p).zip(b).map(|(a, b)| a - b).unwrap_or(0.0);
+                json!({"process": n, "cpu_seconds": used, "cpu_us_per_request": used * 1e6 / (r.requests.max(1) as f64)})
+            })
+            .collect();
         if !cli.json {
             print_report(&r);
+            for p in &per {
+                println!(
+                    "         cpu {:<18} {:>7.2} s  {:>6.1} µs/request",
+                    p["process"].as_str().unwrap_or_default(),
+                    p["cpu_seconds"].as_f64().unwrap_or(0.0),
+                    p["cpu_us_per_request"].as_f64().unwrap_or(0.0)
+                );
+            }
         }
+        cpu.push(json!({"mode": r.mode, "processes": per}));
         reports.push(r);
     }
     let loaded: Vec<Value> = procs

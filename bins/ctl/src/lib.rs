@@ -18,6 +18,7 @@ mod submit;
 mod table;
 mod up;
 mod watch;
+pub mod workflow;
 
 /// agentry: an event-driven multi-agent system on NATS JetStream.
 #[derive(Debug, Parser)]
@@ -51,6 +52,9 @@ pub enum Command {
     /// Inspect and replay dead letters.
     #[command(subcommand)]
     Dlq(dlq::Command),
+    /// Workflow definitions and runs: put, list, get, run, runs, show, signal, cancel.
+    #[command(subcommand)]
+    Workflow(workflow::Command),
 }
 
 impl Cli {
@@ -78,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(&cli, args).await,
         Command::Status(args) => status::run(&cli, args).await,
         Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
+        Command::Workflow(cmd) => workflow::run(&cli, cmd).await,
     }
 }
 

@@ -75,6 +75,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let js = async_nats::jetstream::new(client.clone());
     let report = topology::ensure(&js, &Topology::new(&args.settings)).await?;
     crate::setup::print_report(&report, false);
+    crate::workflow::print_examples(crate::workflow::load_examples(&js).await);
 
     let obs = Observer::new();
     obs.add_nats("nats", client.clone());

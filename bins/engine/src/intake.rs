@@ -52,6 +52,8 @@ pub struct Rejection {
 }
 
 pub struct Accepted {
+    /// Content mode it arrived in (binary requests are forwarded without re-encoding).
+    pub mode: event::Mode,
     pub id: RequestId,
     pub source: String,
     pub event: Event,
@@ -69,6 +71,7 @@ pub fn decode(
         id: event::request_id_hint(headers, payload),
         source: event::source_hint(headers, payload),
     })?;
+    let mode = decoded.mode;
     let ev = decoded.event;
     let source = ev.source().to_string();
     let reject = |reason: Reason, detail: String, id: Option<RequestId>| Rejection {
@@ -126,6 +129,7 @@ pub fn decode(
         },
     };
     Ok(Accepted {
+        mode,
         id,
         source,
         event: ev,

@@ -25,6 +25,7 @@ mod reject;
 mod requests;
 mod tasks;
 mod timers;
+mod workflow;
 
 pub use metrics::Metrics;
 
@@ -45,6 +46,9 @@ pub struct Config {
     /// Most headers a request may carry.
     #[arg(long, env = "AGENTRY_MAX_HEADERS", default_value_t = 64)]
     pub max_headers: usize,
+    /// Workflow runs this replica keeps active at once; more requests wait (backpressure).
+    #[arg(long, env = "AGENTRY_MAX_RUNS", default_value_t = 100)]
+    pub max_runs: usize,
     /// Requests per minute per CloudEvent source and tenant (0 = unlimited).
     #[arg(long, env = "AGENTRY_RATE_LIMIT", default_value_t = ratelimit::DEFAULT_PER_MINUTE)]
     pub rate_limit: u32,
@@ -68,6 +72,7 @@ impl Config {
             concurrency: 512,
             max_request_bytes: 1024 * 1024,
             max_headers: 64,
+            max_runs: 100,
             rate_limit: ratelimit::DEFAULT_PER_MINUTE,
             rate_limit_overrides: Overrides::default(),
             rate_limit_fail: FailMode::Open,
@@ -93,6 +98,9 @@ impl Config {
     }
 }
 
+/// Requests pulled ahead of their handling by one replica.
+const REQUEST_PREFETCH: usize = 64;
+
 /// State shared by the engine's loops.
 pub(crate) struct Engine {
     pub js: jetstream::Context,
@@ -102,6 +110,10 @@ pub(crate) struct Engine {
     pub known_caps: RwLock<HashSet<String>>,
     /// Quarantine and rate limits.
     pub guard: guard::Guard,
+    /// Workflow definitions, run state and the active-run limit.
+    pub runs: workflow::Runs,
+    /// Cancelled when the engine shuts down.
+    pub shutdown: CancellationToken,
 }
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -127,6 +139,8 @@ pub async fn run_with(
     obs.add_nats("engine nats", client.clone());
     let ready = obs.add_flag("engine consumers bound");
     let js = jetstream::new(client.clone());
+    let runs =
+        workflow::Runs::open(&js, cfg.max_runs, metrics.runs_active.clone(), &shutdown).await?;
     let engine = Arc::new(Engine {
         js: js.clone(),
         metrics,
@@ -137,6 +151,8 @@ pub async fn run_with(
         },
         known_caps: RwLock::new(HashSet::new()),
         guard: guard::Guard::new(cfg.limiter()?),
+        runs,
+        shutdown: shutdown.clone(),
     });
     let requests = bind(
         &js,
@@ -149,6 +165,13 @@ pub async fn run_with(
         &js,
         subject::TIMERS_STREAM,
         subject::ENGINE_TIMERS_CONSUMER,
+        &shutdown,
+    )
+    .await?;
+    let steps = bind(
+        &js,
+        subject::STEPS_STREAM,
+        subject::ENGINE_STEPS_CONSUMER,
         &shutdown,
     )
     .await?;
@@ -165,9 +188,11 @@ pub async fn run_with(
         let stop = shutdown.clone();
         let work = tracker.clone();
         // Stops on shutdown; message errors are handled per message.
+        // Prefetch stays small so replicas share requests (a workflow request
+        // waiting for a run permit holds its message; see workflow::limiter).
         tracker.spawn(consume(
             requests,
-            cfg.concurrency,
+            cfg.concurrency.min(REQUEST_PREFETCH),
             sem,
             stop,
             work,
@@ -193,6 +218,25 @@ pub async fn run_with(
             },
         ));
     }
+    {
+        let engine = engine.clone();
+        let stop = shutdown.clone();
+        let work = tracker.clone();
+        // Step results of workflow runs; stops on shutdown, errors handled per message.
+        tracker.spawn(consume(
+            steps,
+            64,
+            Arc::new(Semaphore::new(64)),
+            stop,
+            work,
+            move |msg| {
+                let engine = engine.clone();
+                async move { workflow::on_step_result(&engine, msg).await }
+            },
+        ));
+    }
+    // Frees run permits of runs that ended on any replica; never fails, stops on shutdown.
+    tracker.spawn(workflow::watch(engine.clone(), shutdown.clone()));
     shutdown.cancelled().await;
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(30), tracker.wait())

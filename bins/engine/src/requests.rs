@@ -1,11 +1,10 @@
 //! Handles one request from `AGENTRY_REQUESTS`.
 
-use agentry::reason::Reason;
 use async_nats::jetstream;
 use tracing::{Instrument, info_span};
 
-use crate::intake::{self, Rejection, Request};
-use crate::{Disposition, Engine, reject, tasks};
+use crate::intake::{self, Request};
+use crate::{Disposition, Engine, reject, tasks, workflow};
 
 pub(crate) async fn handle(engine: &Engine, msg: jetstream::Message) -> Disposition {
     let accepted = match intake::decode(msg.headers.as_ref(), &msg.payload, &engine.limits) {
@@ -29,18 +28,31 @@ pub(crate) async fn handle(engine: &Engine, msg: jetstream::Message) -> Disposit
                 capability,
                 timeout_ms,
             } => tasks::route(engine, &msg, &accepted, capability, *timeout_ms).await,
-            Request::Workflow { workflow, .. } => Err(Rejection {
-                reason: Reason::UnknownWorkflow,
-                detail: format!("no workflow definition named {workflow}"),
-                id: Some(accepted.id.clone()),
-                source: Some(accepted.source.clone()),
-            }),
-            Request::Signal { run_id, .. } | Request::Cancel { run_id, .. } => Err(Rejection {
-                reason: Reason::UnknownRun,
-                detail: format!("no workflow run {run_id}"),
-                id: Some(accepted.id.clone()),
-                source: Some(accepted.source.clone()),
-            }),
+            Request::Workflow {
+                workflow,
+                version,
+                input,
+                timeout_ms,
+            } => {
+                workflow::start(
+                    engine,
+                    &msg,
+                    &accepted,
+                    workflow,
+                    *version,
+                    input,
+                    *timeout_ms,
+                )
+                .await
+            }
+            Request::Signal {
+                run_id,
+                signal,
+                payload,
+            } => workflow::signal(engine, &accepted, run_id, signal, payload).await,
+            Request::Cancel { run_id, reason } => {
+                workflow::cancel(engine, &accepted, run_id, reason.as_deref()).await
+            }
         };
         match result {
             Ok(d) => {

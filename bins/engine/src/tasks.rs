@@ -52,15 +52,33 @@ pub(crate) async fn route(
         Ok(t) => t,
         Err(e) => return Err(rejection(Reason::InvalidId, e.to_string())),
     };
-    let mut task: Event = req.event.clone();
-    task.set_extension(ext::REPLYTO, subject::results_for(tenant.as_ref(), &req.id));
+    let reply = subject::results_for(tenant.as_ref(), &req.id);
     let deadline = timeout_ms.map(|ms| Utc::now() + chrono::Duration::milliseconds(ms as i64));
-    if let Some(d) = deadline {
-        task.set_extension(ext::DEADLINE, d.timestamp_millis());
-    }
-    let (mut headers, body) = match event::encode(&task, Mode::Binary) {
-        Ok(x) => x,
-        Err(e) => return Err(rejection(Reason::BadEncoding, e.to_string())),
+    // Binary mode in: forward the original bytes and headers with our
+    // extensions added (no decode/encode round trip on the hot path).
+    let (mut headers, body) = match (req.mode, msg.headers.clone()) {
+        (Mode::Binary, Some(mut h)) => {
+            event::set_binary_extension(&mut h, ext::REPLYTO, &reply);
+            if let Some(d) = deadline {
+                event::set_binary_extension(
+                    &mut h,
+                    ext::DEADLINE,
+                    &d.timestamp_millis().to_string(),
+                );
+            }
+            (h, msg.payload.clone())
+        }
+        _ => {
+            let mut task: Event = req.event.clone();
+            task.set_extension(ext::REPLYTO, reply);
+            if let Some(d) = deadline {
+                task.set_extension(ext::DEADLINE, d.timestamp_millis());
+            }
+            match event::encode(&task, Mode::Binary) {
+                Ok(x) => x,
+                Err(e) => return Err(rejection(Reason::BadEncoding, e.to_string())),
+            }
+        }
     };
     headers.insert(
         header::MSG_ID,
@@ -204,9 +222,6 @@ pub(crate) async fn fire_timer(engine: &Engine, msg: jetstream::Message) -> Disp
                 }
             }
         }
-        other => {
-            warn!(timer = ?other, "workflow timer without a workflow engine, dropping");
-            Disposition::Ack
-        }
+        workflow_timer => crate::workflow::on_timer(engine, workflow_timer).await,
     }
 }

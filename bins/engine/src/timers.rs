@@ -15,7 +15,7 @@ use agentry::reply::{self, PublishError};
 use agentry::subject;
 
 /// What a timer means when it fires.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Timer {
     /// A single task's deadline: answer `task.failed` (timeout) unless answered.
@@ -65,4 +65,21 @@ pub async fn schedule(
     reply::publish_acked(js, &subject::timer_schedule(key), headers, body.into())
         .await
         .map(|_| ())
+}
+
+/// Removes the schedule `key` if it has not fired (best effort: a timer that
+/// fires anyway finds its purpose gone and is ignored).
+pub async fn cancel(js: &jetstream::Context, key: &str) {
+    let res = async {
+        let stream = js.get_stream_no_info(subject::TIMERS_STREAM).await?;
+        stream
+            .purge()
+            .filter(subject::timer_schedule(key))
+            .await
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::debug!(key, error = %e, "timer not removed");
+    }
 }

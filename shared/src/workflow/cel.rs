@@ -401,12 +401,11 @@ impl Walk<'_, '_> {
                 self.expr(&select.operand);
             }
             Expr::Call(call) => {
-                if let ("_[_]", [target, key]) = (call.func_name.as_str(), call.args.as_slice()) {
-                    if let Expr::Literal(LiteralValue::String(id)) = &key.expr {
-                        if self.is_steps(target) {
-                            self.step_ref(id.inner());
-                        }
-                    }
+                if let ("_[_]", [target, key]) = (call.func_name.as_str(), call.args.as_slice())
+                    && let Expr::Literal(LiteralValue::String(id)) = &key.expr
+                    && self.is_steps(target)
+                {
+                    self.step_ref(id.inner());
                 }
                 if let Some(target) = &call.target {
                     let namespace = matches!(&target.expr, Expr::Ident(ns)

@@ -104,7 +104,7 @@ impl fmt::Display for Duration {
             (1_000, "s"),
         ];
         for (factor, unit) in units {
-            if ms != 0 && ms % factor == 0 {
+            if ms != 0 && ms.is_multiple_of(factor) {
                 return write!(f, "{}{unit}", ms / factor);
             }
         }

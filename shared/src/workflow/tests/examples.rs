@@ -119,7 +119,7 @@ fn examples_behave_as_labelled() {
     );
 }
 
-/// echo_diamond run by a miniature executor (echo returns its input) gives the hand-computed output.
+/// echo_diamond run by a miniature executor (echo answers `{echo: input}`) gives the hand-computed output.
 #[test]
 fn echo_diamond_runs_to_the_expected_output() {
     let text = std::fs::read_to_string(format!("{EXAMPLES_DIR}/echo_diamond.yaml")).unwrap();
@@ -144,7 +144,8 @@ fn echo_diamond_runs_to_the_expected_output() {
             let mut wave = Vec::new();
             for step in ready {
                 let state = if wf.eval_when(step.as_str(), &ctx).unwrap() {
-                    StepState::completed(wf.eval_input(step.as_str(), &ctx).unwrap(), 1)
+                    let input = wf.eval_input(step.as_str(), &ctx).unwrap();
+                    StepState::completed(json!({"echo": input, "attempt": 1}), 1)
                 } else {
                     StepState::skipped()
                 };

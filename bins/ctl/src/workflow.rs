@@ -1,0 +1,340 @@
+//! `agentry workflow put|list|get|run|runs|show|signal|cancel`: workflow
+//! definitions in KV `agentry-workflows`, runs in KV `agentry-runs`, and
+//! the requests that start, signal and cancel runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentry::client::{self, SubmitError};
+use agentry::event::{self, Mode, types};
+use agentry::id::RequestId;
+use agentry::workflow::store::{self, PutOutcome, StoreError};
+use anyhow::Context as _;
+use async_nats::jetstream;
+use serde_json::{Value, json};
+
+use crate::Cli;
+
+mod examples;
+mod runs;
+
+pub use examples::{EXAMPLES, load_examples, print_examples};
+use runs::{load_run, runs, show};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Validate a definition (YAML or JSON) and store it as <name>.<version>.
+    Put {
+        /// The definition file.
+        file: PathBuf,
+    },
+    /// List stored definitions (every version).
+    List,
+    /// Print a definition (the latest version unless --version).
+    #[command(disable_version_flag = true)]
+    Get {
+        name: String,
+        /// Definition version.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Start a run; prints its id (or, with --wait, its result).
+    #[command(disable_version_flag = true)]
+    Run {
+        name: String,
+        /// Run input as JSON (`-` reads stdin).
+        #[arg(long, short, default_value = "{}")]
+        input: String,
+        /// Definition version (default: the latest).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Wait for the run's result and print it.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. 30s, 5m).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Run id (= request id; default: a fresh UUIDv7). Resubmitting an id does not start a second run.
+        #[arg(long)]
+        id: Option<String>,
+        /// CloudEvent source identifying the caller.
+        #[arg(long, default_value = "/cli")]
+        source: String,
+    },
+    /// List runs (newest first).
+    Runs {
+        /// Only runs with this status (running, compensating, completed, failed, cancelled, timed_out).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a run: status, output or error, and a table of its steps.
+    Show { run_id: String },
+    /// Send a signal to a run (a `wait_for` step takes its payload as output).
+    Signal {
+        run_id: String,
+        name: String,
+        /// Payload as JSON.
+        #[arg(long, default_value = "null")]
+        payload: String,
+    },
+    /// Cancel a run: work in flight stops, completed steps are compensated.
+    Cancel {
+        run_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    agentry::config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {
+    let nats = crate::connect(cli).await?;
+    let js = jetstream::new(nats.clone());
+    match cmd {
+        Command::Put { file } => put(cli, &js, file).await,
+        Command::List => list(cli, &js).await,
+        Command::Get { name, version } => get(cli, &js, name, *version).await,
+        Command::Run {
+            name,
+            input,
+            version,
+            wait,
+            timeout,
+            id,
+            source,
+        } => {
+            let input = read_json(input, "--input")?;
+            let id = match id {
+                Some(id) => RequestId::new(id.as_str())?,
+                None => RequestId::generate(),
+            };
+            let ev = client::workflow_request(&id, source, name, *version, input);
+            if !*wait {
+                client::publish_request(&js, &ev, Mode::Binary).await?;
+                if cli.json {
+                    println!("{}", json!({"run_id": id, "request_id": id}));
+                } else {
+                    println!("started run {id} (follow it with `agentry workflow show {id}`)");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            match client::submit(&nats, &js, &ev, Mode::Binary, *timeout).await {
+                Ok(o) => {
+                    let doc = json!({"request_id": o.request_id, "run_id": o.request_id, "type": o.ty, "data": o.data});
+                    if cli.json {
+                        println!("{doc}");
+                    } else {
+                        println!("{}", serde_json::to_string_pretty(&doc)?);
+                    }
+                    Ok(if o.is_success() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
+                }
+                Err(SubmitError::Timeout { id, timeout }) => {
+                    eprintln!(
+                        "run {id} did not finish within {timeout:?}; it goes on (`agentry workflow show {id}`)"
+                    );
+                    Ok(ExitCode::from(3))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Runs {
+            status,
+            workflow,
+            limit,
+        } => runs(cli, &js, status.as_deref(), workflow.as_deref(), *limit).await,
+        Command::Show { run_id } => show(cli, &js, run_id).await,
+        Command::Signal {
+            run_id,
+            name,
+            payload,
+        } => {
+            let payload = read_json(payload, "--payload")?;
+            let data = json!({"run_id": run_id, "signal": name, "payload": payload});
+            request(cli, &js, run_id, types::WORKFLOW_SIGNAL, data).await
+        }
+        Command::Cancel { run_id, reason } => {
+            let mut data = json!({"run_id": run_id});
+            if let Some(r) = reason {
+                data["reason"] = r.clone().into();
+            }
+            request(cli, &js, run_id, types::WORKFLOW_CANCEL, data).await
+        }
+    }
+}
+
+fn read_json(text: &str, what: &str) -> anyhow::Result<Value> {
+    let text = if text == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        text.to_owned()
+    };
+    serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))
+}
+
+async fn put(cli: &Cli, js: &jetstream::Context, file: &PathBuf) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    match store::put(js, &text).await {
+        Ok((def, outcome)) => {
+            let status = match outcome {
+                PutOutcome::Created => "created",
+                PutOutcome::Unchanged => "unchanged",
+            };
+            if cli.json {
+                println!("{}", json!({"key": def.key(), "status": status}));
+            } else {
+                println!("{status} {} ({} steps)", def.key(), def.steps.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(StoreError::Invalid(errors)) => {
+            let list: Vec<Value> = errors
+                .errors()
+                .iter()
+                .map(|e| json!({"path": e.path, "kind": e.kind.as_str(), "message": e.message}))
+                .collect();
+            if cli.json {
+                println!("{}", json!({"file": file, "valid": false, "errors": list}));
+            } else {
+                println!(
+                    "{} is not a valid workflow definition ({} errors):",
+                    file.display(),
+                    list.len()
+                );
+                for e in errors.errors() {
+                    let path = if e.path.is_empty() {
+                        "<definition>"
+                    } else {
+                        &e.path
+                    };
+                    println!("  {path}: {} [{}]", e.message, e.kind);
+                }
+            }
+            Ok(ExitCode::from(1))
+        }
+        Err(e @ StoreError::VersionExists { .. }) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list(cli: &Cli, js: &jetstream::Context) -> anyhow::Result<ExitCode> {
+    let kv = store::open(js).await?;
+    let versions = store::versions(&kv).await?;
+    let mut out = Vec::new();
+    for (name, vs) in &versions {
+        let latest = vs.last().copied().unwrap_or_default();
+        let def = store::get(&kv, name, Some(latest)).await.ok().flatten();
+        out.push(json!({
+            "name": name,
+            "versions": vs,
+            "latest": latest,
+            "steps": def.as_ref().map(|d| d.steps.len()),
+            "description": def.as_ref().and_then(|d| d.description.clone()),
+        }));
+    }
+    if cli.json {
+        println!("{}", Value::Array(out));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "NAME".to_owned(),
+        "VERSIONS".into(),
+        "STEPS".into(),
+        "DESCRIPTION".into(),
+    ]];
+    for d in &out {
+        let desc: String = d["description"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(60)
+            .collect();
+        rows.push(vec![
+            d["name"].as_str().unwrap_or("").to_owned(),
+            d["versions"]
+                .as_array()
+                .map(|v| v.iter().map(Value::to_string).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+            d["steps"].to_string(),
+            desc,
+        ]);
+    }
+    print!("{}", crate::table::render(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn get(
+    cli: &Cli,
+    js: &jetstream::Context,
+    name: &str,
+    version: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let kv = store::open(js).await?;
+    let Some(def) = store::get(&kv, name, version).await? else {
+        eprintln!(
+            "no workflow definition {name}{}",
+            version.map(|v| format!(" version {v}")).unwrap_or_default()
+        );
+        return Ok(ExitCode::from(1));
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string(&def)?);
+    } else {
+        print!("{}", serde_yaml::to_string(&def)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes a signal or cancel request for an existing run.
+async fn request(
+    cli: &Cli,
+    js: &jetstream::Context,
+    run_id: &str,
+    ty: &str,
+    data: Value,
+) -> anyhow::Result<ExitCode> {
+    let Some(run) = load_run(js, run_id).await? else {
+        eprintln!("no workflow run {run_id}");
+        return Ok(ExitCode::from(1));
+    };
+    if run.status.is_terminal() {
+        eprintln!(
+            "run {run_id} already ended ({}); nothing to do",
+            run.status.as_str()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let id = RequestId::generate();
+    let ev = event::new_event(id.as_str(), "/cli", ty, data);
+    client::publish_request(js, &ev, Mode::Binary).await?;
+    let what = if ty == types::WORKFLOW_SIGNAL {
+        "signal"
+    } else {
+        "cancel"
+    };
+    if cli.json {
+        println!(
+            "{}",
+            json!({"request_id": id, "run_id": run_id, "sent": what})
+        );
+    } else {
+        println!("{what} sent to run {run_id} (request {id})");
+    }
+    Ok(ExitCode::SUCCESS)
+}

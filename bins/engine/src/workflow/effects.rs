@@ -1,0 +1,256 @@
+//! What a transition does outside the run state: tasks, timers, lifecycle
+//! events, the terminal result, child runs. A transition's effects are
+//! written into the run state (its outbox) by the same compare-and-set that
+//! records the transition, then executed, then cleared; whoever finds a
+//! non-empty outbox (a redelivery after a crash) executes it again. Every
+//! effect is idempotent: deterministic message ids (JetStream dedup),
+//! first-write-wins results, create-if-absent child runs.
+
+use agentry::event::{self, Mode, ext, header, types};
+use agentry::reply::{self, Published};
+use agentry::subject;
+use agentry::workflow::state::{ErrorInfo, ParentRef};
+use agentry::{Capability, RunId};
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::warn;
+
+use crate::Engine;
+use crate::timers::{self, Timer};
+
+pub(crate) const SOURCE: &str = "/agentry/engine";
+
+/// A child run to start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ChildSpec {
+    pub run_id: String,
+    pub workflow: String,
+    #[serde(default)]
+    pub version: Option<u32>,
+    pub input: Value,
+    pub parent: ParentRef,
+    pub depth: u32,
+    pub source: String,
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+/// One effect of a transition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub(crate) enum Effect {
+    /// Publish a step task to `agentry.tasks.<capability>`.
+    Task {
+        task_id: String,
+        slot: String,
+        attempt: u32,
+        capability: String,
+        input: Value,
+        #[serde(default)]
+        deadline_ms: Option<i64>,
+    },
+    Timer {
+        key: String,
+        at: DateTime<Utc>,
+        timer: Timer,
+    },
+    /// Remove a timer that is no longer needed (best effort).
+    DropTimer {
+        key: String,
+    },
+    /// A lifecycle event on `agentry.events.*`.
+    Event {
+        id: String,
+        ty: String,
+        data: Value,
+    },
+    /// The terminal result on `agentry.results.<request-id>`.
+    Result {
+        request_id: String,
+        ty: String,
+        data: Value,
+    },
+    StartChild {
+        child: ChildSpec,
+    },
+    CancelChild {
+        run_id: String,
+        reason: String,
+    },
+    /// A child run's outcome, sent to its parent like a step result.
+    ParentResult {
+        parent: ParentRef,
+        child_run: String,
+        output: Option<Value>,
+        error: Option<ErrorInfo>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EffectError {
+    #[error("{0}")]
+    Publish(#[from] reply::PublishError),
+    #[error("invalid id in an effect: {0}")]
+    Id(#[from] agentry::id::IdError),
+    #[error("child run: {0}")]
+    Child(String),
+}
+
+/// Who the effects belong to.
+pub(crate) struct Origin<'a> {
+    pub run_id: &'a str,
+    pub traceparent: Option<&'a str>,
+}
+
+/// Executes `effects` concurrently; the first error is returned (the rest still ran).
+pub(crate) async fn execute(
+    engine: &Engine,
+    origin: &Origin<'_>,
+    effects: &[Effect],
+) -> Result<(), EffectError> {
+    let results = join_all(effects.iter().map(|e| execute_one(engine, origin, e))).await;
+    results.into_iter().collect()
+}
+
+async fn execute_one(
+    engine: &Engine,
+    origin: &Origin<'_>,
+    effect: &Effect,
+) -> Result<(), EffectError> {
+    match effect {
+        Effect::Task {
+            task_id,
+            slot,
+            attempt,
+            capability,
+            input,
+            deadline_ms,
+        } => {
+            let run = RunId::new(origin.run_id)?;
+            let cap = Capability::new(capability.as_str())?;
+            let data = serde_json::json!({"capability": capability, "input": input});
+            let mut ev = event::new_event(task_id, SOURCE, types::TASK_REQUESTED, data);
+            ev.set_extension(ext::REPLYTO, subject::steps(&run));
+            ev.set_extension(ext::RUNID, origin.run_id);
+            ev.set_extension(ext::STEPID, slot.as_str());
+            ev.set_extension(ext::ATTEMPT, i64::from(*attempt));
+            if let Some(tp) = origin.traceparent {
+                ev.set_extension(ext::TRACEPARENT, tp);
+            }
+            if let Some(d) = deadline_ms {
+                ev.set_extension(ext::DEADLINE, *d);
+            }
+            let (mut headers, body) =
+                event::encode(&ev, Mode::Binary).map_err(reply::PublishError::from)?;
+            headers.insert(header::MSG_ID, task_id.as_str());
+            reply::publish_acked(&engine.js, &subject::tasks(&cap), headers, body).await?;
+            Ok(())
+        }
+        Effect::Timer { key, at, timer } => {
+            timers::schedule(&engine.js, key, *at, timer).await?;
+            Ok(())
+        }
+        Effect::DropTimer { key } => {
+            timers::cancel(&engine.js, key).await;
+            Ok(())
+        }
+        Effect::Event { id, ty, data } => {
+            let mut ev = event::new_event(id, SOURCE, ty, data.clone());
+            ev.set_extension(ext::RUNID, origin.run_id);
+            if let Some(tp) = origin.traceparent {
+                ev.set_extension(ext::TRACEPARENT, tp);
+            }
+            reply::publish_result(&engine.js, &subject::events_for_type(ty), &ev, id).await?;
+            Ok(())
+        }
+        Effect::Result {
+            request_id,
+            ty,
+            data,
+        } => {
+            let id = agentry::RequestId::new(request_id.as_str())?;
+            let eid = format!("{}-result", origin.run_id);
+            let mut ev = event::new_event(&eid, SOURCE, ty, data.clone());
+            ev.set_extension(ext::REQUESTID, request_id.as_str());
+            ev.set_extension(ext::RUNID, origin.run_id);
+            if let Some(tp) = origin.traceparent {
+                ev.set_extension(ext::TRACEPARENT, tp);
+            }
+            match reply::publish_result(&engine.js, &subject::results(&id), &ev, &eid).await? {
+                Published::Stored => {}
+                Published::DuplicateRefused => engine.metrics.duplicates.inc(),
+            }
+            Ok(())
+        }
+        Effect::StartChild { child } => Box::pin(super::run::start_child(engine, child))
+            .await
+            .map_err(|e| EffectError::Child(e.to_string())),
+        Effect::CancelChild { run_id, reason } => {
+            let input = super::machine::Input::Cancel {
+                reason: Some(reason.clone()),
+            };
+            match Box::pin(super::store::drive(engine, run_id, &input)).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    // The child's own timeout still ends it; the parent has moved on.
+                    warn!(child = %run_id, error = %e, "child run not cancelled");
+                    Ok(())
+                }
+            }
+        }
+        Effect::ParentResult {
+            parent,
+            child_run,
+            output,
+            error,
+        } => publish_step_result(
+            engine,
+            parent,
+            child_run,
+            output.as_ref(),
+            error.as_ref(),
+            origin.traceparent,
+        )
+        .await
+        .map_err(EffectError::from),
+    }
+}
+
+/// Sends a step result to `agentry.steps.<parent run>`, the way an agent does.
+pub(crate) async fn publish_step_result(
+    engine: &Engine,
+    parent: &ParentRef,
+    request_id: &str,
+    output: Option<&Value>,
+    error: Option<&ErrorInfo>,
+    traceparent: Option<&str>,
+) -> Result<(), reply::PublishError> {
+    let run = RunId::new(parent.run_id.as_str()).map_err(|e| reply::PublishError::Nats {
+        subject: subject::STEPS_PREFIX.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let (ty, data) = match error {
+        Some(e) => (
+            types::TASK_FAILED,
+            serde_json::json!({"request_id": request_id, "error": e.to_json()}),
+        ),
+        None => (
+            types::TASK_COMPLETED,
+            serde_json::json!({"request_id": request_id, "output": output.cloned().unwrap_or(Value::Null)}),
+        ),
+    };
+    let id = format!("{request_id}-done");
+    let mut ev = event::new_event(&id, SOURCE, ty, data);
+    ev.set_extension(ext::REQUESTID, request_id);
+    ev.set_extension(ext::RUNID, parent.run_id.as_str());
+    ev.set_extension(ext::STEPID, parent.slot.as_str());
+    ev.set_extension(ext::ATTEMPT, i64::from(parent.attempt));
+    if let Some(tp) = traceparent {
+        ev.set_extension(ext::TRACEPARENT, tp);
+    }
+    reply::publish_result(&engine.js, &subject::steps(&run), &ev, &id)
+        .await
+        .map(|_| ())
+}
