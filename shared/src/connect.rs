@@ -125,7 +125,7 @@ pub async fn connect(
     let mut attempt = 0u32;
     loop {
         let opts = options(cfg, name, metrics.clone()).await?;
-        match opts.connect(url.as_str()).await {
+        match opts.connect(servers(&url)?).await {
             Ok(client) => {
                 if let Some(m) = &metrics {
                     m.connected.set(1);
@@ -155,7 +155,7 @@ pub async fn connect_once(cfg: &config::Nats, name: &str) -> Result<Client, Conn
     let url = cfg.resolved_url();
     let opts = options(cfg, name, None).await?.retry_on_initial_connect();
     let opts = ConnectOptions::max_reconnects(opts, Some(3));
-    let client = tokio::time::timeout(Duration::from_secs(5), opts.connect(url.as_str()))
+    let client = tokio::time::timeout(Duration::from_secs(5), opts.connect(servers(&url)?))
         .await
         .map_err(|_| ConnectError::Connect {
             url: url.clone(),
@@ -178,6 +178,21 @@ pub async fn connect_once(cfg: &config::Nats, name: &str) -> Result<Client, Conn
     }
     check_version(&client, &url)?;
     Ok(client)
+}
+
+/// Parses a comma-separated server list (`nats://a:4222,nats://b:4222`).
+pub fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| ConnectError::Connect {
+                    url: u.to_owned(),
+                    detail: format!("invalid server URL: {e}"),
+                })
+        })
+        .collect()
 }
 
 fn check_version(client: &Client, url: &str) -> Result<(), ConnectError> {

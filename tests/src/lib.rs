@@ -97,9 +97,10 @@ impl Cluster {
             let node_dir = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
             let conf = node_dir.join("node.conf");
+            // The store dir comes from `-sd` (NatsServer passes it); a `store_dir`
+            // here too would be a "duplicate store_dir" start-up error.
             let text = format!(
-                "server_name: n{i}\njetstream {{ store_dir: {:?} }}\ncluster {{\n  name: agentry-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
-                node_dir.join("js").display().to_string(),
+                "server_name: n{i}\ncluster {{\n  name: agentry-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
                 routes[i],
                 route_urls.join(", ")
             );
