@@ -342,6 +342,21 @@ impl ChildProc {
         Self { child }
     }
 
+    /// Like [`ChildProc::spawn`], with stdout and stderr appended to `log`.
+    pub fn spawn_logged(name: &str, args: &[&str], envs: &[(&str, &str)], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("log file");
+        let err = file.try_clone().expect("log file");
+        let mut cmd = Command::new(bin(name));
+        cmd.args(args).stdin(Stdio::null()).stdout(file).stderr(err);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin(name).display()));
+        Self { child }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod agents;
 pub mod bench;
+mod check;
 mod components;
 pub mod context;
 mod dlq;
@@ -47,6 +48,8 @@ pub enum Command {
     Status(status::Args),
     /// Load test: N requests at C in flight; throughput, percentiles, RSS.
     Bench(bench::Args),
+    /// Production readiness checks against a running system (table; non-zero exit on failure).
+    Check(check::Args),
     /// Live tail of lifecycle events.
     Watch(watch::Args),
     /// Inspect and replay dead letters.
@@ -79,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(args) => submit::run(&cli, args).await,
         Command::Agents(args) => agents::run(&cli, args).await,
         Command::Watch(args) => watch::run(&cli, args).await,
+        Command::Check(args) => check::run(&cli, args).await,
         Command::Bench(args) => bench::run(&cli, args).await,
         Command::Status(args) => status::run(&cli, args).await,
         Command::Dlq(cmd) => dlq::run(&cli, cmd).await,

@@ -56,6 +56,7 @@ pub(crate) async fn handle(engine: &Engine, msg: jetstream::Message) -> Disposit
         };
         match result {
             Ok(d) => {
+                tracing::debug!("request accepted");
                 engine
                     .metrics
                     .requests

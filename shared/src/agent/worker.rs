@@ -202,6 +202,7 @@ async fn run(
                 }
                 if publish_outcome(inst, &reply_ctx, Ok(&output), elapsed).await {
                     ack(msg).await;
+                    tracing::debug!(duration_ms = elapsed.as_millis() as u64, "task completed");
                     Outcome::Completed
                 } else {
                     // Result not stored (NATS trouble): let the delivery be retried.
