@@ -861,6 +861,11 @@ async fn two_replicas_share_200_runs() {
         sys.parts
             .spawn(move |t| agentry_engine::run_with(cfg, obs, t));
     }
+    eventually(Duration::from_secs(20), "both replicas ready", || {
+        let obs = observers.clone();
+        async move { obs[0].readiness().await.ready && obs[1].readiness().await.ready }
+    })
+    .await;
     let ids: Vec<String> = (0..200).map(|i| format!("two-{i}")).collect();
     let mut acks = Vec::new();
     for (i, id) in ids.iter().enumerate() {
