@@ -66,6 +66,10 @@ pub struct Args {
     /// Capability for task/direct modes.
     #[arg(long, default_value = "echo")]
     pub capability: String,
+    /// With --embedded: start this many workflow runs that wait on a signal
+    /// and report the engine's RSS once they are all waiting (no load run).
+    #[arg(long)]
+    pub waiting_runs: Option<u64>,
     /// Warm-up requests before measuring.
     #[arg(long, default_value_t = 500)]
     pub warmup: u64,
@@ -142,6 +146,10 @@ async fn start_embedded(args: &Args) -> anyhow::Result<Embedded> {
             .env("RUST_LOG", "warn")
             // The load comes from one source; per-source rate limiting would cap it at 1,000/min.
             .env("AGENTRY_RATE_LIMIT", "4000000000")
+            .env(
+                "AGENTRY_MAX_RUNS",
+                (args.waiting_runs.unwrap_or(0) + 100).to_string(),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -232,6 +240,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         .map(|(n, p)| (n.clone(), *p, rss_mib(*p)))
         .collect();
 
+    if let Some(n) = args.waiting_runs {
+        return waiting_runs(&client, &js, n, &procs, cli.json).await;
+    }
     let mut reports = Vec::new();
     let mut modes = vec![args.mode];
     if let Some(c) = args.compare
@@ -313,6 +324,78 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     drop(embedded);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `n` runs of a one-step workflow waiting on a signal, waits until
+/// the engine has taken them all, and reports RSS.
+async fn waiting_runs(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    n: u64,
+    procs: &[(String, u32)],
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let _ = client;
+    let kv = js.get_key_value(subject::WORKFLOWS_BUCKET).await?;
+    let def = json!({"name": "bench_wait", "version": 1, "description": "waits for a signal (benchmark)",
+        "steps": [{"id": "wait", "wait_for": {"signal": "go", "timeout": "24h"}}]});
+    kv.put("bench_wait.1", serde_json::to_vec(&def)?.into())
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let mut acks = Vec::new();
+    for i in 0..n {
+        let id = RequestId::new(format!("w{i}"))?;
+        let ev = agentry::client::workflow_request(&id, "/bench", "bench_wait", Some(1), json!({}));
+        let (mut h, body) = event::encode(&ev, CeMode::Binary)?;
+        h.insert(header::MSG_ID, id.as_str());
+        acks.push(js.publish_with_headers(subject::REQUESTS, h, body).await?);
+        if acks.len() >= 1000 {
+            for a in acks.drain(..) {
+                a.await?;
+            }
+        }
+    }
+    for a in acks.drain(..) {
+        a.await?;
+    }
+    // Wait until the engine consumed every request.
+    loop {
+        let st = js.get_stream_no_info(subject::REQUESTS_STREAM).await?;
+        let info = st.consumer_info(subject::ENGINE_CONSUMER).await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("engine did not take {n} runs within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let runs = js.get_key_value(subject::RUNS_BUCKET).await?;
+    let stored = runs.keys().await?.count().await;
+    let rss: Vec<Value> = procs
+        .iter()
+        .map(|(name, pid)| json!({"process": name, "rss_mib": rss_mib(*pid)}))
+        .collect();
+    if json_out {
+        println!(
+            "{}",
+            json!({"waiting_runs": n, "stored_runs": stored, "seconds": started.elapsed().as_secs_f64(), "processes": rss})
+        );
+    } else {
+        println!(
+            "{n} runs waiting on a signal ({stored} stored) after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        for p in &rss {
+            println!(
+                "rss {:<16} {:>7.1} MiB",
+                p["process"].as_str().unwrap_or_default(),
+                p["rss_mib"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
