@@ -142,3 +142,57 @@ fn scaled_objects_match_topology() {
     let stream_typo = base.replacen("stream: AGENTRY_TASKS", "stream: AGENTRY_TASK", 1);
     assert!(!check(&stream_typo).is_empty());
 }
+
+/// The GitHub Actions workflows parse and have the jobs CI/CD needs, with the steps that matter.
+#[test]
+fn github_workflows_have_the_jobs() {
+    let load = |f: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(repo_root().join(".github/workflows").join(f)).unwrap();
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
+    let ci = load("ci.yml");
+    for job in [
+        "fmt",
+        "clippy",
+        "test",
+        "supply-chain",
+        "manifests",
+        "image",
+    ] {
+        assert!(
+            ci["jobs"][job]["steps"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty()),
+            "ci.yml lacks job {job}"
+        );
+    }
+    let text = serde_json::to_string(&ci).unwrap();
+    for needle in [
+        "cargo fmt",
+        "cargo clippy",
+        "cargo test",
+        "nats-server",
+        "redis",
+        "cargo deny",
+        "cargo audit",
+        "validate.sh",
+        "docker/build-push-action",
+    ] {
+        assert!(text.contains(needle), "ci.yml never mentions {needle}");
+    }
+    let cd = load("cd.yml");
+    for job in ["image", "canary", "promote"] {
+        assert!(cd["jobs"][job].is_object(), "cd.yml lacks job {job}");
+    }
+    let text = serde_json::to_string(&cd).unwrap();
+    assert!(
+        text.contains("github.sha") && text.contains("overlays/canary"),
+        "cd.yml must tag by commit and deploy the canary overlay"
+    );
+    assert!(
+        cd["jobs"]["promote"]["needs"]
+            .to_string()
+            .contains("canary"),
+        "promotion must wait for the canary analysis"
+    );
+}
