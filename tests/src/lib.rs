@@ -416,3 +416,34 @@ pub fn agent_config(url: &str, agents: &str) -> agentry_agent::Config {
     a.capacity = Some(16);
     a
 }
+
+/// Opens the registry and waits until exactly `n` live agents serve `capability`.
+pub async fn wait_for_agents(
+    js: &async_nats::jetstream::Context,
+    capability: &str,
+    n: usize,
+) -> agentry::registry::Registry {
+    let start = Instant::now();
+    let reg = loop {
+        if let Ok(r) = agentry::registry::Registry::open(js).await {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "registry bucket never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let what = format!("{n} live agent(s) for {capability}");
+    eventually(Duration::from_secs(20), &what, || {
+        let reg = reg.clone();
+        async move {
+            reg.find(capability)
+                .await
+                .map(|v| v.len() == n)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    reg
+}

@@ -209,22 +209,7 @@ async fn kill9_monitor() {
         ],
         &[],
     );
-    let reg = loop {
-        if let Ok(r) = agentry::registry::Registry::open(&js).await {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    eventually(Duration::from_secs(15), "agent live", || {
-        let reg = reg.clone();
-        async move {
-            reg.find("echo")
-                .await
-                .map(|v| v.len() == 1)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    let reg = wait_for_agents(&js, "echo", 1).await;
     monitor.kill9();
     let n = 200;
     assert_eq!(

@@ -8,7 +8,7 @@ use agentry::client::{self, task_request};
 use agentry::event::{self, Limits, Mode};
 use agentry::http::Observer;
 use agentry::id::RequestId;
-use agentry::registry::{Registry, Status};
+use agentry::registry::Status;
 use agentry::subject;
 use agentry_tests::*;
 use futures::StreamExt;
@@ -307,26 +307,7 @@ async fn service_api_and_a2a() {
         ],
         &[],
     );
-    let reg = loop {
-        if let Ok(r) = Registry::open(&js).await {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    eventually(
-        Duration::from_secs(20),
-        "two echo agents registered",
-        || {
-            let reg = reg.clone();
-            async move {
-                reg.find("echo")
-                    .await
-                    .map(|v| v.len() == 2)
-                    .unwrap_or(false)
-            }
-        },
-    )
-    .await;
+    let reg = wait_for_agents(&js, "echo", 2).await;
     let agents = reg.find("echo").await.unwrap();
 
     // $SRV.PING from a plain client: every agent answers.
@@ -448,22 +429,7 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
         ],
         &[],
     );
-    let reg = loop {
-        if let Ok(r) = Registry::open(&js).await {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    eventually(Duration::from_secs(20), "victim registered", || {
-        let reg = reg.clone();
-        async move {
-            reg.find("echo")
-                .await
-                .map(|v| v.len() == 1)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    let reg = wait_for_agents(&js, "echo", 1).await;
     let victim_id = reg.find("echo").await.unwrap()[0].id.clone();
     let mut expired = client
         .subscribe(format!("agentry.registry.{victim_id}"))
@@ -561,22 +527,7 @@ async fn sigterm_drains_and_deregisters() {
         ],
         &[],
     );
-    let reg = loop {
-        if let Ok(r) = Registry::open(&js).await {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    eventually(Duration::from_secs(20), "agent registered", || {
-        let reg = reg.clone();
-        async move {
-            reg.find("echo")
-                .await
-                .map(|v| v.len() == 1)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    let reg = wait_for_agents(&js, "echo", 1).await;
     let id = reg.find("echo").await.unwrap()[0].id.clone();
     let mut sub = client.subscribe("agentry.results.>").await.unwrap();
     for i in 0..5 {
