@@ -825,3 +825,74 @@ async fn redis_outage_degrades_to_in_process_memory() {
     assert_eq!(follow["turn"], 2);
     sys.stop().await;
 }
+
+/// A scripted flood from one source (rate limit 100/min) raises a flood incident within seconds and quarantines the source, while another source is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_is_detected() {
+    let nats = Nats::start();
+    let (client, js) = nats.with_topology().await;
+    let url = nats.url();
+    let mut sys = InProcess::new();
+    let mut engine = engine_config(&url);
+    engine.rate_limit = 100;
+    sys.spawn(move |t| agentry_engine::run_with(engine, Observer::new(), t));
+    let cfg = agent_config(&url, "echo,security_monitor");
+    sys.spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
+    let mut incidents = client
+        .subscribe(subject::events_for_type("io.agentry.security.incident"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut acks = Vec::new();
+    for n in 0..300 {
+        let id = RequestId::new(format!("flood{n}")).unwrap();
+        let ev = task_request(&id, "/flooder", "echo", json!({"n": n}), None);
+        let (mut h, body) = event::encode(&ev, Mode::Binary).unwrap();
+        h.insert(event::header::MSG_ID, id.as_str());
+        acks.push(
+            js.publish_with_headers(subject::REQUESTS, h, body)
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let data = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let msg = incidents.next().await.expect("subscription");
+            let d = event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()).unwrap();
+            let data = event::data_json(&d.event).unwrap();
+            if data["kind"] == "flood" && data["source"] == "/flooder" {
+                return data;
+            }
+        }
+    })
+    .await
+    .expect("flood incident within 20 s");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    agentry::schema::check(
+        agentry::schema::global()
+            .event("io.agentry.security.incident")
+            .unwrap(),
+        &data,
+    )
+    .unwrap();
+    let kv = js.get_key_value(subject::QUARANTINE_BUCKET).await.unwrap();
+    eventually(Duration::from_secs(10), "flooder quarantined", || {
+        let kv = kv.clone();
+        async move {
+            quarantine::lookup(&kv, "/flooder")
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        }
+    })
+    .await;
+    // Another source still gets served.
+    let ok = submit(&client, &js, "calm-1", "/calm", "echo", json!({})).await;
+    assert_eq!(ok.ty, "io.agentry.task.completed");
+    sys.stop().await;
+}
