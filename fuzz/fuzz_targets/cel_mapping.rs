@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(expr) = std::str::from_utf8(rest) else {
         return;
     };
-    let mut step = json!({"id": "b", "capability": "echo", "needs": ["a"], "input": {"v": "input.n"}});
+    let mut step =
+        json!({"id": "b", "capability": "echo", "needs": ["a"], "input": {"v": "input.n"}});
     if selector % 2 == 0 {
         step["input"] = json!({"v": expr});
     } else {

@@ -68,10 +68,18 @@ pub async fn options(
     if cfg.tls_required {
         opts = opts.require_tls(true);
     }
-    if let Some(prefix) = &cfg.inbox_prefix {
+    // Under user/password auth each role may only read its own inbox
+    // (`_INBOX.<user>`, see nats/README.md): default to it.
+    if let Some(prefix) = cfg
+        .inbox_prefix
+        .clone()
+        .or_else(|| cfg.user.as_deref().map(crate::subject::inbox_prefix))
+    {
         opts = opts.custom_inbox_prefix(prefix);
     }
     let conn_name = name.to_owned();
+    // The first Connected event is the initial connection, not a reconnect.
+    let connected_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     opts = opts
         .name(name)
         .max_reconnects(None)
@@ -85,12 +93,14 @@ pub async fn options(
         .event_callback(move |event| {
             let metrics = metrics.clone();
             let name = conn_name.clone();
+            let connected_once = connected_once.clone();
             async move {
                 match &event {
                     Event::Connected => {
                         tracing::info!(connection = %name, "nats connected");
+                        let again = connected_once.swap(true, std::sync::atomic::Ordering::Relaxed);
                         if let Some(m) = &metrics {
-                            if m.connected.get() == 0 {
+                            if again {
                                 m.reconnects.inc();
                             }
                             m.connected.set(1);
