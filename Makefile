@@ -19,9 +19,13 @@ up: build
 test: deps
 	@source .deps.env && $(CARGO) test --workspace
 
-# Long drills, run by .ci/run after the main suite.
+# Long drills, run by .ci/run after the main suite: the overload burst
+# (100,000 requests against bounded queues) and, when the nightly toolchain
+# with cargo-fuzz is present, a bounded fuzz run of every target.
 reliability: deps
-	@source .deps.env && $(CARGO) test --workspace -- --ignored
+	@source .deps.env && $(CARGO) test -p agentry-tests --test faults -- --ignored
+	@if cargo +nightly fuzz --version >/dev/null 2>&1; then scripts/fuzz.sh 30; \
+	 else echo "reliability: cargo-fuzz not installed (cargo install cargo-fuzz), fuzzing skipped"; fi
 
 bench: build
 	@source .deps.env && ./target/release/agentry bench --embedded --compare raw $(ARGS)
