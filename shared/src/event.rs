@@ -12,9 +12,8 @@
 //!
 //! Outbound events use binary mode unless structured is asked for.
 
-use std::collections::HashMap;
-
-use async_nats::HeaderMap;
+use async_nats::header::IntoHeaderName;
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -277,7 +276,7 @@ fn decode_binary(
     content_type: Option<&str>,
     payload: &[u8],
 ) -> Result<Event, DecodeError> {
-    let mut attrs: HashMap<String, String> = HashMap::new();
+    let mut attrs = Attrs::default();
     for (name, values) in headers.iter() {
         let name: &str = name.as_ref();
         if !is_ce_header(name) {
@@ -363,9 +362,38 @@ fn data_from_bytes(ct: Option<&str>, payload: &[u8]) -> Result<Data, DecodeError
     }
 }
 
+/// Attribute name -> value while decoding: a handful of entries, so a
+/// vector searched in place (no hashing, one allocation).
+#[derive(Default)]
+struct Attrs(Vec<(String, String)>);
+
+impl Attrs {
+    /// Sets `name`, replacing an earlier value (as a map would).
+    fn insert(&mut self, name: String, value: String) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<String> {
+        let i = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
+impl IntoIterator for Attrs {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 /// Builds an event from string attributes; `ext` converts extension values.
 fn build(
-    mut attrs: HashMap<String, String>,
+    mut attrs: Attrs,
     ct: Option<String>,
     data: Option<Data>,
     ext: impl Fn(&str, String) -> Result<ExtensionValue, DecodeError>,
@@ -455,7 +483,7 @@ fn decode_structured(payload: &[u8]) -> Result<Event, DecodeError> {
     }
     let data = obj.remove("data");
     let data_b64 = obj.remove("data_base64");
-    let mut attrs = HashMap::new();
+    let mut attrs = Attrs::default();
     let mut exts: Map<String, Value> = Map::new();
     for (k, v) in obj {
         match k.as_str() {
@@ -552,6 +580,36 @@ fn ce_header(name: &str) -> std::borrow::Cow<'static, str> {
     }
 }
 
+/// `ce-<name>` as a header name; the attributes and extensions agentry sets
+/// are static names (no validation, no allocation).
+fn ce_name(name: &str) -> HeaderName {
+    match name {
+        "specversion" => HeaderName::from_static("ce-specversion"),
+        "id" => HeaderName::from_static("ce-id"),
+        "source" => HeaderName::from_static("ce-source"),
+        "type" => HeaderName::from_static("ce-type"),
+        "datacontenttype" => HeaderName::from_static("ce-datacontenttype"),
+        "time" => HeaderName::from_static("ce-time"),
+        ext::REPLYTO => HeaderName::from_static("ce-replyto"),
+        ext::TRACEPARENT => HeaderName::from_static("ce-traceparent"),
+        ext::DEADLINE => HeaderName::from_static("ce-deadline"),
+        ext::RUNID => HeaderName::from_static("ce-runid"),
+        ext::STEPID => HeaderName::from_static("ce-stepid"),
+        ext::ATTEMPT => HeaderName::from_static("ce-attempt"),
+        ext::REQUESTID => HeaderName::from_static("ce-requestid"),
+        other => format!("ce-{other}").into_header_name(),
+    }
+}
+
+/// A header value as [`header_value`] spells it, without copying when it
+/// had to be encoded.
+fn ce_value(v: &str) -> HeaderValue {
+    match header_value(v) {
+        std::borrow::Cow::Borrowed(b) => HeaderValue::from(b),
+        std::borrow::Cow::Owned(o) => HeaderValue::from(o),
+    }
+}
+
 /// Encodes an event as a NATS message in the given mode.
 pub fn encode(event: &Event, mode: Mode) -> Result<(HeaderMap, Bytes), EncodeError> {
     let mut headers = HeaderMap::new();
@@ -587,7 +645,55 @@ pub fn encode(event: &Event, mode: Mode) -> Result<(HeaderMap, Bytes), EncodeErr
 /// Sets (or replaces) extension `name` on a binary-mode message's headers,
 /// for forwarding a decoded message without re-encoding it.
 pub fn set_binary_extension(headers: &mut HeaderMap, name: &str, value: &str) {
-    headers.insert(ce_header(name).as_ref(), header_value(value).as_ref());
+    headers.insert(ce_name(name), ce_value(value));
+}
+
+/// An outbound binary-mode event written straight into NATS headers, with
+/// no intermediate [`Event`]: the headers [`encode`] writes in
+/// [`Mode::Binary`] for an event made by [`new_event`] (JSON data, a time)
+/// plus its extensions, for hot paths that publish one event per message.
+#[derive(Debug)]
+pub struct Outbound {
+    headers: HeaderMap,
+}
+
+impl Outbound {
+    /// An event stamped with the current time.
+    pub fn new(id: &str, source: &str, ty: &str) -> Self {
+        Self::at(id, source, ty, Utc::now())
+    }
+
+    /// An event stamped with `time`.
+    pub fn at(id: &str, source: &str, ty: &str, time: DateTime<Utc>) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(ce_name("specversion"), SPEC_VERSION);
+        headers.insert(ce_name("id"), ce_value(id));
+        headers.insert(ce_name("source"), ce_value(source));
+        headers.insert(ce_name("type"), ce_value(ty));
+        headers.insert(ce_name("datacontenttype"), JSON);
+        headers.insert(ce_name("time"), time.to_rfc3339());
+        Self { headers }
+    }
+
+    /// Sets extension attribute `name` (a valid extension name).
+    pub fn extension(&mut self, name: &str, value: &str) -> &mut Self {
+        set_binary_extension(&mut self.headers, name, value);
+        self
+    }
+
+    /// Sets a NATS header outside the `ce-` namespace (e.g. [`header::MSG_ID`]).
+    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// The headers and the JSON body `data`.
+    pub fn finish(
+        self,
+        data: &(impl serde::Serialize + ?Sized),
+    ) -> Result<(HeaderMap, Bytes), EncodeError> {
+        Ok((self.headers, Bytes::from(serde_json::to_vec(data)?)))
+    }
 }
 
 /// A new agentry event with JSON data and the current time.
@@ -613,6 +719,25 @@ pub fn data_json(event: &Event) -> Result<Value, DecodeError> {
             detail: e.to_string(),
         }),
         Some(Data::Binary(b)) => serde_json::from_slice(b).map_err(|e| DecodeError::BadData {
+            content_type: ct,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Like [`data_json`], but moves the data out of the event (no copy of a
+/// large payload); the event is left without data.
+pub fn take_data_json(event: &mut Event) -> Result<Value, DecodeError> {
+    let ct = event.datacontenttype().unwrap_or(JSON).to_owned();
+    let (_, _, data) = event.take_data();
+    match data {
+        None => Ok(Value::Null),
+        Some(Data::Json(v)) => Ok(v),
+        Some(Data::String(s)) => serde_json::from_str(&s).map_err(|e| DecodeError::BadData {
+            content_type: ct,
+            detail: e.to_string(),
+        }),
+        Some(Data::Binary(b)) => serde_json::from_slice(&b).map_err(|e| DecodeError::BadData {
             content_type: ct,
             detail: e.to_string(),
         }),

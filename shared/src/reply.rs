@@ -53,6 +53,22 @@ pub async fn publish_result(
     publish_acked(js, subject, headers, body).await
 }
 
+/// [`publish_result`] for an event built with [`event::Outbound`].
+pub async fn publish_outbound(
+    js: &jetstream::Context,
+    subject: &str,
+    mut event: event::Outbound,
+    data: &(impl serde::Serialize + ?Sized),
+    dedup_id: &str,
+) -> Result<Published, PublishError> {
+    event.header(header::MSG_ID, dedup_id);
+    if subject.starts_with(subject::RESULTS_PREFIX) {
+        event.header(header::EXPECTED_LAST_SUBJECT_SEQ, "0");
+    }
+    let (headers, body) = event.finish(data)?;
+    publish_acked(js, subject, headers, body).await
+}
+
 /// Publishes with headers and waits for JetStream's ack; "wrong last
 /// sequence" is reported as [`Published::DuplicateRefused`].
 pub async fn publish_acked(

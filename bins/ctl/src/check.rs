@@ -77,13 +77,23 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     if healthy {
         performance(&nats, &js, args, &mut rows).await;
     } else {
-        rows.push(row("performance", "10 concurrent workflow runs", Verdict::Fail, "not run: health checks failed"));
+        rows.push(row(
+            "performance",
+            "10 concurrent workflow runs",
+            Verdict::Fail,
+            "not run: health checks failed",
+        ));
     }
     security(cli, &mut rows).await;
     if healthy {
         scalability(&nats, &js, args, &mut rows).await;
     } else {
-        rows.push(row("scalability", "queue-depth metric vs consumer state (KEDA lag)", Verdict::Fail, "not run: health checks failed"));
+        rows.push(row(
+            "scalability",
+            "queue-depth metric vs consumer state (KEDA lag)",
+            Verdict::Fail,
+            "not run: health checks failed",
+        ));
     }
     recovery(&js, args, &mut rows).await;
     let failed = rows.iter().any(|r| r.verdict == Verdict::Fail);
@@ -416,16 +426,32 @@ async fn security(cli: &Cli, rows: &mut Vec<Row>) {
     ));
 }
 
-async fn scalability(nats: &async_nats::Client, js: &jetstream::Context, args: &Args, rows: &mut Vec<Row>) {
+async fn scalability(
+    nats: &async_nats::Client,
+    js: &jetstream::Context,
+    args: &Args,
+    rows: &mut Vec<Row>,
+) {
     let _ = nats;
     // A burst of slow echo tasks; while it drains, the monitor's gauges must
     // track the consumer state KEDA reads (num_pending + num_ack_pending).
     let n = 400;
     for i in 0..n {
         let id = RequestId::generate();
-        let ev = client::task_request(&id, "/check", "echo", json!({"sleep_ms": 2000, "i": i}), None);
+        let ev = client::task_request(
+            &id,
+            "/check",
+            "echo",
+            json!({"sleep_ms": 2000, "i": i}),
+            None,
+        );
         if let Err(e) = client::publish_request(js, &ev, Mode::Binary).await {
-            rows.push(row("scalability", "load burst", Verdict::Fail, e.to_string()));
+            rows.push(row(
+                "scalability",
+                "load burst",
+                Verdict::Fail,
+                e.to_string(),
+            ));
             return;
         }
     }
@@ -451,7 +477,9 @@ async fn scalability(nats: &async_nats::Client, js: &jetstream::Context, args: &
             if let Ok((200, text)) = crate::status::http_get(ep, "/metrics").await {
                 let mut sum = None;
                 for line in text.lines().filter(|l| {
-                    l.contains("consumer=\"cap-echo\"") && (l.starts_with("agentry_queue_depth") || l.starts_with("agentry_queue_ack_pending"))
+                    l.contains("consumer=\"cap-echo\"")
+                        && (l.starts_with("agentry_queue_depth")
+                            || l.starts_with("agentry_queue_ack_pending"))
                 }) {
                     if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
                         sum = Some(sum.unwrap_or(0.0) + v);
@@ -463,19 +491,28 @@ async fn scalability(nats: &async_nats::Client, js: &jetstream::Context, args: &
             }
         }
         let Some(g) = gauge else {
-            last = format!("consumer lag {lag}; no agentry_queue_depth gauge on {endpoints:?} (is the monitor's /metrics among --http?)");
+            last = format!(
+                "consumer lag {lag}; no agentry_queue_depth gauge on {endpoints:?} (is the monitor's /metrics among --http?)"
+            );
             verdict = Verdict::Warn;
             continue;
         };
         let tolerance = 25.0f64.max(lag as f64 * 0.25);
-        last = format!("metric {g}, consumer pending+ack_pending {lag} (tolerance {tolerance:.0}: the monitor samples every few seconds)");
+        last = format!(
+            "metric {g}, consumer pending+ack_pending {lag} (tolerance {tolerance:.0}: the monitor samples every few seconds)"
+        );
         if lag > 0 && (g - lag as f64).abs() <= tolerance && g > 0.0 {
             verdict = Verdict::Pass;
             break;
         }
         verdict = Verdict::Fail;
     }
-    rows.push(row("scalability", "queue-depth metric vs consumer state (KEDA lag)", verdict, last));
+    rows.push(row(
+        "scalability",
+        "queue-depth metric vs consumer state (KEDA lag)",
+        verdict,
+        last,
+    ));
 }
 
 async fn recovery(js: &jetstream::Context, args: &Args, rows: &mut Vec<Row>) {

@@ -198,7 +198,7 @@ pub async fn run_with(
             work,
             move |msg| {
                 let engine = engine.clone();
-                async move { requests::handle(&engine, msg).await }
+                Box::pin(async move { requests::handle(&engine, &msg).await })
             },
         ));
     }
@@ -214,7 +214,7 @@ pub async fn run_with(
             work,
             move |msg| {
                 let engine = engine.clone();
-                async move { tasks::fire_timer(&engine, msg).await }
+                Box::pin(async move { tasks::fire_timer(&engine, &msg).await })
             },
         ));
     }
@@ -231,7 +231,7 @@ pub async fn run_with(
             work,
             move |msg| {
                 let engine = engine.clone();
-                async move { workflow::on_step_result(&engine, msg).await }
+                Box::pin(async move { workflow::on_step_result(&engine, &msg).await })
             },
         ));
     }
@@ -244,6 +244,13 @@ pub async fn run_with(
         .is_err()
     {
         warn!("engine work did not finish within 30s; unacked requests will be redelivered");
+    }
+    // Outboxes already carried out need no repeating by whoever drives their runs next.
+    if tokio::time::timeout(Duration::from_secs(5), workflow::settle(&engine))
+        .await
+        .is_err()
+    {
+        warn!("carried-out outboxes not all cleared; their effects may be repeated (idempotently)");
     }
     client.flush().await.ok();
     Ok(())
@@ -288,7 +295,10 @@ pub(crate) enum Disposition {
     Term,
 }
 
-/// Pulls from `consumer` with at most `limit` handlers in flight.
+/// Pulls from `consumer` with at most `limit` handlers in flight. The
+/// handler borrows the message (shared, not cloned) and says how to ack it;
+/// handlers return boxed futures so spawning a delivery moves a pointer, not
+/// a large state machine.
 async fn consume<F, Fut>(
     consumer: PullConsumer,
     batch: usize,
@@ -297,7 +307,7 @@ async fn consume<F, Fut>(
     work: TaskTracker,
     handler: F,
 ) where
-    F: Fn(jetstream::Message) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<jetstream::Message>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Disposition> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -331,6 +341,7 @@ async fn consume<F, Fut>(
             match next {
                 Some(Ok(msg)) => {
                     let handler = handler.clone();
+                    let msg = Arc::new(msg);
                     work.spawn(async move {
                         let outcome = handler(msg.clone()).await;
                         let res = match outcome {

@@ -6,16 +6,16 @@ use tracing::{Instrument, info_span};
 use crate::intake::{self, Request};
 use crate::{Disposition, Engine, reject, tasks, workflow};
 
-pub(crate) async fn handle(engine: &Engine, msg: jetstream::Message) -> Disposition {
+pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposition {
     let accepted = match intake::decode(msg.headers.as_ref(), &msg.payload, &engine.limits) {
         Ok(a) => a,
         Err(r) => {
-            reject::reject(engine, &msg, &r).await;
+            reject::reject(engine, msg, &r).await;
             return Disposition::Ack;
         }
     };
     if let Some(r) = crate::guard::check(engine, msg.subject.as_str(), &accepted).await {
-        reject::reject(engine, &msg, &r).await;
+        reject::reject(engine, msg, &r).await;
         return Disposition::Ack;
     }
     let tp = agentry::event::ext_str(&accepted.event, agentry::event::ext::TRACEPARENT)
@@ -27,7 +27,7 @@ pub(crate) async fn handle(engine: &Engine, msg: jetstream::Message) -> Disposit
             Request::Task {
                 capability,
                 timeout_ms,
-            } => tasks::route(engine, &msg, &accepted, capability, *timeout_ms).await,
+            } => tasks::route(engine, msg, &accepted, capability, *timeout_ms).await,
             Request::Workflow {
                 workflow,
                 version,
@@ -36,7 +36,7 @@ pub(crate) async fn handle(engine: &Engine, msg: jetstream::Message) -> Disposit
             } => {
                 workflow::start(
                     engine,
-                    &msg,
+                    msg,
                     &accepted,
                     workflow,
                     *version,
@@ -65,7 +65,7 @@ pub(crate) async fn handle(engine: &Engine, msg: jetstream::Message) -> Disposit
                 d
             }
             Err(r) => {
-                reject::reject(engine, &msg, &r).await;
+                reject::reject(engine, msg, &r).await;
                 Disposition::Ack
             }
         }

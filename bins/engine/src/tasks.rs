@@ -170,7 +170,7 @@ async fn known_capability(engine: &Engine, cap: &Capability) -> Result<bool, Str
 }
 
 /// A fired durable timer.
-pub(crate) async fn fire_timer(engine: &Engine, msg: jetstream::Message) -> Disposition {
+pub(crate) async fn fire_timer(engine: &Engine, msg: &jetstream::Message) -> Disposition {
     let timer: Timer = match serde_json::from_slice(&msg.payload) {
         Ok(t) => t,
         Err(e) => {

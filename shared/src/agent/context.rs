@@ -44,6 +44,8 @@ pub struct Context {
 
 pub(crate) struct Shared {
     pub agent_id: AgentId,
+    /// `/agents/<agent-id>`, the `source` of the events this agent publishes.
+    pub source: String,
     pub kind: String,
     pub client: async_nats::Client,
     pub js: jetstream::Context,

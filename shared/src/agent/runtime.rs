@@ -94,6 +94,7 @@ pub async fn run(
         let d = agent.descriptor();
         let id = AgentId::generate(&d.kind)?;
         let shared = Arc::new(Shared {
+            source: format!("/agents/{id}"),
             agent_id: id.clone(),
             kind: d.kind.clone(),
             client: client.clone(),

@@ -85,7 +85,7 @@ async fn run(
     attempt: u64,
     seq: u64,
 ) -> Outcome {
-    let decoded = match event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()) {
+    let mut decoded = match event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()) {
         Ok(d) => d.event,
         Err(e) => {
             dead_letter(
@@ -144,7 +144,7 @@ async fn run(
     let traceparent = event::ext_str(&decoded, ext::TRACEPARENT);
     let span = info_span!("task", agentry.request_id = %request_id, agentry.capability = %cap, attempt, trace = traceparent.as_deref().unwrap_or(""));
     async {
-        let input = match event::data_json(&decoded) {
+        let input = match event::take_data_json(&mut decoded) {
             Ok(Value::Object(mut o)) => o.remove("input").unwrap_or(Value::Null),
             Ok(_) | Err(_) => Value::Null,
         };
@@ -234,6 +234,21 @@ async fn run(
     .await
 }
 
+/// The data of `task.completed` / `task.failed` (keys in the order a JSON
+/// object map would write them).
+#[derive(serde::Serialize)]
+struct ResultData<'a> {
+    agent_id: &'a str,
+    attempts: u32,
+    capability: &'a str,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a Value>,
+    request_id: &'a str,
+}
+
 struct ReplyCtx<'a> {
     replyto: &'a str,
     request_id: &'a RequestId,
@@ -284,30 +299,43 @@ async fn publish_outcome(
     elapsed: Duration,
 ) -> bool {
     let agent_id = inst.shared.agent_id.as_str();
-    let (ty, mut data) = match result {
-        Ok(out) => (
-            types::TASK_COMPLETED,
-            serde_json::json!({"request_id": rc.request_id, "output": out}),
-        ),
+    let (ty, output, error) = match result {
+        Ok(out) => (types::TASK_COMPLETED, Some(out), None),
         Err(e) => (
             types::TASK_FAILED,
-            serde_json::json!({"request_id": rc.request_id, "error": reply::error_object(e.code(), &e.to_string(), e.is_retryable())}),
+            None,
+            Some(reply::error_object(
+                e.code(),
+                &e.to_string(),
+                e.is_retryable(),
+            )),
         ),
     };
-    data["capability"] = rc.cap.as_str().into();
-    data["agent_id"] = agent_id.into();
-    data["attempts"] = rc.attempt.into();
-    data["duration_ms"] = (elapsed.as_millis() as u64).into();
+    let data = ResultData {
+        agent_id,
+        attempts: rc.attempt,
+        capability: rc.cap.as_str(),
+        duration_ms: elapsed.as_millis() as u64,
+        error,
+        output,
+        request_id: rc.request_id.as_str(),
+    };
     let id = uuid::Uuid::now_v7().simple().to_string();
-    let mut ev = event::new_event(&id, &format!("/agents/{agent_id}"), ty, data);
-    ev.set_extension(ext::REQUESTID, rc.request_id.as_str());
+    let mut ev = event::Outbound::new(&id, &inst.shared.source, ty);
+    ev.extension(ext::REQUESTID, rc.request_id.as_str());
     for name in [ext::TRACEPARENT, ext::RUNID, ext::STEPID, ext::ATTEMPT] {
-        if let Some(v) = event::ext_str(rc.decoded, name) {
-            ev.set_extension(name, v);
+        match rc.decoded.extension(name) {
+            Some(cloudevents::event::ExtensionValue::String(v)) => {
+                ev.extension(name, v);
+            }
+            Some(other) => {
+                ev.extension(name, &other.to_string());
+            }
+            None => {}
         }
     }
     let dedup = format!("res-{}-{}", rc.request_id, rc.attempt);
-    match reply::publish_result(&inst.shared.js, rc.replyto, &ev, &dedup).await {
+    match reply::publish_outbound(&inst.shared.js, rc.replyto, ev, &data, &dedup).await {
         Ok(Published::Stored) => true,
         Ok(Published::DuplicateRefused) => {
             inst.shared.metrics.duplicates.inc();

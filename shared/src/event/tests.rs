@@ -294,3 +294,60 @@ fn reasons_map() {
         Reason::NotCloudevent
     );
 }
+
+/// `Outbound` writes exactly the headers and body `encode` writes for the same event.
+#[test]
+fn outbound_matches_encode() {
+    use cloudevents::AttributesWriter;
+    let time = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456789Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let data = serde_json::json!({"request_id": "r 1", "output": {"n": [1, 2.5, "x"]}});
+    let mut e = new_event(
+        "id-1",
+        "/agents/echo 1",
+        types::TASK_COMPLETED,
+        data.clone(),
+    );
+    e.set_time(Some(time));
+    e.set_extension(ext::REQUESTID, "r%1");
+    e.set_extension(ext::ATTEMPT, "2");
+    let (want_h, want_b) = encode(&e, Mode::Binary).unwrap();
+    let mut out = Outbound::at("id-1", "/agents/echo 1", types::TASK_COMPLETED, time);
+    out.extension(ext::REQUESTID, "r%1")
+        .extension(ext::ATTEMPT, "2");
+    let (got_h, got_b) = out.finish(&data).unwrap();
+    assert_eq!(got_b, want_b);
+    let sorted = |h: &HeaderMap| {
+        let mut v: Vec<(String, Vec<String>)> = h
+            .iter()
+            .map(|(k, vs)| {
+                let k: &str = k.as_ref();
+                (
+                    k.to_owned(),
+                    vs.iter().map(|v| v.as_str().to_owned()).collect(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&got_h), sorted(&want_h));
+    assert_eq!(
+        got_h.get("ce-source").map(|v| v.as_str()),
+        Some("/agents/echo%201")
+    );
+    let d = decode(Some(&got_h), &got_b, &Limits::default()).unwrap();
+    assert_eq!(d.event.time(), Some(&time));
+    assert_eq!(ext_str(&d.event, ext::REQUESTID).as_deref(), Some("r%1"));
+}
+
+/// `take_data_json` yields what `data_json` reads, and leaves no data behind.
+#[test]
+fn take_data_json_moves_the_data() {
+    let mut e = sample();
+    let want = data_json(&e).unwrap();
+    assert_eq!(take_data_json(&mut e).unwrap(), want);
+    assert!(e.data().is_none());
+    assert_eq!(take_data_json(&mut e).unwrap(), serde_json::Value::Null);
+}

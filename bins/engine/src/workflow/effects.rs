@@ -6,7 +6,7 @@
 //! effect is idempotent: deterministic message ids (JetStream dedup),
 //! first-write-wins results, create-if-absent child runs.
 
-use agentry::event::{self, Mode, ext, header, types};
+use agentry::event::{Outbound, ext, header, types};
 use agentry::reply::{self, Published};
 use agentry::subject;
 use agentry::workflow::state::{ErrorInfo, ParentRef};
@@ -130,21 +130,20 @@ async fn execute_one(
         } => {
             let run = RunId::new(origin.run_id)?;
             let cap = Capability::new(capability.as_str())?;
-            let data = serde_json::json!({"capability": capability, "input": input});
-            let mut ev = event::new_event(task_id, SOURCE, types::TASK_REQUESTED, data);
-            ev.set_extension(ext::REPLYTO, subject::steps(&run));
-            ev.set_extension(ext::RUNID, origin.run_id);
-            ev.set_extension(ext::STEPID, slot.as_str());
-            ev.set_extension(ext::ATTEMPT, i64::from(*attempt));
+            let mut ev = Outbound::new(task_id, SOURCE, types::TASK_REQUESTED);
+            ev.extension(ext::REPLYTO, &subject::steps(&run))
+                .extension(ext::RUNID, origin.run_id)
+                .extension(ext::STEPID, slot)
+                .extension(ext::ATTEMPT, &attempt.to_string())
+                .header(header::MSG_ID, task_id);
             if let Some(tp) = origin.traceparent {
-                ev.set_extension(ext::TRACEPARENT, tp);
+                ev.extension(ext::TRACEPARENT, tp);
             }
             if let Some(d) = deadline_ms {
-                ev.set_extension(ext::DEADLINE, *d);
+                ev.extension(ext::DEADLINE, &d.to_string());
             }
-            let (mut headers, body) =
-                event::encode(&ev, Mode::Binary).map_err(reply::PublishError::from)?;
-            headers.insert(header::MSG_ID, task_id.as_str());
+            let data = TaskData { capability, input };
+            let (headers, body) = ev.finish(&data).map_err(reply::PublishError::from)?;
             reply::publish_acked(&engine.js, &subject::tasks(&cap), headers, body).await?;
             Ok(())
         }
@@ -157,12 +156,7 @@ async fn execute_one(
             Ok(())
         }
         Effect::Event { id, ty, data } => {
-            let mut ev = event::new_event(id, SOURCE, ty, data.clone());
-            ev.set_extension(ext::RUNID, origin.run_id);
-            if let Some(tp) = origin.traceparent {
-                ev.set_extension(ext::TRACEPARENT, tp);
-            }
-            reply::publish_result(&engine.js, &subject::events_for_type(ty), &ev, id).await?;
+            publish_event(engine, origin, id, ty, data).await;
             Ok(())
         }
         Effect::Result {
@@ -172,13 +166,15 @@ async fn execute_one(
         } => {
             let id = agentry::RequestId::new(request_id.as_str())?;
             let eid = format!("{}-result", origin.run_id);
-            let mut ev = event::new_event(&eid, SOURCE, ty, data.clone());
-            ev.set_extension(ext::REQUESTID, request_id.as_str());
-            ev.set_extension(ext::RUNID, origin.run_id);
+            let mut ev = Outbound::new(&eid, SOURCE, ty);
+            ev.extension(ext::REQUESTID, request_id)
+                .extension(ext::RUNID, origin.run_id);
             if let Some(tp) = origin.traceparent {
-                ev.set_extension(ext::TRACEPARENT, tp);
+                ev.extension(ext::TRACEPARENT, tp);
             }
-            match reply::publish_result(&engine.js, &subject::results(&id), &ev, &eid).await? {
+            match reply::publish_outbound(&engine.js, &subject::results(&id), ev, data, &eid)
+                .await?
+            {
                 Published::Stored => {}
                 Published::DuplicateRefused => engine.metrics.duplicates.inc(),
             }
@@ -242,15 +238,54 @@ pub(crate) async fn publish_step_result(
         ),
     };
     let id = format!("{request_id}-done");
-    let mut ev = event::new_event(&id, SOURCE, ty, data);
-    ev.set_extension(ext::REQUESTID, request_id);
-    ev.set_extension(ext::RUNID, parent.run_id.as_str());
-    ev.set_extension(ext::STEPID, parent.slot.as_str());
-    ev.set_extension(ext::ATTEMPT, i64::from(parent.attempt));
+    let mut ev = Outbound::new(&id, SOURCE, ty);
+    ev.extension(ext::REQUESTID, request_id)
+        .extension(ext::RUNID, parent.run_id.as_str())
+        .extension(ext::STEPID, parent.slot.as_str())
+        .extension(ext::ATTEMPT, &parent.attempt.to_string());
     if let Some(tp) = traceparent {
-        ev.set_extension(ext::TRACEPARENT, tp);
+        ev.extension(ext::TRACEPARENT, tp);
     }
-    reply::publish_result(&engine.js, &subject::steps(&run), &ev, &id)
+    reply::publish_outbound(&engine.js, &subject::steps(&run), ev, &data, &id)
         .await
         .map(|_| ())
+}
+
+/// The data of a step task (`task.requested`).
+#[derive(Serialize)]
+struct TaskData<'a> {
+    capability: &'a str,
+    input: &'a Value,
+}
+
+/// Publishes a lifecycle event without waiting for JetStream's ack.
+///
+/// Lifecycle events are facts for observers; the run state in KV (written
+/// by compare-and-set before any effect runs) is the source of truth, and
+/// nothing in the engine reads the events back. So an event is handed to
+/// the connection (which sends in order: the events of a transition reach
+/// the server before its terminal result) and the transition does not wait
+/// for one PubAck per event; the deterministic `Nats-Msg-Id` still makes a
+/// repeated outbox write it once. A publish that cannot be queued (the
+/// connection is gone) is logged, not retried: the event is lost while the
+/// run carries on, which is the price of not blocking runs on observers.
+async fn publish_event(engine: &Engine, origin: &Origin<'_>, id: &str, ty: &str, data: &Value) {
+    let mut ev = Outbound::new(id, SOURCE, ty);
+    ev.extension(ext::RUNID, origin.run_id)
+        .header(header::MSG_ID, id);
+    if let Some(tp) = origin.traceparent {
+        ev.extension(ext::TRACEPARENT, tp);
+    }
+    let sent = match ev.finish(data) {
+        Ok((headers, body)) => engine
+            .js
+            .client()
+            .publish_with_headers(subject::events_for_type(ty), headers, body)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
+        warn!(event = %id, r#type = %ty, error = %e, "lifecycle event not published");
+    }
 }

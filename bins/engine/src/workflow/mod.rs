@@ -6,6 +6,7 @@
 //!
 //! - `machine`, `steps`, `signals`, `compensate`: the pure state machine;
 //! - `store`: the transition driver (load, apply, CAS write, effects);
+//! - `hot`: the state this replica last wrote per run (saves reads and outbox clears);
 //! - `effects`: what transitions do outside the state;
 //! - `run`: creating runs; `defs`: compiled definitions; `artifacts`: large values;
 //! - `limiter`: at most N active runs per replica; `ids`: derived names.
@@ -32,6 +33,7 @@ mod artifacts;
 mod compensate;
 mod defs;
 mod effects;
+mod hot;
 mod ids;
 mod limiter;
 mod machine;
@@ -50,6 +52,7 @@ pub(crate) struct Runs {
     pub kv: kv::Store,
     pub defs: defs::Definitions,
     pub limiter: Arc<limiter::Limiter>,
+    pub hot: hot::Hot,
 }
 
 impl Runs {
@@ -74,6 +77,7 @@ impl Runs {
                         kv: runs,
                         defs: defs::Definitions::new(workflows),
                         limiter: Arc::new(limiter::Limiter::new(max_runs, runs_active)),
+                        hot: hot::Hot::default(),
                     });
                 }
                 Err(e) => {
@@ -89,8 +93,9 @@ impl Runs {
     }
 }
 
-/// Releases run permits of runs that ended anywhere and keeps the index of
-/// definition versions current; runs until shutdown.
+/// Releases run permits of runs that ended anywhere, keeps the index of
+/// definition versions current and clears settled outboxes; runs until
+/// shutdown.
 pub(crate) async fn watch(engine: Arc<Engine>, shutdown: CancellationToken) {
     let permits = limiter::watch(
         engine.runs.limiter.clone(),
@@ -99,7 +104,14 @@ pub(crate) async fn watch(engine: Arc<Engine>, shutdown: CancellationToken) {
         engine.metrics.timers_pending.clone(),
         shutdown.clone(),
     );
-    tokio::join!(permits, engine.runs.defs.watch(shutdown));
+    let sweep = hot::sweep(engine.clone(), shutdown.clone());
+    tokio::join!(permits, engine.runs.defs.watch(shutdown), sweep);
+}
+
+/// Clears every outbox this replica carried out (at shutdown, once no
+/// transition is running any more).
+pub(crate) async fn settle(engine: &Engine) {
+    hot::settle_all(engine).await;
 }
 
 fn rejection(req: &Accepted, reason: Reason, detail: String) -> Rejection {
@@ -236,7 +248,7 @@ async fn apply_request(
 }
 
 /// A step result on `agentry.steps.<run>` (from an agent or a child run).
-pub(crate) async fn on_step_result(engine: &Engine, msg: jetstream::Message) -> Disposition {
+pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) -> Disposition {
     let limits = Limits {
         max_payload: usize::MAX,
         ..Limits::default()

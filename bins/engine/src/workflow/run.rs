@@ -54,8 +54,13 @@ pub(crate) async fn create(
         std::mem::take(&mut machine.notes),
     );
     let status = state.status;
-    if store::commit(engine, state, None, effects, notes).await? {
-        return Ok(Started::Created(status));
+    let slot = engine.runs.hot.slot(&run_id);
+    {
+        let mut known = slot.lock().await;
+        if let Some(k) = store::commit(engine, state, None, effects, notes).await? {
+            store::remember(engine, &mut known, k).await;
+            return Ok(Started::Created(status));
+        }
     }
     // It exists: finish what a crashed predecessor may have left undone.
     store::drive(engine, &run_id, &Input::Touch).await?;

@@ -4,7 +4,7 @@
 
 use agentry::workflow::retry::Failure;
 use agentry::workflow::state::{ErrorInfo, RunStatus, StepRecord, Unit};
-use agentry::workflow::{MAX_CHILD_DEPTH, RetryPolicy, StepKind, StepStatus};
+use agentry::workflow::{EvalContext, MAX_CHILD_DEPTH, RetryPolicy, StepKind, StepStatus};
 use chrono::Duration as ChronoDuration;
 use serde_json::Value;
 
@@ -69,7 +69,7 @@ impl Machine<'_> {
             return self.wait_signal(step, name, timeout.map(|t| t.as_std()));
         }
         match self.wf.eval_foreach(step, &ctx) {
-            Ok(None) => self.dispatch(step, None, 1),
+            Ok(None) => self.dispatch_in(step, None, 1, Some(ctx)),
             Ok(Some(items)) => {
                 let n = items.len();
                 let rec = self.record(step);
@@ -100,11 +100,27 @@ impl Machine<'_> {
 
     /// Starts attempt `attempt` of a unit: publish its task or start its child run.
     pub(crate) fn dispatch(&mut self, step: &str, item: Option<usize>, attempt: u32) {
+        self.dispatch_in(step, item, attempt, None);
+    }
+
+    /// [`Self::dispatch`] with the evaluation context of the current state,
+    /// when the caller has just built it.
+    fn dispatch_in(
+        &mut self,
+        step: &str,
+        item: Option<usize>,
+        attempt: u32,
+        ctx: Option<EvalContext>,
+    ) {
         let Some(def) = self.wf.step(step).cloned() else {
             return;
         };
         let slot = Slot::unit(step, item);
-        let input = self.ctx().and_then(|mut ctx| {
+        let ctx = match ctx {
+            Some(c) => Ok(c),
+            None => self.ctx(),
+        };
+        let input = ctx.and_then(|mut ctx| {
             if let Some(i) = item {
                 let value = self
                     .run

@@ -1,7 +1,9 @@
-//! Run state in KV `agentry-runs` and the transition driver: load the run,
-//! finish any effects a crashed predecessor left in its outbox, apply the
-//! input, write the result by compare-and-set on the entry revision (on a
-//! conflict: re-read and re-apply), execute the effects, clear the outbox.
+//! Run state in KV `agentry-runs` and the transition driver: take the run
+//! state this replica last wrote (see `hot`) or load it and finish any
+//! effects a crashed predecessor left in its outbox, apply the input, write
+//! the result (its effects replacing the carried-out outbox) by
+//! compare-and-set on the entry revision (on a conflict: re-read and
+//! re-apply), execute the effects.
 //! Two replicas can never both advance a run: only one write per revision
 //! succeeds.
 
@@ -11,8 +13,11 @@ use bytes::Bytes;
 use chrono::Utc;
 use tracing::warn;
 
+use serde::Deserialize;
+
 use super::artifacts;
 use super::effects::{self, Effect, Origin};
+use super::hot::{self, Known};
 use super::machine::{Input, Machine, Notes};
 use crate::Engine;
 
@@ -109,73 +114,121 @@ pub(crate) enum Driven {
     NotFound,
 }
 
-/// Applies `input` to run `run_id`.
+/// Applies `input` to run `run_id`. Transitions of one run on this replica
+/// take turns and start from the state this replica last wrote, if it is
+/// still known (see `hot`).
 pub(crate) async fn drive(
     engine: &Engine,
     run_id: &str,
     input: &Input,
 ) -> Result<Driven, StoreError> {
+    let slot = engine.runs.hot.slot(run_id);
+    let mut known = slot.lock().await;
+    drive_turn(engine, run_id, input, &mut known).await
+}
+
+async fn drive_turn(
+    engine: &Engine,
+    run_id: &str,
+    input: &Input,
+    known: &mut Option<Known>,
+) -> Result<Driven, StoreError> {
     let kv = &engine.runs.kv;
+    // The revision whose outbox this replica carried out, if it wrote the run.
+    let mut carried = known.as_ref().map(|k| k.revision);
     for _ in 0..MAX_ROUNDS {
-        let Some(mut loaded) = load(kv, run_id).await? else {
-            return Ok(Driven::NotFound);
+        // A known state's outbox was carried out by this replica; a state
+        // read from KV may carry one a crashed or slower writer left.
+        let from_known = known.is_some();
+        let (mut state, revision) = match known.take() {
+            Some(k) => (k.state, k.revision),
+            None => {
+                let Some(loaded) = load(kv, run_id).await? else {
+                    return Ok(Driven::NotFound);
+                };
+                if !loaded.state.outbox.is_empty() && carried != Some(loaded.revision) {
+                    flush(engine, &loaded.state).await?;
+                }
+                carried = None;
+                (loaded.state, loaded.revision)
+            }
         };
-        if !loaded.state.outbox.is_empty() {
-            flush(engine, &loaded).await?;
-            continue;
-        }
         let compiled = engine
             .runs
             .defs
-            .get(&loaded.state.definition)
+            .get(&state.definition)
             .await
             .map_err(|e| StoreError::Kv(e.to_string()))?
-            .ok_or_else(|| StoreError::Definition(loaded.state.definition.clone()))?;
-        let outputs = artifacts::resolve(engine, &loaded.state).await?;
-        let before = loaded.state.clone();
-        let mut machine = Machine::new(&mut loaded.state, &compiled, Utc::now(), outputs);
+            .ok_or_else(|| StoreError::Definition(state.definition.clone()))?;
+        let outputs = artifacts::resolve(engine, &state).await?;
+        let before = state.clone();
+        let mut machine = Machine::new(&mut state, &compiled, Utc::now(), outputs);
         machine.apply(input);
         let (effects, notes) = (
             std::mem::take(&mut machine.effects),
             std::mem::take(&mut machine.notes),
         );
-        if loaded.state == before {
+        if state == before {
+            if from_known {
+                // Another replica may have moved the run on since this one
+                // wrote it (a step result this state does not wait for yet):
+                // decide "nothing to do" only on the stored state.
+                continue;
+            }
+            // Its outbox (if any) is carried out; the next transition or the sweep clears it.
+            remember(engine, known, Known::new(state, revision)).await;
             return Ok(Driven::Unchanged);
         }
-        if commit(engine, loaded.state, Some(loaded.revision), effects, notes).await? {
+        if let Some(k) = commit(engine, state, Some(revision), effects, notes).await? {
+            remember(engine, known, k).await;
             return Ok(Driven::Applied);
         }
     }
     Err(StoreError::Contended(run_id.to_owned()))
 }
 
+/// Keeps `k` for the run's next transition on this replica, unless the run
+/// ended or too many runs are remembered: then its outbox is cleared now.
+pub(crate) async fn remember(engine: &Engine, known: &mut Option<Known>, k: Known) {
+    if k.state.status.is_terminal() || engine.runs.hot.len() > hot::CAPACITY {
+        if k.has_outbox() {
+            clear_outbox(engine, k.state, k.revision).await;
+        }
+        *known = None;
+    } else {
+        *known = Some(k);
+    }
+}
+
 /// Writes a transition with its effects in the outbox (creating the run when
-/// `revision` is `None`), then carries the effects out and clears the outbox.
-/// `Ok(false)`: the write lost a race (or the run already exists).
+/// `revision` is `None`; the write replaces the previous outbox, which the
+/// caller has carried out), then carries the effects out. Returns the state
+/// as written, or `None` when the write lost a race (or the run already
+/// exists). The outbox is cleared by the next transition or by
+/// the sweep in `hot`.
 pub(crate) async fn commit(
     engine: &Engine,
     mut state: RunState,
     revision: Option<u64>,
     effects: Vec<Effect>,
     notes: Notes,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Known>, StoreError> {
     artifacts::offload(engine, &mut state).await?;
     state.updated_at = Utc::now();
-    let outbox_id = uuid::Uuid::now_v7().simple().to_string();
     state.outbox = effects
         .iter()
         .filter_map(|e| serde_json::to_value(e).ok())
         .collect();
-    state.outbox_id = (!state.outbox.is_empty()).then(|| outbox_id.clone());
+    state.outbox_id = (!state.outbox.is_empty()).then(|| uuid::Uuid::now_v7().simple().to_string());
     let kv = &engine.runs.kv;
     let new_rev = match revision {
         Some(rev) => match write(kv, &state, rev).await? {
             Some(r) => r,
-            None => return Ok(false),
+            None => return Ok(None),
         },
         None => match kv.create(&state.run_id, encode(&state)?).await {
             Ok(r) => r,
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(false),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
             Err(e) => return Err(StoreError::Kv(e.to_string())),
         },
     };
@@ -186,71 +239,40 @@ pub(crate) async fn commit(
             traceparent: state.traceparent.as_deref(),
         };
         effects::execute(engine, &origin, &effects).await?;
-        let run_id = state.run_id.clone();
-        clear_outbox(engine, &run_id, &outbox_id, Some((state, new_rev))).await;
     }
-    Ok(true)
+    Ok(Some(Known::new(state, new_rev)))
 }
 
 /// Carries out the effects a previous transition left in the outbox.
-async fn flush(engine: &Engine, loaded: &Loaded) -> Result<(), StoreError> {
-    let effects: Vec<Effect> = loaded
-        .state
+async fn flush(engine: &Engine, state: &RunState) -> Result<(), StoreError> {
+    let effects: Vec<Effect> = state
         .outbox
         .iter()
-        .filter_map(|v| match serde_json::from_value::<Effect>(v.clone()) {
+        .filter_map(|v| match Effect::deserialize(v) {
             Ok(e) => Some(e),
             Err(e) => {
-                warn!(run = %loaded.state.run_id, error = %e, "unreadable effect in outbox, skipped");
+                warn!(run = %state.run_id, error = %e, "unreadable effect in outbox, skipped");
                 None
             }
         })
         .collect();
     let origin = Origin {
-        run_id: &loaded.state.run_id,
-        traceparent: loaded.state.traceparent.as_deref(),
+        run_id: &state.run_id,
+        traceparent: state.traceparent.as_deref(),
     };
     effects::execute(engine, &origin, &effects).await?;
-    let id = loaded.state.outbox_id.clone().unwrap_or_default();
-    let known = Some((loaded.state.clone(), loaded.revision));
-    clear_outbox(engine, &loaded.state.run_id, &id, known).await;
     Ok(())
 }
 
-/// Empties the outbox `outbox_id` if it is still the run's. `known` is the
-/// state as just written at its revision (saves a read in the common case).
-async fn clear_outbox(
-    engine: &Engine,
-    run_id: &str,
-    outbox_id: &str,
-    known: Option<(RunState, u64)>,
-) {
-    let kv = &engine.runs.kv;
-    let mut next = known;
-    for _ in 0..MAX_ROUNDS {
-        let (mut state, revision) = match next.take() {
-            Some(k) => k,
-            None => match load(kv, run_id).await {
-                Ok(Some(l)) => (l.state, l.revision),
-                Ok(None) => return,
-                Err(e) => {
-                    warn!(run = %run_id, error = %e, "outbox not cleared; its effects will be repeated (idempotently)");
-                    return;
-                }
-            },
-        };
-        if state.outbox_id.as_deref() != Some(outbox_id) {
-            return;
-        }
-        state.outbox.clear();
-        state.outbox_id = None;
-        match write(kv, &state, revision).await {
-            Ok(Some(_)) => return,
-            Ok(None) => continue,
-            Err(e) => {
-                warn!(run = %run_id, error = %e, "outbox not cleared; its effects will be repeated (idempotently)");
-                return;
-            }
+/// Empties the (carried out) outbox of `state`, written at `revision`; a
+/// run written since keeps whatever it has now.
+pub(crate) async fn clear_outbox(engine: &Engine, mut state: RunState, revision: u64) {
+    state.outbox.clear();
+    state.outbox_id = None;
+    match write(&engine.runs.kv, &state, revision).await {
+        Ok(_) => {}
+        Err(e) => {
+            warn!(run = %state.run_id, error = %e, "outbox not cleared; its effects will be repeated (idempotently)");
         }
     }
 }
