@@ -221,7 +221,9 @@ pub fn decode(
         }
     }
     let structured_ct = content_type.is_some_and(|ct| {
-        ct.len() >= 23 && ct[..23].eq_ignore_ascii_case("application/cloudevents")
+        ct.as_bytes()
+            .get(..23)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/cloudevents"))
     });
     if structured_ct {
         return decode_structured(payload).map(|event| Decoded {
@@ -262,6 +264,8 @@ fn is_ce_header(name: &str) -> bool {
 }
 
 fn decode_header_value(name: &str, raw: &str) -> Result<String, DecodeError> {
+    // A `%` that does not start a two-digit hex escape is kept literally
+    // (lenient on purpose: the Python SDK sends `100% sure` unescaped).
     percent_decode_str(raw)
         .decode_utf8()
         .map(|v| v.into_owned())
@@ -458,7 +462,9 @@ fn url_parse(s: &str) -> Result<url::Url, DecodeError> {
 }
 
 fn valid_extension_name(name: &str) -> bool {
-    !name.is_empty()
+    // `data` and `data_base64` are reserved by the JSON event format.
+    name != "data"
+        && !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
@@ -502,7 +508,7 @@ fn decode_structured(payload: &[u8]) -> Result<Event, DecodeError> {
             }
         }
     }
-    let ct = attrs.remove("datacontenttype");
+    let mut ct = attrs.remove("datacontenttype");
     let data = match (data, data_b64) {
         (Some(_), Some(_)) => {
             return Err(DecodeError::BadAttribute {
@@ -520,14 +526,26 @@ fn decode_structured(payload: &[u8]) -> Result<Event, DecodeError> {
                 detail: "non-JSON content type needs string data".into(),
             });
         }),
-        (None, Some(Value::String(b))) => Some(Data::Binary(
-            base64::engine::general_purpose::STANDARD
+        (None, Some(Value::String(b))) => {
+            let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b.as_bytes())
                 .map_err(|e| DecodeError::BadEncoding {
                     what: "data_base64".into(),
                     detail: e.to_string(),
-                })?,
-        )),
+                })?;
+            // Bytes under a JSON (or text) content type must be what it says,
+            // as in binary mode; without one they are opaque bytes.
+            match ct.as_deref() {
+                None => {
+                    ct = Some("application/octet-stream".to_owned());
+                    Some(Data::Binary(bytes))
+                }
+                Some(c) => {
+                    data_from_bytes(Some(c), &bytes)?;
+                    Some(Data::Binary(bytes))
+                }
+            }
+        }
         (None, Some(_)) => {
             return Err(DecodeError::BadAttribute {
                 name: "data_base64".into(),

@@ -251,20 +251,53 @@ pub fn bin(name: &str) -> PathBuf {
     target.join(profile).join(name)
 }
 
-/// Messages stored per subject in `stream` matching `filter`.
+/// Messages stored per subject in `stream` matching `filter`. Retries for a
+/// while: right after a cluster node restarts, stream info requests can fail
+/// during leader election.
 pub async fn subject_counts(
     js: &async_nats::jetstream::Context,
     stream: &str,
     filter: &str,
 ) -> std::collections::HashMap<String, usize> {
     use futures::StreamExt as _;
-    let st = js.get_stream(stream).await.expect("stream");
-    let mut out = std::collections::HashMap::new();
-    let mut it = st.info_with_subjects(filter).await.expect("subjects info");
-    while let Some(Ok((subject, n))) = it.next().await {
-        out.insert(subject, n);
+    let mut last_err = String::new();
+    for _ in 0..50 {
+        let st = match js.get_stream(stream).await {
+            Ok(st) => st,
+            Err(e) => {
+                last_err = e.to_string();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut out = std::collections::HashMap::new();
+        let mut it = match st.info_with_subjects(filter).await {
+            Ok(it) => it,
+            Err(e) => {
+                last_err = e.to_string();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut failed = false;
+        while let Some(item) = it.next().await {
+            match item {
+                Ok((subject, n)) => {
+                    out.insert(subject, n);
+                }
+                Err(e) => {
+                    last_err = e.to_string();
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    out
+    panic!("stream {stream} subjects unavailable for 10 s: {last_err}");
 }
 
 /// Components running in this test process; cancelled on drop.

@@ -195,7 +195,10 @@ async fn run(
         let elapsed = started.elapsed();
         match result {
             Ok(Ok(output)) => {
-                if let Some(v) = crate::schema::global().capability_output(cap.as_str())
+                // Output checks only warn; they cost about half of a task's CPU, so release
+                // builds run them only when AGENTRY_VALIDATE_OUTPUT is set (debug builds always).
+                if validate_outputs()
+                    && let Some(v) = crate::schema::global().capability_output(cap.as_str())
                     && let Err(e) = crate::schema::check(v, &output)
                 {
                     warn!(error = %e, "handler output does not match its schema");
@@ -247,6 +250,14 @@ struct ResultData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<&'a Value>,
     request_id: &'a str,
+}
+
+/// Whether handler outputs are checked against their schema (see above).
+fn validate_outputs() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        cfg!(debug_assertions) || std::env::var_os("AGENTRY_VALIDATE_OUTPUT").is_some()
+    })
 }
 
 struct ReplyCtx<'a> {
@@ -334,7 +345,8 @@ async fn publish_outcome(
             None => {}
         }
     }
-    let dedup = format!("res-{}-{}", rc.request_id, rc.attempt);
+    // The reply subject too: request ids may repeat across tenants.
+    let dedup = format!("res-{}-{}-{}", rc.replyto, rc.request_id, rc.attempt);
     match reply::publish_outbound(&inst.shared.js, rc.replyto, ev, &data, &dedup).await {
         Ok(Published::Stored) => true,
         Ok(Published::DuplicateRefused) => {
