@@ -56,7 +56,8 @@ def sh(args, **kw):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--agentry", default=os.path.join(ROOT, "target/debug/agentry"))
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    ap.add_argument("--agentry", default=os.path.join(target, "debug", "agentry"))
     ap.add_argument("--prometheus", default=shutil.which("prometheus") or "prometheus")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
