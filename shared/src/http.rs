@@ -181,6 +181,20 @@ impl Observer {
             .await
     }
 
+    /// An observer serving on the address `observe` configures (none when
+    /// it is `off`): what each binary's `run` starts before its component.
+    pub async fn for_component(
+        observe: &crate::config::Observe,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let obs = Self::new();
+        if let Some(addr) = observe.http_socket()? {
+            let bound = obs.clone().spawn(addr, shutdown.clone()).await?;
+            tracing::info!(%bound, "serving /health /ready /metrics");
+        }
+        Ok(obs)
+    }
+
     /// Binds `addr` and serves in a background task owned by `shutdown`;
     /// returns the bound address (port 0 picks a free one).
     pub async fn spawn(

@@ -117,11 +117,7 @@ pub fn select(list: &str) -> Result<Vec<String>, AgentsError> {
 
 /// Runs the selected agents with their own HTTP endpoint (per `cfg.observe`).
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let obs = Observer::new();
-    if let Some(addr) = cfg.observe.http_socket()? {
-        let bound = obs.clone().spawn(addr, shutdown.clone()).await?;
-        tracing::info!(%bound, "serving /health /ready /metrics");
-    }
+    let obs = Observer::for_component(&cfg.observe, &shutdown).await?;
     run_with(cfg, obs, shutdown).await
 }
 

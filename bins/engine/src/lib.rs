@@ -117,11 +117,7 @@ pub(crate) struct Engine {
 }
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let obs = Observer::new();
-    if let Some(addr) = cfg.observe.http_socket()? {
-        let bound = obs.clone().spawn(addr, shutdown.clone()).await?;
-        info!(%bound, "serving /health /ready /metrics");
-    }
+    let obs = Observer::for_component(&cfg.observe, &shutdown).await?;
     run_with(cfg, obs, shutdown).await
 }
 

@@ -15,7 +15,7 @@ use agentry::telemetry::{self, ConnectionMetrics};
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 mod backstop;
 mod depth;
@@ -73,11 +73,7 @@ pub(crate) struct Monitor {
 }
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let obs = Observer::new();
-    if let Some(addr) = cfg.observe.http_socket()? {
-        let bound = obs.clone().spawn(addr, shutdown.clone()).await?;
-        info!(%bound, "serving /health /ready /metrics");
-    }
+    let obs = Observer::for_component(&cfg.observe, &shutdown).await?;
     run_with(cfg, obs, shutdown).await
 }
 
