@@ -74,6 +74,9 @@ pub mod ext {
     pub const ATTEMPT: &str = "attempt";
     /// The request id a result answers.
     pub const REQUESTID: &str = "requestid";
+    /// Tenant a task or step belongs to (set by the engine only, from the
+    /// subject the request arrived on; a client's own value is never trusted).
+    pub const TENANT: &str = "tenant";
 }
 
 /// NATS header names outside the `ce-` namespace.
@@ -615,6 +618,7 @@ fn ce_name(name: &str) -> HeaderName {
         ext::STEPID => HeaderName::from_static("ce-stepid"),
         ext::ATTEMPT => HeaderName::from_static("ce-attempt"),
         ext::REQUESTID => HeaderName::from_static("ce-requestid"),
+        ext::TENANT => HeaderName::from_static("ce-tenant"),
         other => format!("ce-{other}").into_header_name(),
     }
 }

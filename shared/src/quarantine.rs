@@ -1,17 +1,28 @@
 //! Quarantined request sources (KV `agentry-quarantine`), written by the
 //! security monitor, read by the engine.
 //!
-//! One entry per source under [`key`]`(source)`, its value a JSON
-//! [`QuarantineEntry`]. Releasing a source deletes its key; an entry whose
+//! What is quarantined is a *principal*: the tenant (taken from the subject
+//! the request arrived on, never from the event) and the CloudEvent `source`
+//! the client asserted. One tenant's abuse therefore never locks out another
+//! tenant's client that happens to use the same `source`.
+//!
+//! One entry per principal under [`key`]`(tenant, source)`, its value a JSON
+//! [`QuarantineEntry`]. Releasing a principal deletes its key; an entry whose
 //! `until` has passed is no longer in force even while it is still stored.
 
 use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::subject::Tenant;
+
 /// Why and until when a source is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineEntry {
+    /// The tenant whose requests from `source` are refused (`None`: the
+    /// untenanted dev/admin subjects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// The CloudEvent `source` refused.
     pub source: String,
     #[serde(default)]
@@ -47,11 +58,22 @@ pub enum LookupError {
     },
 }
 
-/// The KV key of a source: bytes outside `[A-Za-z0-9_/-]`, and a `.` that
+/// Tenant token of untenanted requests in a key (a tenant starts with a
+/// letter, so `_` never collides with one).
+pub const NO_TENANT: &str = "_";
+
+/// The KV key of a principal: `<tenant>.<source key>` (`_` for no tenant),
+/// with the source written by [`source_key`].
+pub fn key(tenant: Option<&Tenant>, source: &str) -> String {
+    let t = tenant.map_or(NO_TENANT, Tenant::as_str);
+    format!("{t}.{}", source_key(source))
+}
+
+/// The key part of a source: bytes outside `[A-Za-z0-9_/-]`, and a `.` that
 /// would begin or end the key or touch another `.`, are written as `=XX`
 /// (upper-case hex of each UTF-8 byte), so `=` itself becomes `=3D`; the
 /// empty source is `=00`. Injective and stable, so writer and reader agree.
-pub fn key(source: &str) -> String {
+pub fn source_key(source: &str) -> String {
     let bytes = source.as_bytes();
     let mut out = String::with_capacity(bytes.len());
     for (i, &b) in bytes.iter().enumerate() {
@@ -74,9 +96,13 @@ pub fn key(source: &str) -> String {
     out
 }
 
-/// The quarantine in force for `source`, if any (an expired or deleted entry is `None`).
-pub async fn lookup(kv: &kv::Store, source: &str) -> Result<Option<QuarantineEntry>, LookupError> {
-    let key = key(source);
+/// The quarantine in force for the principal, if any (an expired or deleted entry is `None`).
+pub async fn lookup(
+    kv: &kv::Store,
+    tenant: Option<&Tenant>,
+    source: &str,
+) -> Result<Option<QuarantineEntry>, LookupError> {
+    let key = key(tenant, source);
     let Some(bytes) = kv
         .get(key.as_str())
         .await
@@ -100,6 +126,7 @@ mod tests {
     /// Keys are KV-safe, stable, and distinct sources get distinct keys.
     #[test]
     fn keys() {
+        let key = source_key;
         assert_eq!(key("192.0.2.1"), "192.0.2.1");
         assert_eq!(key("/clients/alice"), "/clients/alice");
         assert_eq!(key("https://x.example/a"), "https=3A//x.example/a");
@@ -122,11 +149,25 @@ mod tests {
         }
     }
 
+    /// The same source in two tenants (and untenanted) gives three keys.
+    #[test]
+    fn principal_keys() {
+        let acme = Tenant::new("acme").unwrap();
+        let mallory = Tenant::new("mallory").unwrap();
+        assert_eq!(super::key(Some(&acme), "/billing"), "acme./billing");
+        assert_eq!(super::key(None, "/billing"), "_./billing");
+        assert_ne!(
+            super::key(Some(&acme), "/billing"),
+            super::key(Some(&mallory), "/billing")
+        );
+    }
+
     /// An entry is in force until `until`; without `until` until released.
     #[test]
     fn in_force() {
         let now = Utc::now();
         let mut e = QuarantineEntry {
+            tenant: None,
             source: "s".into(),
             reason: "r".into(),
             incident_id: None,

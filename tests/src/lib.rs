@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod auth;
+
 pub use agentry_ctl::server::{NatsServer, Options as NatsOptions};
+pub use auth::{AuthServer, Certs};
 use tempfile::TempDir;
 
 /// A single JetStream server with its own temp store.

@@ -273,7 +273,7 @@ fn assert_example(name: &str, id: &str, input: &Value, out: &Value) {
         "incident_response.quarantine" => {
             assert_eq!(out["event"], "contained", "{out:#}");
             assert_eq!(out["quarantine"]["op"], "set");
-            assert_eq!(out["quarantine"]["key"], "203.0.113.9");
+            assert_eq!(out["quarantine"]["key"], "_.203.0.113.9");
             let left = rfc3339_ms(&out["quarantine"]["until"]) - now_ms();
             assert!(
                 left > 118 * MINUTE_MS && left <= 120 * MINUTE_MS,
@@ -501,9 +501,9 @@ async fn quarantine_then_release() {
     let out = completed(&out, "incident_response");
     assert_eq!(out["event"], "contained", "{out:#}");
     assert_eq!(out["incident"]["id"], "inc-q-1");
-    assert_eq!(out["quarantine"]["key"], quarantine::key(source));
+    assert_eq!(out["quarantine"]["key"], quarantine::key(None, source));
 
-    let entry = quarantine::lookup(&kv, source)
+    let entry = quarantine::lookup(&kv, None, source)
         .await
         .unwrap()
         .expect("quarantined");
@@ -550,9 +550,17 @@ async fn quarantine_then_release() {
     .await;
     let out = completed(&out, "incident_response");
     assert_eq!(out["event"], "released", "{out:#}");
-    assert!(quarantine::lookup(&kv, source).await.unwrap().is_none());
     assert!(
-        kv.get(quarantine::key(source)).await.unwrap().is_none(),
+        quarantine::lookup(&kv, None, source)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        kv.get(quarantine::key(None, source))
+            .await
+            .unwrap()
+            .is_none(),
         "key deleted"
     );
     let msg = tokio::time::timeout(Duration::from_secs(10), events.next())
@@ -633,7 +641,7 @@ async fn probing_is_detected_from_the_dlq() {
     eventually(Duration::from_secs(10), "attacker quarantined", || {
         let kv = kv.clone();
         async move {
-            quarantine::lookup(&kv, "/attacker")
+            quarantine::lookup(&kv, None, "/attacker")
                 .await
                 .ok()
                 .flatten()
@@ -641,7 +649,10 @@ async fn probing_is_detected_from_the_dlq() {
         }
     })
     .await;
-    let entry = quarantine::lookup(&kv, "/attacker").await.unwrap().unwrap();
+    let entry = quarantine::lookup(&kv, None, "/attacker")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(entry.incident_id.as_deref(), Some(incident_id.as_str()));
     let left = entry.until.unwrap().timestamp_millis() - now_ms();
     assert!(
@@ -778,7 +789,7 @@ async fn redelivered_tasks_are_applied_once() {
     assert_eq!(actions, ["open", "quarantine"], "{incident:#}");
     let kv = js.get_key_value(subject::QUARANTINE_BUCKET).await.unwrap();
     assert_eq!(
-        quarantine::lookup(&kv, "/clients/twice")
+        quarantine::lookup(&kv, None, "/clients/twice")
             .await
             .unwrap()
             .unwrap()
@@ -883,7 +894,7 @@ async fn flood_is_detected() {
     eventually(Duration::from_secs(10), "flooder quarantined", || {
         let kv = kv.clone();
         async move {
-            quarantine::lookup(&kv, "/flooder")
+            quarantine::lookup(&kv, None, "/flooder")
                 .await
                 .ok()
                 .flatten()

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,195 +31,6 @@ use serde_json::{Value, json};
 // ===========================================================================
 // Servers started with nats/dev-auth.conf and nats/dev-tls.conf
 // ===========================================================================
-
-/// Users of `nats/accounts.conf`.
-const USERS: [&str; 7] = [
-    "client_acme",
-    "client_globex",
-    "agent",
-    "engine",
-    "monitor",
-    "admin",
-    "sys",
-];
-
-/// A CA with server and client certificates (`nats/certs/gen-dev-certs.sh`),
-/// and a second, foreign CA with its own client certificates.
-struct Certs {
-    good: PathBuf,
-    foreign: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Certs {
-    fn generate() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let script = repo_root().join("nats/certs/gen-dev-certs.sh");
-        let (good, foreign) = (dir.path().join("good"), dir.path().join("foreign"));
-        for target in [&good, &foreign] {
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg(target)
-                .output()
-                .expect("bash");
-            assert!(
-                out.status.success(),
-                "gen-dev-certs.sh: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Self {
-            good,
-            foreign,
-            _dir: dir,
-        }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.good.join("ca.pem")
-    }
-
-    fn pair(dir: &Path, role: &str) -> (PathBuf, PathBuf) {
-        (
-            dir.join(format!("{role}.pem")),
-            dir.join(format!("{role}-key.pem")),
-        )
-    }
-}
-
-/// nats-server running a config from `nats/` with generated passwords, on
-/// free ports, store in a temp dir; killed on drop. (The harness's
-/// `Nats::start_with` passes `-sd`, which collides with the configs' `store_dir`.)
-struct AuthServer {
-    child: Child,
-    url: String,
-    port: u16,
-    passwords: HashMap<String, String>,
-    certs: Option<Arc<Certs>>,
-    _dir: tempfile::TempDir,
-}
-
-impl AuthServer {
-    /// `nats/dev-auth.conf`: accounts, users and permissions (max_payload 2 MB).
-    fn start() -> Self {
-        Self::start_conf("dev-auth.conf", None)
-    }
-
-    /// `nats/dev-tls.conf`: the same plus mutual TLS with `certs`.
-    fn start_tls(certs: Arc<Certs>) -> Self {
-        Self::start_conf("dev-tls.conf", Some(certs))
-    }
-
-    fn start_conf(conf: &str, certs: Option<Arc<Certs>>) -> Self {
-        let mut dir = tempfile::tempdir().unwrap();
-        // Debugging: AGENTRY_TEST_KEEP keeps the store and log, AGENTRY_TEST_NATS_TRACE traces the protocol.
-        if std::env::var_os("AGENTRY_TEST_KEEP").is_some() {
-            dir.disable_cleanup(true);
-            eprintln!("nats-server dir ({conf}): {}", dir.path().display());
-        }
-        let ports = dir.path().join("ports");
-        std::fs::create_dir_all(&ports).unwrap();
-        let passwords: HashMap<String, String> = USERS
-            .iter()
-            .map(|u| {
-                (
-                    (*u).to_owned(),
-                    format!("pw{}", uuid::Uuid::new_v4().simple()),
-                )
-            })
-            .collect();
-        let bin = agentry_ctl::server::find_binary().unwrap_or_else(|e| panic!("{e}"));
-        let mut cmd = Command::new(bin);
-        cmd.arg("-c")
-            .arg(repo_root().join("nats").join(conf))
-            .args(["-p", "-1", "-m", "-1", "--ports_file_dir"])
-            .arg(&ports)
-            .arg("-l")
-            .arg(dir.path().join("server.log"))
-            .args(std::env::var_os("AGENTRY_TEST_NATS_TRACE").map(|_| "-DV"))
-            .env("AGENTRY_NATS_STORE", dir.path().join("store"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (user, pw) in &passwords {
-            cmd.env(format!("AGENTRY_PW_{}", user.to_uppercase()), pw);
-        }
-        if let Some(c) = &certs {
-            cmd.env("AGENTRY_NATS_SERVER_CERT", c.good.join("server.pem"))
-                .env("AGENTRY_NATS_SERVER_KEY", c.good.join("server-key.pem"))
-                .env("AGENTRY_NATS_SERVER_CA", c.ca());
-        }
-        let child = cmd.spawn().expect("start nats-server");
-        let mut port = 0u16;
-        let start = Instant::now();
-        while port == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "nats-server with {conf} did not start; log: {}",
-                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-            );
-            for e in std::fs::read_dir(&ports).unwrap().flatten() {
-                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                if let Ok(v) = serde_json::from_str::<Value>(&text)
-                    && let Some(u) = v["nats"][0].as_str()
-                {
-                    port = u.rsplit(':').next().unwrap().parse().unwrap();
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            port,
-            passwords,
-            certs,
-            _dir: dir,
-        }
-    }
-
-    fn password(&self, role: &str) -> String {
-        self.passwords[role].clone()
-    }
-
-    /// Connection settings for `role` as the agentry binaries take them.
-    fn nats(&self, role: &str) -> agentry::config::Nats {
-        let mut n = agentry::config::Nats::plain(self.url.clone());
-        n.user = Some(role.to_owned());
-        n.password = Some(self.password(role));
-        n.inbox_prefix = Some(subject::inbox_prefix(role));
-        if let Some(c) = &self.certs {
-            let (cert, key) = Certs::pair(&c.good, role);
-            n.tls_ca = Some(c.ca());
-            n.tls_cert = Some(cert);
-            n.tls_key = Some(key);
-        }
-        n
-    }
-
-    async fn client(&self, role: &str) -> async_nats::Client {
-        agentry::connect::connect_once(&self.nats(role), role)
-            .await
-            .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
-    }
-
-    /// Admin creates the whole topology (what `agentry setup` does).
-    async fn setup(&self) -> (async_nats::Client, jetstream::Context) {
-        let admin = self.client("admin").await;
-        let js = jetstream::new(admin.clone());
-        ensure(&js, &Topology::new(&test_settings()))
-            .await
-            .expect("topology as admin");
-        (admin, js)
-    }
-}
-
-impl Drop for AuthServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ===========================================================================
 // The permission matrix (nats/permissions.matrix.json), one test per role
@@ -2497,6 +2308,7 @@ async fn quarantined_source_is_rejected() {
         .unwrap();
     let entry = |source: &str, until: Option<chrono::DateTime<chrono::Utc>>| {
         serde_json::to_vec(&agentry::quarantine::QuarantineEntry {
+            tenant: Some("acme".into()),
             source: source.to_owned(),
             reason: "probing".into(),
             incident_id: Some("inc-1".into()),
@@ -2505,13 +2317,13 @@ async fn quarantined_source_is_rejected() {
         .unwrap()
     };
     kv.put(
-        agentry::quarantine::key("/evil"),
+        agentry::quarantine::key(Some(&acme()), "/evil"),
         entry("/evil", None).into(),
     )
     .await
     .unwrap();
     kv.put(
-        agentry::quarantine::key("/was-evil"),
+        agentry::quarantine::key(Some(&acme()), "/was-evil"),
         entry(
             "/was-evil",
             Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
@@ -2563,7 +2375,9 @@ async fn quarantined_source_is_rejected() {
         Some("/evil")
     );
 
-    kv.delete(agentry::quarantine::key("/evil")).await.unwrap();
+    kv.delete(agentry::quarantine::key(Some(&acme()), "/evil"))
+        .await
+        .unwrap();
     let mut released = false;
     for _ in 0..50 {
         if submit("/evil").await.is_success() {

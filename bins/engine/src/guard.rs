@@ -58,7 +58,12 @@ pub(crate) async fn check(engine: &Engine, subject: &str, req: &Accepted) -> Opt
         Ok(t) => t,
         Err(e) => return Some(reject(Reason::InvalidId, e.to_string())),
     };
-    if let Some(q) = engine.guard.quarantine.lookup(&req.source).await {
+    if let Some(q) = engine
+        .guard
+        .quarantine
+        .lookup(tenant.as_ref(), &req.source)
+        .await
+    {
         let until = q
             .until
             .map(|u| format!(" until {}", u.to_rfc3339()))
@@ -107,16 +112,21 @@ pub(crate) struct Quarantine {
 
 impl Quarantine {
     /// The quarantine in force for `source`, if any.
-    pub async fn lookup(&self, source: &str) -> Option<QuarantineEntry> {
+    pub async fn lookup(
+        &self,
+        tenant: Option<&subject::Tenant>,
+        source: &str,
+    ) -> Option<QuarantineEntry> {
         if self.current.load(Ordering::Acquire) {
             let entries = self.entries.read().ok()?;
             return entries
-                .get(&quarantine::key(source))
+                .get(&quarantine::key(tenant, source))
                 .filter(|e| e.in_force(Utc::now()))
                 .cloned();
         }
         let store = self.store.read().ok()?.clone()?;
-        match tokio::time::timeout(LOOKUP_TIMEOUT, quarantine::lookup(&store, source)).await {
+        match tokio::time::timeout(LOOKUP_TIMEOUT, quarantine::lookup(&store, tenant, source)).await
+        {
             Ok(Ok(entry)) => entry,
             Ok(Err(e)) => {
                 warn!(error = %e, "quarantine lookup failed; admitting");

@@ -89,9 +89,11 @@ pub enum QuarantineChange {
     },
 }
 
-/// The KV key of a source in `agentry-quarantine` (the engine looks it up
-/// with the same function, [`agentry::quarantine::key`]).
-pub use agentry::quarantine::key as quarantine_key;
+/// The KV key of an untenanted source in `agentry-quarantine` (the engine
+/// looks it up with the same function, [`agentry::quarantine::key`]).
+pub fn quarantine_key(source: &str) -> String {
+    agentry::quarantine::key(None, source)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -421,7 +423,7 @@ mod tests {
             q,
             Some(QuarantineChange::Set {
                 source: "203.0.113.9".into(),
-                key: "203.0.113.9".into(),
+                key: "_.203.0.113.9".into(),
                 until: t(36),
                 incident_id: "inc-1".into(),
                 reason: "incident inc-1 (high)".into(),
@@ -476,7 +478,7 @@ mod tests {
         let Some(QuarantineChange::Set { key, until, .. }) = q else {
             panic!("{q:?}")
         };
-        assert_eq!(key, "=3A=3A1");
+        assert_eq!(key, "_.=3A=3A1");
         assert_eq!(until, t(0) + Duration::minutes(60));
         let (_, _, q) =
             incident_response(&json!({"action": "close"}), Some(inc), t(5), "x").unwrap();
@@ -503,15 +505,15 @@ mod tests {
     /// Keys are KV-safe and distinct sources get distinct keys.
     #[test]
     fn quarantine_keys() {
-        assert_eq!(quarantine_key("192.0.2.1"), "192.0.2.1");
-        assert_eq!(quarantine_key("/clients/alice"), "/clients/alice");
+        assert_eq!(quarantine_key("192.0.2.1"), "_.192.0.2.1");
+        assert_eq!(quarantine_key("/clients/alice"), "_./clients/alice");
         assert_eq!(
             quarantine_key("https://x.example/a"),
-            "https=3A//x.example/a"
+            "_.https=3A//x.example/a"
         );
-        assert_eq!(quarantine_key(".a..b."), "=2Ea=2E=2Eb=2E");
-        assert_eq!(quarantine_key("a=b"), "a=3Db");
-        assert_eq!(quarantine_key(""), "=00");
+        assert_eq!(quarantine_key(".a..b."), "_.=2Ea=2E=2Eb=2E");
+        assert_eq!(quarantine_key("a=b"), "_.a=3Db");
+        assert_eq!(quarantine_key(""), "_.=00");
         assert_ne!(quarantine_key("a:b"), quarantine_key("a_b"));
     }
 

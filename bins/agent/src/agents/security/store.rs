@@ -173,8 +173,9 @@ pub async fn apply_quarantine(
             incident_id,
             reason,
         } => {
-            debug_assert_eq!(key, &quarantine::key(source));
+            debug_assert_eq!(key, &quarantine::key(None, source));
             let entry = QuarantineEntry {
+                tenant: None,
                 source: source.clone(),
                 reason: reason.clone(),
                 incident_id: Some(incident_id.clone()),

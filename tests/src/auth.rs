@@ -1,0 +1,253 @@
+//! nats-server with the production permission model: a config from `nats/`
+//! (`dev-auth.conf` = `dev.conf` + `accounts.conf`, or `dev-tls.conf` with
+//! mutual TLS), a generated password for every user the accounts file names
+//! (`$AGENTRY_PW_<USER>` -> user `<user>`), the store in a temp dir.
+//!
+//! Roles connect with [`AuthServer::nats`] (settings as the binaries take
+//! them) or [`AuthServer::client`]; tenants are the `client_<tenant>` users.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentry::subject;
+use agentry::topology::{Topology, ensure};
+use async_nats::jetstream;
+use serde_json::Value;
+
+use crate::{repo_root, test_settings};
+
+/// Every user of `nats/accounts.conf`, read from its `$AGENTRY_PW_<USER>`
+/// password references (so a user added there is known here at once).
+pub fn users() -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join("nats/accounts.conf"))
+        .expect("read nats/accounts.conf");
+    let mut users: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split("$AGENTRY_PW_").nth(1))
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+                .to_lowercase()
+        })
+        .filter(|u| !u.is_empty())
+        .collect();
+    users.sort();
+    users.dedup();
+    users
+}
+
+/// A CA with server and client certificates (`nats/certs/gen-dev-certs.sh`),
+/// and a second, foreign CA with its own client certificates.
+pub struct Certs {
+    pub good: PathBuf,
+    pub foreign: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Certs {
+    pub fn generate() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = repo_root().join("nats/certs/gen-dev-certs.sh");
+        let (good, foreign) = (dir.path().join("good"), dir.path().join("foreign"));
+        for target in [&good, &foreign] {
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg(target)
+                .output()
+                .expect("bash");
+            assert!(
+                out.status.success(),
+                "gen-dev-certs.sh: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Self {
+            good,
+            foreign,
+            _dir: dir,
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.good.join("ca.pem")
+    }
+
+    pub fn pair(dir: &Path, role: &str) -> (PathBuf, PathBuf) {
+        (
+            dir.join(format!("{role}.pem")),
+            dir.join(format!("{role}-key.pem")),
+        )
+    }
+}
+
+/// nats-server running a config from `nats/` with generated passwords, on
+/// free ports, store in a temp dir; killed on drop. (The harness's
+/// `Nats::start_with` passes `-sd`, which collides with the configs' `store_dir`.)
+pub struct AuthServer {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+    passwords: HashMap<String, String>,
+    pub certs: Option<Arc<Certs>>,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthServer {
+    /// `nats/dev-auth.conf`: accounts, users and permissions (max_payload 2 MB).
+    pub fn start() -> Self {
+        Self::start_conf("dev-auth.conf", None)
+    }
+
+    /// `nats/dev-tls.conf`: the same plus mutual TLS with `certs`.
+    pub fn start_tls(certs: Arc<Certs>) -> Self {
+        Self::start_conf("dev-tls.conf", Some(certs))
+    }
+
+    pub fn start_conf(conf: &str, certs: Option<Arc<Certs>>) -> Self {
+        let mut dir = tempfile::tempdir().expect("temp dir");
+        // Debugging: AGENTRY_TEST_KEEP keeps the store and log, AGENTRY_TEST_NATS_TRACE traces the protocol.
+        if std::env::var_os("AGENTRY_TEST_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("nats-server dir ({conf}): {}", dir.path().display());
+        }
+        let ports = dir.path().join("ports");
+        std::fs::create_dir_all(&ports).expect("ports dir");
+        let passwords: HashMap<String, String> = users()
+            .into_iter()
+            .map(|u| {
+                let pw = format!("pw{}", uuid::Uuid::new_v4().simple());
+                (u, pw)
+            })
+            .collect();
+        let bin = agentry_ctl::server::find_binary().unwrap_or_else(|e| panic!("{e}"));
+        let mut cmd = Command::new(bin);
+        cmd.arg("-c")
+            .arg(repo_root().join("nats").join(conf))
+            .args(["-p", "-1", "-m", "-1", "--ports_file_dir"])
+            .arg(&ports)
+            .arg("-l")
+            .arg(dir.path().join("server.log"))
+            .args(std::env::var_os("AGENTRY_TEST_NATS_TRACE").map(|_| "-DV"))
+            .env("AGENTRY_NATS_STORE", dir.path().join("store"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (user, pw) in &passwords {
+            cmd.env(format!("AGENTRY_PW_{}", user.to_uppercase()), pw);
+        }
+        if let Some(c) = &certs {
+            cmd.env("AGENTRY_NATS_SERVER_CERT", c.good.join("server.pem"))
+                .env("AGENTRY_NATS_SERVER_KEY", c.good.join("server-key.pem"))
+                .env("AGENTRY_NATS_SERVER_CA", c.ca());
+        }
+        let child = cmd.spawn().expect("start nats-server");
+        let mut port = 0u16;
+        let start = Instant::now();
+        while port == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "nats-server with {conf} did not start; log: {}",
+                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+            );
+            for e in std::fs::read_dir(&ports).expect("ports dir").flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if let Ok(v) = serde_json::from_str::<Value>(&text)
+                    && let Some(u) = v["nats"][0].as_str()
+                    && let Some(p) = u.rsplit(':').next().and_then(|p| p.parse().ok())
+                {
+                    port = p;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            passwords,
+            certs,
+            _dir: dir,
+        }
+    }
+
+    /// The generated password of `role` (panics for a user the accounts file lacks).
+    pub fn password(&self, role: &str) -> String {
+        self.passwords
+            .get(role)
+            .unwrap_or_else(|| panic!("no user {role:?} in nats/accounts.conf"))
+            .clone()
+    }
+
+    /// Whether the accounts file has user `role`.
+    pub fn has_user(&self, role: &str) -> bool {
+        self.passwords.contains_key(role)
+    }
+
+    /// Connection settings for `role` as the agentry binaries take them.
+    pub fn nats(&self, role: &str) -> agentry::config::Nats {
+        let mut n = agentry::config::Nats::plain(self.url.clone());
+        n.user = Some(role.to_owned());
+        n.password = Some(self.password(role));
+        n.inbox_prefix = Some(subject::inbox_prefix(role));
+        if let Some(c) = &self.certs {
+            let (cert, key) = Certs::pair(&c.good, role);
+            n.tls_ca = Some(c.ca());
+            n.tls_cert = Some(cert);
+            n.tls_key = Some(key);
+        }
+        n
+    }
+
+    /// Environment for a component child process connecting as `role`.
+    pub fn env(&self, role: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("AGENTRY_NATS_URL".to_owned(), self.url.clone()),
+            ("AGENTRY_NATS_USER".to_owned(), role.to_owned()),
+            ("AGENTRY_NATS_PASSWORD".to_owned(), self.password(role)),
+            (
+                "AGENTRY_NATS_INBOX_PREFIX".to_owned(),
+                subject::inbox_prefix(role),
+            ),
+        ];
+        if let Some(c) = &self.certs {
+            let (cert, key) = Certs::pair(&c.good, role);
+            for (k, v) in [
+                ("AGENTRY_NATS_TLS_CA", c.ca()),
+                ("AGENTRY_NATS_TLS_CERT", cert),
+                ("AGENTRY_NATS_TLS_KEY", key),
+            ] {
+                env.push((k.to_owned(), v.display().to_string()));
+            }
+        }
+        env
+    }
+
+    pub async fn client(&self, role: &str) -> async_nats::Client {
+        agentry::connect::connect_once(&self.nats(role), role)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
+    }
+
+    /// Admin creates the whole topology (what `agentry setup` does).
+    pub async fn setup(&self) -> (async_nats::Client, jetstream::Context) {
+        let admin = self.client("admin").await;
+        let js = jetstream::new(admin.clone());
+        ensure(&js, &Topology::new(&test_settings()))
+            .await
+            .expect("topology as admin");
+        (admin, js)
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
