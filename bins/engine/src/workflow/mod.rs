@@ -256,16 +256,28 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
     let ev = match event::decode(msg.headers.as_ref(), &msg.payload, &limits) {
         Ok(d) => d.event,
         Err(e) => {
-            warn!(error = %e, subject = %msg.subject, "unreadable step result, dropped");
-            return Disposition::Term;
+            warn!(error = %e, subject = %msg.subject, "unreadable step result, dead-lettering");
+            let recorded =
+                crate::reject::dead_letter(engine, msg, e.reason(), &e.to_string(), None, None)
+                    .await;
+            return crate::reject::settle(msg, recorded, Disposition::Term);
         }
     };
     let run_id = event::ext_str(&ev, ext::RUNID);
     let slot = event::ext_str(&ev, ext::STEPID);
     let attempt = event::ext_i64(&ev, ext::ATTEMPT).and_then(|a| u32::try_from(a).ok());
     let (Some(run_id), Some(slot), Some(attempt)) = (run_id, slot, attempt) else {
-        warn!(subject = %msg.subject, "step result without runid/stepid/attempt, dropped");
-        return Disposition::Term;
+        warn!(subject = %msg.subject, "step result without runid/stepid/attempt, dead-lettering");
+        let recorded = crate::reject::dead_letter(
+            engine,
+            msg,
+            Reason::MissingAttribute,
+            "step result without runid/stepid/attempt",
+            Some(ev.id()),
+            Some(&ev.source().to_string()),
+        )
+        .await;
+        return crate::reject::settle(msg, recorded, Disposition::Term);
     };
     let data = event::data_json(&ev).unwrap_or(Value::Null);
     let outcome = if ev.ty() == types::TASK_COMPLETED {
@@ -290,8 +302,17 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
         Ok(_) => Disposition::Ack,
         Err(e) if e.is_transient() => transient(&e),
         Err(e) => {
-            warn!(error = %e, run = %run_id, "step result cannot be applied, dropped");
-            Disposition::Term
+            warn!(error = %e, run = %run_id, "step result cannot be applied, dead-lettering");
+            let recorded = crate::reject::dead_letter(
+                engine,
+                msg,
+                Reason::UnknownRun,
+                &e.to_string(),
+                Some(ev.id()),
+                Some(&ev.source().to_string()),
+            )
+            .await;
+            crate::reject::settle(msg, recorded, Disposition::Term)
         }
     }
 }
