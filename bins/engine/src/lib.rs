@@ -136,8 +136,13 @@ pub async fn run_with(
     obs.add_nats("engine nats", client.clone());
     let ready = obs.add_flag("engine consumers bound");
     let js = jetstream::new(client.clone());
-    let runs =
-        workflow::Runs::open(&js, cfg.max_runs, metrics.runs_active.clone(), &shutdown).await?;
+    let runs = workflow::Runs::open(
+        &js,
+        cfg.max_runs,
+        metrics.runs_active.clone(),
+        metrics.runs_parked.clone(),
+        &shutdown,
+    ).await?;
     let engine = Arc::new(Engine {
         js: js.clone(),
         metrics,
@@ -193,9 +198,9 @@ pub async fn run_with(
             sem,
             stop,
             work,
-            move |msg| {
+            move |msg, permit| {
                 let engine = engine.clone();
-                Box::pin(async move { requests::handle(&engine, &msg).await })
+                Box::pin(async move { requests::handle(&engine, &msg, permit).await })
             },
         ));
     }
@@ -209,9 +214,12 @@ pub async fn run_with(
             Arc::new(Semaphore::new(64)),
             stop,
             work,
-            move |msg| {
+            move |msg, permit| {
                 let engine = engine.clone();
-                Box::pin(async move { tasks::fire_timer(&engine, &msg).await })
+                Box::pin(async move {
+                    let _permit = permit;
+                    tasks::fire_timer(&engine, &msg).await
+                })
             },
         ));
     }
@@ -226,9 +234,12 @@ pub async fn run_with(
             Arc::new(Semaphore::new(64)),
             stop,
             work,
-            move |msg| {
+            move |msg, permit| {
                 let engine = engine.clone();
-                Box::pin(async move { workflow::on_step_result(&engine, &msg).await })
+                Box::pin(async move {
+                    let _permit = permit;
+                    workflow::on_step_result(&engine, &msg).await
+                })
             },
         ));
     }
@@ -292,10 +303,15 @@ pub(crate) enum Disposition {
     Term,
 }
 
+/// One of a consumer's concurrency permits, handed to the handler: it is
+/// held until the handler drops it (a workflow start waiting for a run slot
+/// drops it early, see workflow::limiter).
+pub(crate) type EnginePermit = tokio::sync::OwnedSemaphorePermit;
+
 /// Pulls from `consumer` with at most `limit` handlers in flight. The
-/// handler borrows the message (shared, not cloned) and says how to ack it;
-/// handlers return boxed futures so spawning a delivery moves a pointer, not
-/// a large state machine.
+/// handler borrows the message (shared, not cloned), holds the permit and
+/// says how to ack it; handlers return boxed futures so spawning a delivery
+/// moves a pointer, not a large state machine.
 async fn consume<F, Fut>(
     consumer: PullConsumer,
     batch: usize,
@@ -304,7 +320,7 @@ async fn consume<F, Fut>(
     work: TaskTracker,
     handler: F,
 ) where
-    F: Fn(Arc<jetstream::Message>) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<jetstream::Message>, EnginePermit) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Disposition> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -340,7 +356,7 @@ async fn consume<F, Fut>(
                     let handler = handler.clone();
                     let msg = Arc::new(msg);
                     work.spawn(async move {
-                        let outcome = handler(msg.clone()).await;
+                        let outcome = handler(msg.clone(), permit).await;
                         let res = match outcome {
                             Disposition::Ack => msg.ack().await,
                             Disposition::Nak(d) => msg.ack_with(AckKind::Nak(Some(d))).await,
@@ -349,7 +365,6 @@ async fn consume<F, Fut>(
                         if let Err(e) = res {
                             warn!(error = %e, "ack failed; message will be redelivered");
                         }
-                        drop(permit);
                     });
                 }
                 Some(Err(e)) => {

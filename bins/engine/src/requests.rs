@@ -6,7 +6,11 @@ use tracing::{Instrument, info_span};
 use crate::intake::{self, Request};
 use crate::{Disposition, Engine, answered, reject, tasks, workflow};
 
-pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposition {
+pub(crate) async fn handle(
+    engine: &Engine,
+    msg: &jetstream::Message,
+    permit: crate::EnginePermit,
+) -> Disposition {
     let accepted = match intake::decode(msg.headers.as_ref(), &msg.payload, &engine.limits) {
         Ok(a) => a,
         Err(r) => {
@@ -60,6 +64,7 @@ pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposi
                     *version,
                     input,
                     *timeout_ms,
+                    permit,
                 )
                 .await
             }

@@ -61,6 +61,7 @@ impl Runs {
         js: &jetstream::Context,
         max_runs: usize,
         runs_active: prometheus::IntGauge,
+        runs_parked: prometheus::IntGauge,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let mut delay = Duration::from_millis(200);
@@ -76,7 +77,7 @@ impl Runs {
                     return Ok(Self {
                         kv: runs,
                         defs: defs::Definitions::new(workflows),
-                        limiter: Arc::new(limiter::Limiter::new(max_runs, runs_active)),
+                        limiter: Arc::new(limiter::Limiter::new(max_runs, runs_active, runs_parked)),
                         hot: hot::Hot::default(),
                     });
                 }
@@ -137,9 +138,24 @@ pub(crate) async fn start(
     version: Option<u32>,
     input: &Value,
     timeout_ms: Option<u64>,
+    engine_permit: crate::EnginePermit,
 ) -> Result<Disposition, Rejection> {
-    let Some(permit) = engine.runs.limiter.acquire(msg, &engine.shutdown).await else {
-        return Ok(Disposition::Nak(Duration::ZERO));
+    let limiter = &engine.runs.limiter;
+    let permit = match limiter.try_reserve() {
+        Some(r) => r,
+        None => {
+            // Wait for a slot without the engine permit (signals, cancels and
+            // step results keep flowing), in the waiting room while it has space.
+            let room = limiter.waiting_room();
+            if room.is_some() {
+                drop(engine_permit);
+            }
+            let Some(r) = limiter.acquire(msg, &engine.shutdown).await else {
+                return Ok(Disposition::Nak(Duration::ZERO));
+            };
+            drop(room);
+            r
+        }
     };
     let (key, compiled) = match engine.runs.defs.resolve(workflow.as_str(), version).await {
         Ok(Some(found)) => found,
