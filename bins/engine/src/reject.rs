@@ -27,6 +27,22 @@ pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) ->
         .with_label_values(&["other", "rejected"])
         .inc();
     info!(reason = %r.reason, id = ?r.id.as_ref().map(|i| i.as_str()), source = ?r.source, detail = %r.detail, "request rejected");
+    // Dead letter first: a stored rejection then implies a stored DLQ copy
+    // (a redelivery finding the result answers from it, answered.rs).
+    // Benign duplicates are counted, not dead-lettered: the first result stands.
+    if r.reason != Reason::Duplicate
+        && !dead_letter(
+            engine,
+            msg,
+            r.reason,
+            &r.detail,
+            r.id.as_ref().map(|i| i.as_str()),
+            r.source.as_deref(),
+        )
+        .await
+    {
+        return false;
+    }
     // The result goes where the client waits: the tenant comes from the
     // subject the request arrived on; a subject naming no valid tenant gets
     // no result (it can only come from a service role), only the DLQ copy.
@@ -46,19 +62,7 @@ pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) ->
             }
         }
     }
-    // Benign duplicates are counted, not dead-lettered: the first result stands.
-    if r.reason == Reason::Duplicate {
-        return true;
-    }
-    dead_letter(
-        engine,
-        msg,
-        r.reason,
-        &r.detail,
-        r.id.as_ref().map(|i| i.as_str()),
-        r.source.as_deref(),
-    )
-    .await
+    true
 }
 
 /// Copies `msg` to the DLQ; `false` when the copy was not stored.
