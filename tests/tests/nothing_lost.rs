@@ -94,9 +94,16 @@ impl Sys {
     }
 
     async fn submit(&self, ev: &cloudevents::Event, limit: Duration) -> Outcome {
-        client::submit_as(&self.acme, &self.acme_js, Some(&acme()), ev, Mode::Binary, limit)
-            .await
-            .expect("a result")
+        client::submit_as(
+            &self.acme,
+            &self.acme_js,
+            Some(&acme()),
+            ev,
+            Mode::Binary,
+            limit,
+        )
+        .await
+        .expect("a result")
     }
 
     async fn publish(&self, ev: &cloudevents::Event) {
@@ -182,7 +189,11 @@ async fn stream_messages(admin: &jetstream::Context, stream: &str) -> u64 {
 
 /// The DLQ copies whose `Agentry-Dlq-Request-Id` (or, without one, whose
 /// `Agentry-Dlq-Stream`) matches.
-async fn dlq_copies(admin: &jetstream::Context, request_id: Option<&str>, stream: &str) -> Vec<async_nats::HeaderMap> {
+async fn dlq_copies(
+    admin: &jetstream::Context,
+    request_id: Option<&str>,
+    stream: &str,
+) -> Vec<async_nats::HeaderMap> {
     let st = admin.get_stream(subject::DLQ_STREAM).await.unwrap();
     let c = st
         .create_consumer(jetstream::consumer::pull::Config {
@@ -206,9 +217,8 @@ async fn dlq_copies(admin: &jetstream::Context, request_id: Option<&str>, stream
         .unwrap();
     while let Some(Ok(m)) = batch.next().await {
         let Some(h) = m.headers.clone() else { continue };
-        let by_id = request_id.is_some_and(|id| {
-            h.get(event::header::DLQ_REQUEST_ID).map(|v| v.as_str()) == Some(id)
-        });
+        let by_id = request_id
+            .is_some_and(|id| h.get(event::header::DLQ_REQUEST_ID).map(|v| v.as_str()) == Some(id));
         let by_stream = request_id.is_none()
             && h.get(event::header::DLQ_STREAM).map(|v| v.as_str()) == Some(stream);
         if by_id || by_stream {
@@ -218,7 +228,11 @@ async fn dlq_copies(admin: &jetstream::Context, request_id: Option<&str>, stream
     out
 }
 
-async fn wait_dlq(admin: &jetstream::Context, request_id: Option<&str>, stream: &str) -> async_nats::HeaderMap {
+async fn wait_dlq(
+    admin: &jetstream::Context,
+    request_id: Option<&str>,
+    stream: &str,
+) -> async_nats::HeaderMap {
     let admin2 = admin.clone();
     eventually(Duration::from_secs(30), "the DLQ copy", || {
         let admin = admin2.clone();
@@ -231,7 +245,10 @@ async fn wait_dlq(admin: &jetstream::Context, request_id: Option<&str>, stream: 
 }
 
 fn error_code(out: &Outcome) -> String {
-    out.data["error"]["code"].as_str().unwrap_or_default().to_owned()
+    out.data["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Worker failure path: a task that fails permanently while the DLQ refuses
@@ -248,15 +265,26 @@ async fn failed_task_is_kept_until_its_dlq_copy_is_stored() {
     sys.publish(&echo_task(&id, json!({"fail": "permanent"}), None))
         .await;
     wait_redelivered(&sys.admin, subject::TASKS_STREAM, "cap-echo").await;
-    assert!(sys.stored_result(&id).await.is_none(), "no result while the DLQ refuses");
-    assert_eq!(stream_messages(&sys.admin, subject::TASKS_STREAM).await, 1, "the task is kept");
+    assert!(
+        sys.stored_result(&id).await.is_none(),
+        "no result while the DLQ refuses"
+    );
+    assert_eq!(
+        stream_messages(&sys.admin, subject::TASKS_STREAM).await,
+        1,
+        "the task is kept"
+    );
     accept(&sys.admin, subject::DLQ_STREAM, subjects).await;
     let acme_js = sys.acme_js.clone();
     let id2 = id.clone();
     eventually(Duration::from_secs(30), "task.failed stored", || {
         let js = acme_js.clone();
         let id = id2.clone();
-        async move { client::fetch_result_as(&js, Some(&acme()), &id).await.is_some() }
+        async move {
+            client::fetch_result_as(&js, Some(&acme()), &id)
+                .await
+                .is_some()
+        }
     })
     .await;
     let out = sys.stored_result(&id).await.unwrap();
@@ -285,7 +313,12 @@ async fn rejected_request_is_kept_until_its_dlq_copy_is_stored() {
     let id = RequestId::generate();
     let ev = client::task_request(&id, SOURCE, "no_such_capability", json!({}), None);
     sys.publish(&ev).await;
-    wait_redelivered(&sys.admin, subject::REQUESTS_STREAM, subject::ENGINE_CONSUMER).await;
+    wait_redelivered(
+        &sys.admin,
+        subject::REQUESTS_STREAM,
+        subject::ENGINE_CONSUMER,
+    )
+    .await;
     assert_eq!(
         stream_messages(&sys.admin, subject::REQUESTS_STREAM).await,
         1,
@@ -301,7 +334,10 @@ async fn rejected_request_is_kept_until_its_dlq_copy_is_stored() {
         copy.get(event::header::DLQ_SUBJECT).map(|v| v.as_str()),
         Some("agentry.requests.acme")
     );
-    let out = sys.stored_result(&id).await.expect("request.rejected stored");
+    let out = sys
+        .stored_result(&id)
+        .await
+        .expect("request.rejected stored");
     assert_eq!(out.ty, types::REQUEST_REJECTED);
     eventually(Duration::from_secs(10), "request removed", || {
         let admin = sys.admin.clone();
@@ -326,8 +362,17 @@ async fn undecodable_step_result_is_dead_lettered_not_dropped() {
         .unwrap()
         .await
         .unwrap();
-    wait_redelivered(&sys.admin, subject::STEPS_STREAM, subject::ENGINE_STEPS_CONSUMER).await;
-    assert_eq!(stream_messages(&sys.admin, subject::STEPS_STREAM).await, 1, "kept");
+    wait_redelivered(
+        &sys.admin,
+        subject::STEPS_STREAM,
+        subject::ENGINE_STEPS_CONSUMER,
+    )
+    .await;
+    assert_eq!(
+        stream_messages(&sys.admin, subject::STEPS_STREAM).await,
+        1,
+        "kept"
+    );
     accept(&sys.admin, subject::DLQ_STREAM, subjects).await;
     let copy = wait_dlq(&sys.admin, None, subject::STEPS_STREAM).await;
     assert_eq!(
@@ -356,15 +401,28 @@ async fn task_request_is_kept_until_its_deadline_timer_is_scheduled() {
     // The agent holds the task far beyond its deadline: only the timer can answer.
     sys.publish(&echo_task(&id, json!({"sleep_ms": 60_000}), Some(2_000)))
         .await;
-    wait_redelivered(&sys.admin, subject::REQUESTS_STREAM, subject::ENGINE_CONSUMER).await;
-    assert_eq!(stream_messages(&sys.admin, subject::REQUESTS_STREAM).await, 1, "kept");
+    wait_redelivered(
+        &sys.admin,
+        subject::REQUESTS_STREAM,
+        subject::ENGINE_CONSUMER,
+    )
+    .await;
+    assert_eq!(
+        stream_messages(&sys.admin, subject::REQUESTS_STREAM).await,
+        1,
+        "kept"
+    );
     accept(&sys.admin, subject::TIMERS_STREAM, subjects).await;
     let acme_js = sys.acme_js.clone();
     let id2 = id.clone();
     eventually(Duration::from_secs(30), "timeout result", || {
         let js = acme_js.clone();
         let id = id2.clone();
-        async move { client::fetch_result_as(&js, Some(&acme()), &id).await.is_some() }
+        async move {
+            client::fetch_result_as(&js, Some(&acme()), &id)
+                .await
+                .is_some()
+        }
     })
     .await;
     let out = sys.stored_result(&id).await.unwrap();
@@ -413,8 +471,12 @@ async fn exhausted_tasks_get_a_terminal_result_without_the_monitor() {
     let max_deliver = test_settings().task_max_deliver;
     // Workers that crash on every attempt but the last.
     let crashed = RequestId::generate();
-    sys.publish(&echo_task(&crashed, json!({"counter_key": "crashed"}), None))
-        .await;
+    sys.publish(&echo_task(
+        &crashed,
+        json!({"counter_key": "crashed"}),
+        None,
+    ))
+    .await;
     let agent = jetstream::new(sys.server.client(echo_role(&sys.server)).await);
     let mut deliveries = 0;
     while deliveries < (max_deliver - 1) as u64 {
@@ -422,33 +484,51 @@ async fn exhausted_tasks_get_a_terminal_result_without_the_monitor() {
     }
     sys.echo_agent();
     let out = sys
-        .submit(&echo_task(&RequestId::generate(), json!({"fail": "retryable"}), None), Duration::from_secs(60))
+        .submit(
+            &echo_task(&RequestId::generate(), json!({"fail": "retryable"}), None),
+            Duration::from_secs(60),
+        )
         .await;
     assert_eq!(out.ty, types::TASK_FAILED);
     assert_eq!(error_code(&out), "retries_exhausted");
     assert_eq!(out.data["attempts"], json!(max_deliver - 1));
     let id = RequestId::new(out.data["request_id"].as_str().unwrap()).unwrap();
     let copy = wait_dlq(&sys.admin, Some(id.as_str()), subject::TASKS_STREAM).await;
-    assert_eq!(copy.get(event::header::DLQ_REASON).map(|v| v.as_str()), Some("task_failed"));
+    assert_eq!(
+        copy.get(event::header::DLQ_REASON).map(|v| v.as_str()),
+        Some("task_failed")
+    );
 
     let acme_js = sys.acme_js.clone();
     let c2 = crashed.clone();
     eventually(Duration::from_secs(30), "crashed task answered", || {
         let js = acme_js.clone();
         let id = c2.clone();
-        async move { client::fetch_result_as(&js, Some(&acme()), &id).await.is_some() }
+        async move {
+            client::fetch_result_as(&js, Some(&acme()), &id)
+                .await
+                .is_some()
+        }
     })
     .await;
     let out = sys.stored_result(&crashed).await.unwrap();
     assert_eq!(out.ty, types::TASK_FAILED);
     assert_eq!(error_code(&out), "retries_exhausted");
-    assert_eq!(sys.echo.executions_of("crashed"), 0, "the last delivery records, it does not run");
+    assert_eq!(
+        sys.echo.executions_of("crashed"),
+        0,
+        "the last delivery records, it does not run"
+    );
     let copy = wait_dlq(&sys.admin, Some(crashed.as_str()), subject::TASKS_STREAM).await;
     assert_eq!(
         copy.get(event::header::DLQ_REASON).map(|v| v.as_str()),
         Some("max_deliveries")
     );
-    assert_eq!(stream_messages(&sys.admin, subject::TASKS_STREAM).await, 0, "nothing stranded");
+    assert_eq!(
+        stream_messages(&sys.admin, subject::TASKS_STREAM).await,
+        0,
+        "nothing stranded"
+    );
     sys.parts.stop().await;
 }
 
@@ -500,7 +580,11 @@ async fn backstop_answers_tasks_exhausted_by_crashes() {
         eventually(Duration::from_secs(90), "backstop answer", || {
             let js = js.clone();
             let id = id2.clone();
-            async move { client::fetch_result_as(&js, Some(&acme()), &id).await.is_some() }
+            async move {
+                client::fetch_result_as(&js, Some(&acme()), &id)
+                    .await
+                    .is_some()
+            }
         })
         .await;
         let out = sys.stored_result(id).await.unwrap();
@@ -543,7 +627,11 @@ async fn resubmission_after_the_duplicate_window_gets_the_stored_result() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let again = sys.submit(&task, Duration::from_secs(30)).await;
     assert_eq!(again.ty, types::TASK_COMPLETED);
-    assert_eq!(again.event.id(), first.event.id(), "the stored result, not a new one");
+    assert_eq!(
+        again.event.id(),
+        first.event.id(),
+        "the stored result, not a new one"
+    );
     assert_eq!(sys.echo.executions_of("once"), 1, "nothing ran again");
     assert_eq!(stream_messages(&sys.admin, subject::TASKS_STREAM).await, 0);
     sys.parts.stop().await;
@@ -573,7 +661,7 @@ version: 1
 steps:
   - id: one
     capability: echo
-    input: { n: input.n, sleep_ms: 50 }
+    input: { n: input.n, sleep_ms: "50" }
 "#;
 
 async fn run_state(admin: &jetstream::Context, run: &str) -> Option<RunState> {
@@ -620,29 +708,47 @@ async fn approvals_go_through_behind_a_thousand_queued_workflows() {
     sys.echo_agent();
     wait_pulling(&sys.admin).await;
     for def in [APPROVAL, QUICK] {
-        agentry::workflow::store::put(&sys.admin, def).await.unwrap();
+        agentry::workflow::store::put(&sys.admin, def)
+            .await
+            .unwrap();
     }
     let approvals: Vec<String> = (0..100).map(|i| format!("appr-{i}")).collect();
     for id in &approvals {
         let rid = RequestId::new(id.as_str()).unwrap();
-        sys.publish(&client::workflow_request(&rid, SOURCE, "approval", None, json!({"doc": id})))
-            .await;
+        sys.publish(&client::workflow_request(
+            &rid,
+            SOURCE,
+            "approval",
+            None,
+            json!({"doc": id}),
+        ))
+        .await;
     }
     let parked = Arc::new(std::sync::Mutex::new(Default::default()));
     let admin = sys.admin.clone();
     let waiting = approvals.clone();
-    eventually(Duration::from_secs(120), "100 runs waiting for approval", || {
-        let admin = admin.clone();
-        let ids = waiting.clone();
-        let parked = parked.clone();
-        async move { count_runs(&admin, &ids, &parked, RunState::is_parked).await == 100 }
-    })
+    eventually(
+        Duration::from_secs(120),
+        "100 runs waiting for approval",
+        || {
+            let admin = admin.clone();
+            let ids = waiting.clone();
+            let parked = parked.clone();
+            async move { count_runs(&admin, &ids, &parked, RunState::is_parked).await == 100 }
+        },
+    )
     .await;
     let quick: Vec<String> = (0..1000).map(|i| format!("quick-{i}")).collect();
     for (i, id) in quick.iter().enumerate() {
         let rid = RequestId::new(id.as_str()).unwrap();
-        sys.publish(&client::workflow_request(&rid, SOURCE, "quick", None, json!({"n": i})))
-            .await;
+        sys.publish(&client::workflow_request(
+            &rid,
+            SOURCE,
+            "quick",
+            None,
+            json!({"n": i}),
+        ))
+        .await;
     }
     for id in &approvals {
         let sid = RequestId::generate();
@@ -654,19 +760,20 @@ async fn approvals_go_through_behind_a_thousand_queued_workflows() {
         );
         sys.publish(&ev).await;
     }
-    let all: Vec<String> = approvals.iter().chain(quick.iter()).cloned().collect();
-    let completed = Arc::new(std::sync::Mutex::new(Default::default()));
+    // Every run ends with exactly one result: 1,100 results means all ended.
     let admin = sys.admin.clone();
-    eventually(Duration::from_secs(400), "all 1,100 runs completed", || {
+    eventually(Duration::from_secs(400), "1,100 run results", || {
         let admin = admin.clone();
-        let ids = all.clone();
-        let completed = completed.clone();
-        async move {
-            count_runs(&admin, &ids, &completed, |s| s.status == RunStatus::Completed).await
-                == ids.len()
-        }
+        async move { stream_messages(&admin, subject::RESULTS_STREAM).await >= 1_100 }
     })
     .await;
+    let all: Vec<String> = approvals.iter().chain(quick.iter()).cloned().collect();
+    let completed = Arc::new(std::sync::Mutex::new(Default::default()));
+    let n = count_runs(&sys.admin, &all, &completed, |s| {
+        s.status == RunStatus::Completed
+    })
+    .await;
+    assert_eq!(n, all.len(), "every run completed");
     let st = run_state(&sys.admin, "appr-7").await.unwrap();
     assert_eq!(st.status, RunStatus::Completed);
     sys.parts.stop().await;

@@ -44,7 +44,12 @@ pub async fn replay_stored(
     let stored = match stream.direct_get_last_for_subject(to.clone()).await {
         Ok(m) => m,
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => return Ok(false),
-        Err(source) => return Err(AnsweredError::Lookup { subject: to, source }),
+        Err(source) => {
+            return Err(AnsweredError::Lookup {
+                subject: to,
+                source,
+            });
+        }
     };
     let mut headers = HeaderMap::new();
     for (name, values) in stored.headers.iter() {

@@ -142,7 +142,8 @@ pub async fn run_with(
         metrics.runs_active.clone(),
         metrics.runs_parked.clone(),
         &shutdown,
-    ).await?;
+    )
+    .await?;
     let engine = Arc::new(Engine {
         js: js.clone(),
         metrics,

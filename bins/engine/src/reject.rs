@@ -122,7 +122,11 @@ pub fn record_retry(msg: &jetstream::Message) -> std::time::Duration {
 
 /// The disposition of a message after [`reject`] (or a DLQ copy): ack when
 /// recorded, else keep it.
-pub fn settle(msg: &jetstream::Message, recorded: bool, done: crate::Disposition) -> crate::Disposition {
+pub fn settle(
+    msg: &jetstream::Message,
+    recorded: bool,
+    done: crate::Disposition,
+) -> crate::Disposition {
     if recorded {
         done
     } else {

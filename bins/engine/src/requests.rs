@@ -29,13 +29,17 @@ pub(crate) async fn handle(
         let label = accepted.request.type_label();
         // A task or workflow request seen again after the duplicate window:
         // answer it with its stored result and run nothing.
-        if matches!(accepted.request, Request::Task { .. } | Request::Workflow { .. })
-            && let Ok(tenant) = agentry::subject::tenant_of_request(msg.subject.as_str())
+        if matches!(
+            accepted.request,
+            Request::Task { .. } | Request::Workflow { .. }
+        ) && let Ok(tenant) = agentry::subject::tenant_of_request(msg.subject.as_str())
         {
             match answered::replay_stored(&engine.js, tenant.as_ref(), &accepted.id).await {
                 Ok(false) => {}
                 Ok(true) => {
-                    tracing::info!("request already answered: replayed its stored result, ran nothing");
+                    tracing::info!(
+                        "request already answered: replayed its stored result, ran nothing"
+                    );
                     engine.metrics.duplicates.inc();
                     return Disposition::Ack;
                 }

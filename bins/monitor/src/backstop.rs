@@ -196,7 +196,9 @@ async fn capture(mon: &Monitor, adv: &Advisory) -> anyhow::Result<()> {
 
 /// The value of binary-mode CloudEvent attribute `name` (`ce-<name>`).
 fn ce<'a>(headers: &'a async_nats::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(format!("ce-{name}").as_str()).map(|v| v.as_str())
+    headers
+        .get(format!("ce-{name}").as_str())
+        .map(|v| v.as_str())
 }
 
 /// Answers an exhausted task on its reply subject with `task.failed`

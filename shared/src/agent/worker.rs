@@ -339,9 +339,7 @@ async fn settle_dead_letter(
 /// How long a delivery whose outcome could not be recorded waits before it
 /// is redelivered (grows with the delivery count; NATS is in trouble).
 fn record_retry(inst: &Instance, attempt: u64) -> Duration {
-    inst.retry
-        .delay(attempt as u32)
-        .max(Duration::from_secs(1))
+    inst.retry.delay(attempt as u32).max(Duration::from_secs(1))
 }
 
 /// Publishes the completed/failed result; `true` when it is stored (or a

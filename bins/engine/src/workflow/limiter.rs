@@ -67,7 +67,8 @@ pub(crate) struct Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.live {
-            self.limiter.update(|s| s.reserved = s.reserved.saturating_sub(1));
+            self.limiter
+                .update(|s| s.reserved = s.reserved.saturating_sub(1));
         }
     }
 }
@@ -84,16 +85,22 @@ impl Limiter {
         }
     }
 
+    /// Changes the slots; wakes the waiting starts when a slot may have
+    /// come free (waking them on every change would make them spin).
     fn update<R>(&self, f: impl FnOnce(&mut Slots) -> R) -> R {
         let mut guard = match self.slots.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let before = guard.running.len() + guard.reserved;
         let r = f(&mut guard);
+        let after = guard.running.len() + guard.reserved;
         self.active.set(guard.running.len() as i64);
         self.parked.set(guard.parked.len() as i64);
         drop(guard);
-        self.freed.notify_waiters();
+        if after < before {
+            self.freed.notify_waiters();
+        }
         r
     }
 

@@ -77,7 +77,11 @@ impl Runs {
                     return Ok(Self {
                         kv: runs,
                         defs: defs::Definitions::new(workflows),
-                        limiter: Arc::new(limiter::Limiter::new(max_runs, runs_active, runs_parked)),
+                        limiter: Arc::new(limiter::Limiter::new(
+                            max_runs,
+                            runs_active,
+                            runs_parked,
+                        )),
                         hot: hot::Hot::default(),
                     });
                 }
@@ -130,6 +134,8 @@ fn transient(e: &StoreError) -> Disposition {
 }
 
 /// `io.agentry.workflow.requested`: start a run (run id = request id).
+/// `engine_permit` is dropped while the start waits for a run slot.
+#[allow(clippy::too_many_arguments)] // the request's fields, decoded once at the edge
 pub(crate) async fn start(
     engine: &Engine,
     msg: &jetstream::Message,
