@@ -38,7 +38,6 @@ impl Sys {
     }
 
     /// Adds one echo agent handling at most `capacity` tasks at once.
-    #[allow(dead_code)] // used by the tests below once they run agents
     fn echo(&mut self, server: &AuthServer, capacity: usize) {
         let role = if server.has_user("agent_echo") {
             "agent_echo"
@@ -280,4 +279,122 @@ async fn accepted_requests_publish_facts_per_principal() {
         .unwrap();
     assert!(!m.payload.is_empty());
     sys.stop().await;
+}
+
+/// Submits an echo task as tenant `t` from `source` and returns its outcome.
+async fn echo_as(
+    c: &async_nats::Client,
+    js: &jetstream::Context,
+    t: &Tenant,
+    source: &str,
+    input: serde_json::Value,
+) -> client::Outcome {
+    let id = RequestId::generate();
+    let ev = task_request(&id, source, "echo", input, None);
+    client::submit_as(c, js, Some(t), &ev, Mode::Binary, Duration::from_secs(30))
+        .await
+        .expect("a result")
+}
+
+/// Writes a quarantine entry for (tenant, source) as the security role does.
+async fn quarantine(server: &AuthServer, t: &Tenant, source: &str) {
+    let role = if server.has_user("agent_security_monitor") {
+        "agent_security_monitor"
+    } else {
+        "agent"
+    };
+    let js = jetstream::new(server.client(role).await);
+    let kv = js.get_key_value(subject::QUARANTINE_BUCKET).await.unwrap();
+    let entry = agentry::quarantine::QuarantineEntry {
+        tenant: Some(t.to_string()),
+        source: source.to_owned(),
+        reason: "probing (written by the test as the security role)".into(),
+        incident_id: None,
+        until: Some(chrono::Utc::now() + chrono::Duration::minutes(15)),
+    };
+    kv.put(
+        agentry::quarantine::key(Some(t), source),
+        serde_json::to_vec(&entry).unwrap().into(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Acceptance 1, with the counters in `redis` (or in process): the attacker
+/// globex quarantined for `/billing` does not lock acme out of `/billing`;
+/// globex rotating 50 sources hits the per-tenant total of 30.
+async fn principal_quarantine_and_tenant_total(redis: Option<&Redis>) {
+    let server = AuthServer::start();
+    server.setup().await;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    quarantine(&server, &globex, "/billing").await;
+    let redis_url = redis.map(|r| r.url.clone());
+    let mut sys = Sys::start(&server, |c| {
+        c.rate_limit = 1000;
+        c.rate_limit_tenant = 30;
+        c.redis.url = redis_url;
+    });
+    sys.echo(&server, 32);
+    let (ac, ajs) = as_tenant(&server, "acme").await;
+    let (gc, gjs) = as_tenant(&server, "globex").await;
+
+    let a = echo_as(&ac, &ajs, &acme, "/billing", json!({"who": "acme"})).await;
+    assert_eq!(a.ty, event::types::TASK_COMPLETED, "{:?}", a.data);
+    let g = echo_as(&gc, &gjs, &globex, "/billing", json!({"who": "globex"})).await;
+    assert_eq!(g.ty, event::types::REQUEST_REJECTED, "{:?}", g.data);
+    assert_eq!(g.data["reason"], "quarantined");
+
+    // 50 sources, one request each: the tenant's total admits 30 (the
+    // quarantined request above was refused before counting).
+    let outcomes = futures::future::join_all((0..50).map(|i| {
+        let (gc, gjs, globex) = (gc.clone(), gjs.clone(), globex.clone());
+        async move {
+            echo_as(
+                &gc,
+                &gjs,
+                &globex,
+                &format!("/rotating/{i}"),
+                json!({"i": i}),
+            )
+            .await
+        }
+    }))
+    .await;
+    let completed = outcomes.iter().filter(|o| o.is_success()).count();
+    let limited: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.data["reason"] == "rate_limited")
+        .collect();
+    eprintln!(
+        "rotating sources: {completed} completed, {} rate_limited",
+        limited.len()
+    );
+    assert_eq!((completed, limited.len()), (30, 20));
+    let detail = limited[0].data["detail"].as_str().unwrap();
+    assert!(detail.contains("tenant globex"), "{detail}");
+    // Acme's budget is its own.
+    let a = echo_as(&ac, &ajs, &acme, "/rotating/0", json!({})).await;
+    assert_eq!(a.ty, event::types::TASK_COMPLETED, "{:?}", a.data);
+    if let Some(r) = redis {
+        // The counters really live in Redis (fail-open would hide an outage).
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &r.port.to_string(), "HGET", "agentry:ratelimit:=globex", "c"])
+            .output()
+            .expect("redis-cli");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "30");
+    }
+    sys.stop().await;
+}
+
+/// Acceptance 1 (in-process counters): a quarantine for globex's `/billing` leaves acme's `/billing` served; globex rotating 50 sources is cut at its per-tenant total.
+#[tokio::test]
+async fn principal_is_tenant_and_source_in_process() {
+    principal_quarantine_and_tenant_total(None).await;
+}
+
+/// Acceptance 1 with the counters in Redis (shared by replicas): the same outcome.
+#[tokio::test]
+async fn principal_is_tenant_and_source_in_redis() {
+    let redis = Redis::start();
+    principal_quarantine_and_tenant_total(Some(&redis)).await;
 }
