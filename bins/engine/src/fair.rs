@@ -215,6 +215,11 @@ async fn round(
                     0
                 });
             state.depth.fetch_add(moved, Ordering::Relaxed);
+            engine
+                .metrics
+                .fair_tasks
+                .with_label_values(&[cap.as_str(), "released"])
+                .inc_by(moved);
         }
     }
     Ok(fair
