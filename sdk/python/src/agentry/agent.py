@@ -344,7 +344,11 @@ class Agent:
             await self._service.stop()
         await self._publish_record(wire.Type.AGENT_DEREGISTERED, "deregistered")
         log.info("agent %s deregistered, %d processed", self.id, self._counters.processed)
-        await self._nc.drain()
+        try:
+            await asyncio.wait_for(self._nc.flush(), 5)
+        except (NatsTimeout, asyncio.TimeoutError):
+            log.warning("final flush timed out")
+        await self._nc.close()
 
     # -- registry -------------------------------------------------------------------
 
