@@ -172,6 +172,27 @@ def test_tenant_client_gets_only_its_own_results(system: System) -> None:
     asyncio.run(run())
 
 
+def test_python_agent_asks_a_rust_agent_over_a2a(system: System) -> None:
+    """A Python handler finds the Rust echo agent in agentry-agents and asks it
+    on agentry.a2a.<id> (production accounts, generic `agent` user)."""
+    system.start_python("relay", AGENTS / "relay.py", AGENTRY_HEARTBEAT="1s")
+
+    async def run() -> None:
+        obs = await Observer(system).open()
+        try:
+            await _live(obs, "relay")
+            echo = await _live(obs, "echo")
+            async with await Client.connect(system.settings("client_acme"), tenant="acme") as c:
+                res = await c.submit("py_ask", {"message": "via a2a"}, wait=30)
+            assert res.ok, res.data
+            assert res.output["answer"]["echo"] == {"message": "via a2a"}
+            assert res.output["answer"]["agent_id"] == echo["id"]
+        finally:
+            await obs.close()
+
+    asyncio.run(run())
+
+
 async def _true_if(v: bool) -> bool:
     return v
 
@@ -186,12 +207,14 @@ def test_dev_mode_python_client_runs_trip_planning_with_offline_weather(tmp_path
         port = sock.getsockname()[1]
     up = subprocess.Popen(
         [str(bin_dir() / "agentry"), "up", "--offline", "--nats-port", str(port), "--dir", str(tmp_path),
-         "--http-addr", "127.0.0.1:0", "--agents", "weather,planning"],
+         "--http-addr", "127.0.0.1:0", "--agents", "weather,planning,echo"],
         stdout=(tmp_path / "up.log").open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
+    relay: subprocess.Popen[bytes] | None = None
     try:
 
         async def run() -> None:
+            nonlocal relay
             from agentry import Settings
 
             async def ready() -> bool:
@@ -213,14 +236,36 @@ def test_dev_mode_python_client_runs_trip_planning_with_offline_weather(tmp_path
             assert out["forecast"], out
             assert {t["id"] for t in _scheduled(out["plan"])} >= {"pack", "hike"}, out["plan"]
 
+            # A Python agent on the dev server delegates a child task and asks over A2A.
+            import os
+            import sys
+
+            env = dict(os.environ, AGENTRY_NATS_URL=f"nats://127.0.0.1:{port}", AGENTRY_HEARTBEAT="1s")
+            env.pop("AGENTRY_NATS_USER", None)
+            relay = subprocess.Popen([sys.executable, str(AGENTS / "relay.py")], env=env,
+                                     stdout=(tmp_path / "relay.log").open("wb"), stderr=subprocess.STDOUT)
+            async with await Client.connect(Settings(url=f"nats://127.0.0.1:{port}")) as c:
+                for cap in ("py_delegate", "py_ask"):
+                    r = await eventually(lambda: _submit_ok(c, cap), 60, f"{cap} to complete")
+                    assert r.output["answer"]["echo"] == {"message": cap}, r.output
+
         asyncio.run(run())
     finally:
+        if relay is not None:
+            relay.terminate()
+            relay.wait(30)
         up.terminate()
         try:
             up.wait(60)
         except subprocess.TimeoutExpired:
             up.kill()
             up.wait()
+
+
+async def _submit_ok(c: Client, cap: str) -> Any:
+    """The result of `cap` when it completed (None while the capability is not served yet)."""
+    r = await c.submit(cap, {"message": cap}, wait=30)
+    return r if r.ok else None
 
 
 def _scheduled(plan: Any) -> list[dict[str, Any]]:

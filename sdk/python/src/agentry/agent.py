@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, NoKeysError, NotFoundError
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
@@ -179,6 +179,31 @@ class Context:
             err = reply["error"] or {}
             raise A2AError(target, str(err.get("code", "error")), str(err.get("message", "")))
         return reply.get("output") if isinstance(reply, dict) else None
+
+    async def find_agents(self, capability: str) -> list[dict[str, Any]]:
+        """Live agents serving `capability` (records from `agentry-agents`), least loaded first."""
+        kv = await self.nats.jetstream().key_value(wire.AGENTS_BUCKET)
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return []
+        found = []
+        for key in keys:
+            try:
+                entry = await kv.get(key)
+                rec = json.loads(entry.value or b"null")
+            except (KeyNotFoundError, ValueError):
+                continue
+            if isinstance(rec, dict) and rec.get("status") == "live" and capability in rec.get("capabilities", []):
+                found.append(rec)
+        return sorted(found, key=lambda r: (r.get("load", 0), r.get("in_flight", 0), r.get("id", "")))
+
+    async def ask_capability(self, capability: str, input: Any, *, timeout: float = 10.0) -> Any:
+        """Asks the least-loaded live agent serving `capability` (A2A, no queue)."""
+        agents = await self.find_agents(capability)
+        if not agents:
+            raise A2AError(capability, "no_agent", f"no live agent serves {capability}")
+        return await self.ask(str(agents[0]["id"]), input, capability=capability, timeout=timeout)
 
     async def delegate(self, capability: str, input: Any, *, timeout: float = 30.0) -> Any:
         """Submits a child task through `agentry.requests[.<tenant of this task>]`
