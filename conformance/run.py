@@ -95,6 +95,7 @@ class Run:
         self.obs = Observer(system)
         self.proc: Proc | None = None
         self.agent: dict[str, Any] = {}
+        self.notes: list[str] = []
 
     def start_agent(self) -> Proc:
         env = self.system.env(self.impl.role, AGENTRY_AGENTS="echo", AGENTRY_HEARTBEAT=f"{int(HEARTBEAT_S * 1000)}ms",
@@ -282,7 +283,17 @@ class Run:
 
         await eventually(expired, 30, "the killed agent to expire", every=0.05)
         took = time.monotonic() - killed
-        check(took <= p["missed"] * hb + 0.25 + p["slack_s"], f"expired {took:.2f}s after kill -9 (heartbeat {hb}s)")
+        # The monitor's decision, by the server's clock: from the last registry event of the
+        # instance to the io.agentry.agent.expired event.
+        evs = await self.obs.registry_events(rec["id"])
+        exp = [ts for t, _, ts in evs if t == "io.agentry.agent.expired"]
+        check(exp, "no io.agentry.agent.expired event on the agent's registry subject")
+        last = max(ts for t, _, ts in evs if t != "io.agentry.agent.expired")
+        decided = exp[0] - last
+        self.notes.append(f"expired {decided:.2f}s after the last heartbeat, {took:.2f}s after the kill")
+        check(decided <= p["missed"] * hb + 0.25 + p["slack_s"] / 2,
+              f"expired {decided:.2f}s after the last heartbeat (heartbeat {hb}s, {p['missed']} missed)")
+        check(took <= p["missed"] * hb + 0.25 + p["slack_s"] * 2, f"expired {took:.2f}s after kill -9 (heartbeat {hb}s)")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -309,7 +320,9 @@ async def main(args: argparse.Namespace) -> int:
                 if sc["name"] != "09-expiry" and run.proc is not None and run.proc.p.poll() is not None:
                     raise Failed("the agent process is not running")
                 await asyncio.wait_for(fn(sc["params"]), 120)
-                print(f"  PASS {sc['name']:<24} {sc['title']} ({time.monotonic() - started:.1f}s)")
+                note = f"; {'; '.join(run.notes)}" if run.notes else ""
+                run.notes.clear()
+                print(f"  PASS {sc['name']:<24} {sc['title']} ({time.monotonic() - started:.1f}s{note})")
             except (Failed, AssertionError, asyncio.TimeoutError, Exception) as e:
                 failures += 1
                 print(f"  FAIL {sc['name']:<24} {sc['title']}: {e or type(e).__name__}")
