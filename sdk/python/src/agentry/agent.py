@@ -417,9 +417,10 @@ class Agent:
     async def _pull(self, cap: str, sub: Any) -> None:
         assert self._slots is not None
         while self._pulling:
-            free = self._slots._value  # slots not taken by in-flight work
+            # Fetch only what free slots can take (the semaphore is the hard bound).
+            free = max(self.config.capacity, 1) - len(self._work)
             if free <= 0:
-                await asyncio.sleep(0.01)
+                await asyncio.wait(set(self._work), return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
                 msgs = await sub.fetch(batch=min(free, 32), timeout=1.0)
