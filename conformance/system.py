@@ -184,8 +184,8 @@ class System:
         self.procs.append(p)
         return p
 
-    def start_engine(self) -> Proc:
-        return self.spawn("engine", [str(bin_dir() / "agentry-engine")], self.env("engine"))
+    def start_engine(self, **extra: str) -> Proc:
+        return self.spawn("engine", [str(bin_dir() / "agentry-engine")], self.env("engine", **extra))
 
     def start_monitor(self) -> Proc:
         return self.spawn("monitor", [str(bin_dir() / "agentry-monitor")],
