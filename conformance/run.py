@@ -237,7 +237,53 @@ class Run:
             check(h.get("Agentry-Dlq-Attempts") == str(attempts), f"DLQ attempts {h.get('Agentry-Dlq-Attempts')}")
             check(json.loads(m.data).get("capability") == "echo", "DLQ body is the original task")
 
-    async def s08_drain(self, p: dict[str, Any]) -> None:
+    async def _publish_task(self, input: Any, **exts: str) -> str:
+        """Publishes a task straight to agentry.tasks.echo (as the engine would); returns its result subject."""
+        from agentry import events, wire
+
+        rid = wire.new_id()
+        reply = f"agentry.results.{rid}"
+        ev = events.new_event(rid, "/conformance", wire.Type.TASK_REQUESTED, {"capability": "echo", "input": input},
+                              {"replyto": reply, **exts})
+        headers, body = events.encode(ev)
+        await self.obs.js.publish("agentry.tasks.echo", body, headers={**headers, "Nats-Msg-Id": rid})
+        return reply
+
+    async def _one_result(self, subject: str) -> Any:
+        async def stored() -> Any:
+            got = await self.obs.results(subject)
+            return got or None
+
+        got = await eventually(stored, 30, f"a result on {subject}")
+        check(len(got) == 1, f"{len(got)} results on {subject}")
+        from agentry import events
+
+        return got[0][1], events.data_json(got[0][1])
+
+    async def s08_invalid_and_late(self, p: dict[str, Any]) -> None:
+        subjects = []
+        for rel in p["vectors"]:
+            vector = json.loads((ROOT / rel).read_text())
+            subjects.append(await self._publish_task(vector["input"]))
+        late = await self._publish_task({"message": "too late"}, deadline=str(int(time.time() * 1000) - 1000))
+        for subject in subjects:
+            ev, data = await self._one_result(subject)
+            check(ev["type"] == "io.agentry.task.failed", f"{subject}: {ev['type']}")
+            self.schemas.validate("events/io.agentry.task.failed.json", data)
+            check(data["error"]["code"] == "invalid_input" and data["error"]["retryable"] is False,
+                  f"{subject}: error {data['error']}")
+        ev, data = await self._one_result(late)
+        check(ev["type"] == "io.agentry.task.failed" and data["error"]["code"] == "timeout",
+              f"late task: {ev['type']} {data.get('error')}")
+        dlq = await self.obs.dlq()
+        by_id = {m.headers.get("Agentry-Dlq-Request-Id"): m for m in dlq}
+        for subject in subjects:
+            m = by_id.get(subject.rsplit(".", 1)[-1])
+            check(m is not None and m.subject == "agentry.dlq.schema_invalid",
+                  f"DLQ copy of {subject}: {m.subject if m else None}")
+        check(late.rsplit(".", 1)[-1] not in by_id, "the late task was dead-lettered")
+
+    async def s09_drain(self, p: dict[str, Any]) -> None:
         assert self.proc is not None
         rec = self.agent
         async with await self.client() as c:
@@ -270,7 +316,7 @@ class Run:
 
         await eventually(dereg, 10, "the record to be deregistered")
 
-    async def s09_expiry(self, p: dict[str, Any]) -> None:
+    async def s10_expiry(self, p: dict[str, Any]) -> None:
         proc = self.start_agent()
         rec = await self.wait_live(exclude={self.agent["id"]})
         hb = rec["heartbeat_interval_ms"] / 1000
@@ -317,7 +363,7 @@ async def main(args: argparse.Namespace) -> int:
             fn: Callable[[dict[str, Any]], Awaitable[None]] = getattr(run, "s" + sc["name"].replace("-", "_"))
             started = time.monotonic()
             try:
-                if sc["name"] != "09-expiry" and run.proc is not None and run.proc.p.poll() is not None:
+                if sc["name"] != "10-expiry" and run.proc is not None and run.proc.p.poll() is not None:
                     raise Failed("the agent process is not running")
                 await asyncio.wait_for(fn(sc["params"]), 120)
                 note = f"; {'; '.join(run.notes)}" if run.notes else ""

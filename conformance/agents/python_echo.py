@@ -2,14 +2,21 @@
 the Python implementation the conformance runner drives."""
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 from agentry import Agent, Context, PermanentError, RetryableError, Task
 
 agent = Agent("py_echo", "1.0.0", "echo on the Python SDK (conformance)")
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "capabilities"
 
 
-@agent.capability("echo", input_schema={"type": "object"})
+@agent.capability(
+    "echo",
+    input_schema=json.loads((SCHEMAS / "echo.input.json").read_text()),
+    output_schema=json.loads((SCHEMAS / "echo.output.json").read_text()),
+)
 async def echo(task: Task, ctx: Context) -> dict[str, Any]:
     inp = task.input
     if inp.get("sleep_ms"):
