@@ -23,7 +23,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -33,49 +32,19 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import APIError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
 
 from . import events, wire
 from .connection import Settings
-from .errors import A2AError, InvalidInput, PermanentError, RetryableError, TaskError
+from .context import Context
+from .errors import InvalidInput, RetryableError, TaskError
+from .task import Capability, Handler, Task
+from .worker import Delivery
 
 log = logging.getLogger("agentry.agent")
-
-#: JetStream error code for "wrong last sequence": a result for this subject already exists.
-WRONG_LAST_SEQUENCE = 10071
-
-
-@dataclass(frozen=True)
-class Task:
-    """One task as a handler sees it."""
-
-    request_id: str
-    capability: str
-    input: Any
-    #: Delivery attempt, 1-based (for workflow steps: the engine's attempt).
-    attempt: int
-    source: str
-    deadline: _dt.datetime | None = None
-    traceparent: str | None = None
-    run_id: str | None = None
-    step_id: str | None = None
-    #: The client tenant the task belongs to (`ce-tenant`), None when untenanted.
-    tenant: str | None = None
-
-
-Handler = Callable[[Task, "Context"], Awaitable[Any]]
-
-
-@dataclass
-class Capability:
-    name: str
-    handler: Handler
-    input_schema: dict[str, Any] | None = None
-    output_schema: dict[str, Any] | None = None
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,102 +94,6 @@ class _Counters:
     in_flight: int = 0
     processed: int = 0
     failed: int = 0
-
-
-class Context:
-    """What a handler can reach: progress, A2A ask, delegation, the NATS connection."""
-
-    def __init__(self, agent: Agent, task: Task | None, msg: Msg | None) -> None:
-        self._agent = agent
-        self.task = task
-        self._msg = msg
-
-    @property
-    def agent_id(self) -> str:
-        return self._agent.id
-
-    @property
-    def tenant(self) -> str | None:
-        return self.task.tenant if self.task else None
-
-    @property
-    def nats(self) -> NatsClient:
-        return self._agent.nc
-
-    async def progress(self) -> None:
-        """Tells JetStream the task is still being worked on (`+WPI`: AckWait starts again).
-        The runtime also does this on its own every third of AckWait."""
-        if self._msg is not None:
-            await self._msg.in_progress()
-
-    async def ask(
-        self, target: str, input: Any, *, capability: str | None = None, timeout: float = 10.0
-    ) -> Any:
-        """Asks agent `target` directly (request/reply on `agentry.a2a.<agent-id>`)."""
-        headers = {wire.Header.A2A_FROM: self._agent.id}
-        if self.task and self.task.traceparent:
-            headers["traceparent"] = self.task.traceparent
-        body = json.dumps({"capability": capability, "input": input}).encode()
-        try:
-            msg = await self.nats.request(wire.a2a(wire.agent_id(target)), body, timeout=timeout, headers=headers)
-        except NoRespondersError as e:
-            raise A2AError(target, "no_responders", "no agent answers") from e
-        except NatsTimeout as e:
-            raise A2AError(target, "timeout", f"no answer within {timeout}s") from e
-        h = msg.headers or {}
-        if "Nats-Service-Error" in h:
-            code, _, message = h["Nats-Service-Error"].partition(": ")
-            raise A2AError(target, code, message)
-        try:
-            reply = json.loads(msg.data)
-        except ValueError as e:
-            raise A2AError(target, "bad_reply", "reply is not JSON") from e
-        if isinstance(reply, dict) and "error" in reply:
-            err = reply["error"] or {}
-            raise A2AError(target, str(err.get("code", "error")), str(err.get("message", "")))
-        return reply.get("output") if isinstance(reply, dict) else None
-
-    async def find_agents(self, capability: str) -> list[dict[str, Any]]:
-        """Live agents serving `capability` (records from `agentry-agents`), least loaded first."""
-        kv = await self.nats.jetstream().key_value(wire.AGENTS_BUCKET)
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            return []
-        found = []
-        for key in keys:
-            try:
-                entry = await kv.get(key)
-                rec = json.loads(entry.value or b"null")
-            except (KeyNotFoundError, ValueError):
-                continue
-            if isinstance(rec, dict) and rec.get("status") == "live" and capability in rec.get("capabilities", []):
-                found.append(rec)
-        return sorted(found, key=lambda r: (r.get("load", 0), r.get("in_flight", 0), r.get("id", "")))
-
-    async def ask_capability(self, capability: str, input: Any, *, timeout: float = 10.0) -> Any:
-        """Asks the least-loaded live agent serving `capability` (A2A, no queue)."""
-        agents = await self.find_agents(capability)
-        if not agents:
-            raise A2AError(capability, "no_agent", f"no live agent serves {capability}")
-        return await self.ask(str(agents[0]["id"]), input, capability=capability, timeout=timeout)
-
-    async def delegate(self, capability: str, input: Any, *, timeout: float = 30.0) -> Any:
-        """Submits a child task through `agentry.requests[.<tenant of this task>]`
-        (queued, retried and rate limited like any request) and awaits its result."""
-        from .client import Client
-
-        client = Client(self.nats, tenant=self.tenant, source=f"/agents/{self._agent.id}")
-        ev = client.task_event(capability, input, timeout_ms=int(timeout * 1000))
-        if self.task:
-            if self.task.traceparent:
-                ev[wire.Ext.TRACEPARENT] = self.task.traceparent
-            ev[wire.Ext.PARENTID] = self.task.request_id
-        res = await client.request(ev, timeout + 2)
-        if res.ok:
-            return res.output
-        err = res.error or {}
-        raise A2AError(capability, str(err.get("code", "failed")), str(err.get("message", "")))
 
 
 class Agent:
@@ -442,7 +315,7 @@ class Agent:
         assert self._slots is not None
         self._counters.in_flight += 1
         try:
-            await _Delivery(self, cap, msg).run()
+            await Delivery(self, cap, msg).run()
         except Exception:
             log.exception("task processing failed; the delivery is left to AckWait")
         finally:
@@ -519,203 +392,6 @@ class Agent:
             if err is not None:
                 path = "/".join(str(p) for p in err.absolute_path)
                 raise InvalidInput(f"input does not match the {cap} schema at /{path}: {err.message}")
-
-
-class _Delivery:
-    """One task delivery: decode, check, run with progress and a time limit,
-    publish the result, then ack; or retry, or dead-letter (as the Rust worker)."""
-
-    def __init__(self, agent: Agent, cap: str, msg: Msg) -> None:
-        self.agent = agent
-        self.cap = cap
-        self.msg = msg
-        md = msg.metadata
-        self.attempt = max(int(md.num_delivered or 1), 1)
-        self.seq = int(md.sequence.stream) if md.sequence else 0
-        self.request_id: str | None = None
-        self.source: str | None = None
-        self.event: events.CloudEvent | None = None
-        self.replyto = ""
-
-    async def run(self) -> None:
-        a = self.agent
-        try:
-            ev = events.decode(self.msg.headers, self.msg.data)
-        except Exception as e:
-            await self._dead_letter("not_cloudevent", str(e))
-            await self.msg.term()
-            a._counters.failed += 1
-            return
-        self.event = ev
-        self.source = str(ev["source"])
-        try:
-            self.request_id = wire.request_id(str(ev["id"]))
-        except ValueError as e:
-            await self._dead_letter("invalid_id", str(e))
-            await self.msg.term()
-            a._counters.failed += 1
-            return
-        self.replyto = events.ext(ev, wire.Ext.REPLYTO) or ""
-        if not wire.is_allowed_reply(self.replyto):
-            await self._dead_letter(
-                "missing_attribute", f"replyto {self.replyto!r} is not an agentry.results.* or agentry.steps.* subject"
-            )
-            await self.msg.term()
-            a._counters.failed += 1
-            return
-        is_step = self.replyto.startswith(wire.STEPS_PREFIX + ".")
-        data = events.data_json(ev)
-        input = data.get("input")
-        deadline_ms = events.ext(ev, wire.Ext.DEADLINE)
-        deadline = (
-            _dt.datetime.fromtimestamp(int(deadline_ms) / 1000, _dt.timezone.utc)
-            if deadline_ms and deadline_ms.isdigit()
-            else None
-        )
-        step_attempt = events.ext(ev, wire.Ext.ATTEMPT)
-        attempt = int(step_attempt) if step_attempt and step_attempt.isdigit() else self.attempt
-        try:
-            a._check_input(self.cap, input)
-        except InvalidInput as e:
-            return await self._fail(e, attempt, is_step, "schema_invalid")
-        now = _dt.datetime.now(_dt.timezone.utc)
-        if deadline is not None and deadline <= now:
-            # The engine's deadline timer answers the requester; running now is wasted work.
-            await self._publish_outcome(None, PermanentError("deadline passed before an agent picked the task up", "timeout"), attempt, 0.0)
-            await self.msg.term()
-            return
-        task = Task(
-            request_id=self.request_id,
-            capability=self.cap,
-            input=input,
-            attempt=attempt,
-            source=self.source,
-            deadline=deadline,
-            traceparent=events.ext(ev, wire.Ext.TRACEPARENT),
-            run_id=events.ext(ev, wire.Ext.RUNID),
-            step_id=events.ext(ev, wire.Ext.STEPID),
-            tenant=events.ext(ev, wire.Ext.TENANT),
-        )
-        limit = a.config.default_timeout
-        if deadline is not None:
-            limit = min(limit, (deadline - now).total_seconds())
-        started = time.monotonic()
-        try:
-            output = await self._with_progress(
-                asyncio.wait_for(a.capabilities[self.cap].handler(task, Context(a, task, self.msg)), limit)
-            )
-        except asyncio.TimeoutError:
-            return await self._fail(PermanentError(f"handler exceeded {limit:.1f}s", "timeout"), attempt, is_step, "task_failed")
-        except TaskError as err:
-            if err.retryable and not is_step and self.attempt < a._max_deliver:
-                delay = a.config.retry_delay(self.attempt)
-                log.warning("task %s failed (%s), retry in %.1fs", self.request_id, err, delay)
-                await self.msg.nak(delay=delay)
-                return
-            if err.retryable and not is_step:
-                err = PermanentError(f"failed after {self.attempt} attempts: {err.message}", "retries_exhausted")
-            return await self._fail(err, attempt, is_step, "task_failed")
-        except Exception as e:  # a handler bug is a permanent failure of this task, not of the agent
-            log.exception("handler for %s raised", self.cap)
-            return await self._fail(PermanentError(f"{type(e).__name__}: {e}", "handler_error"), attempt, is_step, "task_failed")
-        elapsed = time.monotonic() - started
-        v_out = a._validators.get(self.cap, (None, None))[1]
-        if v_out is not None:
-            err_out = jsonschema.exceptions.best_match(v_out.iter_errors(output))
-            if err_out is not None:
-                log.warning("output of %s does not match its schema: %s", self.cap, err_out.message)
-        if await self._publish_outcome(output, None, attempt, elapsed):
-            await self.msg.ack()
-            a._counters.processed += 1
-        else:
-            # Result not stored (NATS trouble): let the delivery be retried.
-            await self.msg.nak(delay=1.0)
-
-    async def _with_progress(self, fut: Awaitable[Any]) -> Any:
-        every = max(self.agent._ack_wait / 3, 0.2)
-        task = asyncio.ensure_future(fut)
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=every)
-            if done:
-                return task.result()
-            try:
-                await self.msg.in_progress()
-            except Exception as e:
-                log.warning("progress ack failed: %s", e)
-
-    async def _fail(self, err: TaskError, attempt: int, is_step: bool, reason: str) -> None:
-        log.warning("task %s failed: %s: %s", self.request_id, err.code, err.message)
-        # Dead letter first: by the time the requester sees the failure, the DLQ has it.
-        # Workflow steps: the engine owns retries and dead-lettering of runs.
-        if not is_step:
-            await self._dead_letter(reason, err.message)
-        await self._publish_outcome(None, err, attempt, 0.0)
-        await self.msg.term()
-        self.agent._counters.failed += 1
-
-    async def _publish_outcome(self, output: Any, err: TaskError | None, attempt: int, elapsed: float) -> bool:
-        """`True` when the result is stored, or a result for the request already was."""
-        a = self.agent
-        assert self.request_id is not None and self.event is not None
-        data: dict[str, Any] = {
-            "agent_id": a.id,
-            "attempts": attempt,
-            "capability": self.cap,
-            "duration_ms": int(elapsed * 1000),
-            "request_id": self.request_id,
-        }
-        if err is None:
-            ty = wire.Type.TASK_COMPLETED
-            data["output"] = output
-        else:
-            ty = wire.Type.TASK_FAILED
-            data["error"] = {"code": err.code, "message": err.message, "retryable": err.retryable}
-        exts: dict[str, str | int] = {wire.Ext.REQUESTID: self.request_id}
-        for name in (wire.Ext.TRACEPARENT, wire.Ext.RUNID, wire.Ext.STEPID, wire.Ext.ATTEMPT):
-            v = events.ext(self.event, name)
-            if v is not None:
-                exts[name] = v
-        ev = events.new_event(wire.new_id(), a.source, ty, data, exts)
-        headers, body = events.encode(ev)
-        # The reply subject too: request ids may repeat across tenants.
-        headers[wire.Header.MSG_ID] = f"res-{self.replyto}-{self.request_id}-{attempt}"
-        if self.replyto.startswith(wire.RESULTS_PREFIX + "."):
-            headers[wire.Header.EXPECTED_LAST_SUBJECT_SEQ] = "0"
-        try:
-            await a.nc.jetstream().publish(self.replyto, body, headers=headers, timeout=5)
-            return True
-        except APIError as e:
-            if e.err_code == WRONG_LAST_SEQUENCE:
-                log.info("result for %s already exists; ours was refused (first result wins)", self.request_id)
-                return True
-            log.warning("result publish failed: %s", e)
-            return False
-        except (NatsTimeout, NoRespondersError) as e:
-            log.warning("result publish failed: %s", e)
-            return False
-
-    async def _dead_letter(self, reason: str, detail: str) -> None:
-        h = wire.Header
-        headers = {k: v for k, v in (self.msg.headers or {}).items() if not k.startswith("Nats-")}
-        headers.update(
-            {
-                h.DLQ_REASON: reason,
-                h.DLQ_DETAIL: "".join(c for c in detail if c.isprintable())[:512],
-                h.DLQ_SUBJECT: self.msg.subject,
-                h.DLQ_STREAM: wire.TASKS_STREAM,
-                h.DLQ_SEQ: str(self.seq),
-                h.DLQ_ATTEMPTS: str(self.attempt),
-                h.MSG_ID: f"dlq-{wire.TASKS_STREAM}-{self.seq}" if self.seq else f"dlq-{wire.new_id()}",
-            }
-        )
-        if self.request_id:
-            headers[h.DLQ_REQUEST_ID] = self.request_id
-        if self.source:
-            headers[h.DLQ_SOURCE] = "".join(c for c in self.source if "\x21" <= c <= "\x7e")[:256]
-        try:
-            await self.agent.nc.jetstream().publish(wire.dlq(reason), self.msg.data, headers=headers, timeout=5)
-        except (APIError, NatsTimeout, NoRespondersError) as e:
-            log.warning("dead-letter publish failed: %s", e)
 
 
 def _validator(schema: dict[str, Any] | None) -> Any:
