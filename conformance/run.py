@@ -266,6 +266,8 @@ class Run:
             vector = json.loads((ROOT / rel).read_text())
             subjects.append(await self._publish_task(vector["input"]))
         late = await self._publish_task({"message": "too late"}, deadline=str(int(time.time() * 1000) - 1000))
+        junk = f"not a cloudevent {time.time()}".encode()
+        await self.obs.js.publish("agentry.tasks.echo", junk)
         for subject in subjects:
             ev, data = await self._one_result(subject)
             check(ev["type"] == "io.agentry.task.failed", f"{subject}: {ev['type']}")
@@ -282,6 +284,13 @@ class Run:
             check(m is not None and m.subject == "agentry.dlq.schema_invalid",
                   f"DLQ copy of {subject}: {m.subject if m else None}")
         check(late.rsplit(".", 1)[-1] not in by_id, "the late task was dead-lettered")
+
+        async def junk_dead_lettered() -> bool:
+            return any(m.data == junk for m in await self.obs.dlq())
+
+        await eventually(junk_dead_lettered, 15, "the undecodable task to reach the DLQ")
+        m = [m for m in await self.obs.dlq() if m.data == junk][0]
+        check(m.headers.get("Agentry-Dlq-Subject") == "agentry.tasks.echo", f"DLQ headers of the undecodable task {m.headers}")
 
     async def s09_drain(self, p: dict[str, Any]) -> None:
         assert self.proc is not None

@@ -317,7 +317,11 @@ class Agent:
         try:
             await Delivery(self, cap, msg).run()
         except Exception:
-            log.exception("task processing failed; the delivery is left to AckWait")
+            log.exception("task processing failed; the task is kept for redelivery")
+            try:
+                await msg.nak(delay=1.0)
+            except Exception as e:  # the connection is gone: AckWait brings the task back
+                log.warning("nak failed: %s", e)
         finally:
             self._counters.in_flight -= 1
             self._slots.release()

@@ -51,8 +51,7 @@ class Delivery:
         try:
             ev = events.decode(self.msg.headers, self.msg.data)
         except Exception as e:
-            await self._dead_letter("not_cloudevent", str(e))
-            await self.msg.term()
+            await self._settle(await self._dead_letter("not_cloudevent", str(e)))
             a._counters.failed += 1
             return
         self.event = ev
@@ -60,16 +59,14 @@ class Delivery:
         try:
             self.request_id = wire.request_id(str(ev["id"]))
         except ValueError as e:
-            await self._dead_letter("invalid_id", str(e))
-            await self.msg.term()
+            await self._settle(await self._dead_letter("invalid_id", str(e)))
             a._counters.failed += 1
             return
         self.replyto = events.ext(ev, wire.Ext.REPLYTO) or ""
         if not wire.is_allowed_reply(self.replyto):
-            await self._dead_letter(
+            await self._settle(await self._dead_letter(
                 "missing_attribute", f"replyto {self.replyto!r} is not an agentry.results.* or agentry.steps.* subject"
-            )
-            await self.msg.term()
+            ))
             a._counters.failed += 1
             return
         is_step = self.replyto.startswith(wire.STEPS_PREFIX + ".")
@@ -156,9 +153,12 @@ class Delivery:
         log.warning("task %s failed: %s: %s", self.request_id, err.code, err.message)
         # Dead letter first: by the time the requester sees the failure, the DLQ has it.
         # Workflow steps: the engine owns retries and dead-lettering of runs.
-        if not is_step:
-            await self._dead_letter(reason, err.message)
-        await self._publish_outcome(None, err, attempt, 0.0)
+        # If either cannot be stored, the task is kept: NAK with a delay and try again.
+        if (not is_step and not await self._dead_letter(reason, err.message)) or not await self._publish_outcome(
+            None, err, attempt, 0.0
+        ):
+            await self.msg.nak(delay=1.0)
+            return
         await self.msg.term()
         self.agent._counters.failed += 1
 
@@ -203,7 +203,14 @@ class Delivery:
             log.warning("result publish failed: %s", e)
             return False
 
-    async def _dead_letter(self, reason: str, detail: str) -> None:
+    async def _settle(self, dead_lettered: bool) -> None:
+        """`+TERM` once the DLQ has the message; otherwise keep it (NAK with a delay)."""
+        if dead_lettered:
+            await self.msg.term()
+        else:
+            await self.msg.nak(delay=1.0)
+
+    async def _dead_letter(self, reason: str, detail: str) -> bool:
         h = wire.Header
         headers = {k: v for k, v in (self.msg.headers or {}).items() if not k.startswith("Nats-")}
         headers.update(
@@ -223,5 +230,7 @@ class Delivery:
             headers[h.DLQ_SOURCE] = "".join(c for c in self.source if "\x21" <= c <= "\x7e")[:256]
         try:
             await self.agent.nc.jetstream().publish(wire.dlq(reason), self.msg.data, headers=headers, timeout=5)
+            return True
         except (APIError, NatsTimeout, NoRespondersError) as e:
-            log.warning("dead-letter publish failed: %s", e)
+            log.warning("dead-letter publish failed, keeping the task: %s", e)
+            return False
