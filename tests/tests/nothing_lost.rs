@@ -666,7 +666,7 @@ steps:
 
 async fn run_state(admin: &jetstream::Context, run: &str) -> Option<RunState> {
     let kv = admin.get_key_value(subject::RUNS_BUCKET).await.unwrap();
-    let v = kv.get(run).await.ok()??;
+    let v = kv.get(format!("acme.{run}")).await.ok()??;
     serde_json::from_slice(&v).ok()
 }
 
@@ -684,7 +684,8 @@ async fn count_runs(
         ids.iter().filter(|id| !d.contains(*id)).collect()
     };
     for id in open {
-        if let Ok(Some(v)) = kv.get(id).await
+        // Run keys name their tenant (`acme.<run-id>`).
+        if let Ok(Some(v)) = kv.get(format!("acme.{id}")).await
             && let Ok(s) = serde_json::from_slice::<RunState>(&v)
             && f(&s)
         {
