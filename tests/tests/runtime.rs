@@ -180,7 +180,7 @@ async fn retries_then_dlq_then_replay() {
         .unwrap();
     assert_eq!(
         msg.headers.get("Agentry-Dlq-Attempts").map(|v| v.as_str()),
-        Some("5")
+        Some("4")
     );
     assert_eq!(
         msg.headers
