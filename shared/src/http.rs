@@ -2,11 +2,18 @@
 //! registries and readiness checks of every component in a process, so
 //! `agentry up` serves them all from one address and readiness is the
 //! conjunction of every component's checks.
+//!
+//! Loops register a [`Pulse`]: `/ready` fails while a loop is not running or
+//! its last pull failed; `/health` fails while a loop has been busy (neither
+//! waiting for input nor back for its next item) for longer than the stall
+//! bound: the process is wedged and should be restarted.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -34,10 +41,178 @@ impl Flag {
     }
 }
 
-#[derive(Default)]
+/// Liveness of one long-running loop (a pull loop, a periodic task).
+///
+/// A pull loop wraps its message stream with [`Pulse::track`]: the loop is
+/// running while the wrapper lives, waiting while the stream is pending,
+/// busy from the moment it yields an item until it is polled again, and
+/// failing after it yields an error (until the next message). A periodic
+/// loop calls [`Pulse::beat`] on every round instead.
+#[derive(Clone)]
+pub struct Pulse(Arc<PulseState>);
+
+struct PulseState {
+    name: String,
+    epoch: Instant,
+    running: AtomicBool,
+    /// Which [`Tracked`] stream is current (a loop may reopen its stream).
+    generation: AtomicU64,
+    waiting: AtomicBool,
+    /// Milliseconds since `epoch` of the last progress.
+    last_ms: AtomicU64,
+    fault: Mutex<Option<String>>,
+}
+
+/// What one loop is doing, as `/health` and `/ready` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoopState {
+    /// Not started yet, or ended (its stream closed, its task returned).
+    Stopped,
+    /// Running; its last pull failed with this error.
+    Failing(String),
+    /// Busy with one item for longer than the stall bound.
+    Stalled(Duration),
+    /// Running and making progress (or waiting for input).
+    Live,
+}
+
+impl Pulse {
+    fn new(name: String) -> Self {
+        Self(Arc::new(PulseState {
+            name,
+            epoch: Instant::now(),
+            running: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+            last_ms: AtomicU64::new(0),
+            fault: Mutex::new(None),
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.epoch.elapsed().as_millis() as u64
+    }
+
+    fn set_fault(&self, fault: Option<String>) {
+        if let Ok(mut g) = self.0.fault.lock() {
+            *g = fault;
+        }
+    }
+
+    /// A periodic loop made one round of progress (it is running and busy
+    /// until its next beat, which must come within the stall bound).
+    pub fn beat(&self) {
+        self.0.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.0.waiting.store(false, Ordering::Relaxed);
+        self.0.running.store(true, Ordering::Relaxed);
+    }
+
+    /// Wraps a pull loop's message stream; the loop counts as running until
+    /// the wrapper is dropped or the stream ends.
+    pub fn track<S>(&self, stream: S) -> Tracked<S> {
+        self.beat();
+        self.0.waiting.store(true, Ordering::Relaxed);
+        self.set_fault(None);
+        Tracked {
+            inner: stream,
+            pulse: self.clone(),
+            generation: self.0.generation.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// The loop's state against the stall bound `stall_after`.
+    pub fn state(&self, stall_after: Duration) -> LoopState {
+        let s = &self.0;
+        if !s.running.load(Ordering::Relaxed) {
+            return LoopState::Stopped;
+        }
+        if !s.waiting.load(Ordering::Relaxed) {
+            let busy = Duration::from_millis(
+                self.now_ms()
+                    .saturating_sub(s.last_ms.load(Ordering::Relaxed)),
+            );
+            if busy > stall_after {
+                return LoopState::Stalled(busy);
+            }
+        }
+        match s.fault.lock().ok().and_then(|g| g.clone()) {
+            Some(f) => LoopState::Failing(f),
+            None => LoopState::Live,
+        }
+    }
+}
+
+/// A message stream whose polling reports to a [`Pulse`].
+pub struct Tracked<S> {
+    inner: S,
+    pulse: Pulse,
+    generation: u64,
+}
+
+impl<S> Tracked<S> {
+    fn current(&self) -> bool {
+        self.pulse.0.generation.load(Ordering::Relaxed) == self.generation
+    }
+}
+
+impl<S> Drop for Tracked<S> {
+    fn drop(&mut self) {
+        // A stream replaced by a newer one leaves the loop running.
+        if self.current() {
+            self.pulse.0.running.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S, T, E> futures::Stream for Tracked<S>
+where
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<T, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        let pulse = &self.pulse;
+        match &polled {
+            Poll::Pending => pulse.0.waiting.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(item)) => {
+                pulse.beat();
+                pulse.set_fault(item.as_ref().err().map(|e| e.to_string()));
+            }
+            Poll::Ready(None) => {
+                if self.current() {
+                    pulse.0.running.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        polled
+    }
+}
+
+/// Default bound on how long a loop may be busy before `/health` fails.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(300);
+
 struct Inner {
     registries: Vec<Registry>,
     checks: Vec<(String, CheckFn)>,
+    loops: Vec<Pulse>,
+    stall_after: Duration,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            registries: Vec::new(),
+            checks: Vec::new(),
+            loops: Vec::new(),
+            stall_after: DEFAULT_STALL_AFTER,
+        }
+    }
 }
 
 /// Registries and readiness checks of the components in this process.
@@ -84,6 +259,99 @@ impl Observer {
         }
     }
 
+    /// Sets how long a loop may stay busy before `/health` reports the
+    /// process wedged.
+    pub fn set_stall_after(&self, d: Duration) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.stall_after = d;
+        }
+    }
+
+    /// Registers a loop: `/ready` needs it running and not failing,
+    /// `/health` needs it not stalled.
+    pub fn add_loop(&self, name: impl Into<String>) -> Pulse {
+        let pulse = Pulse::new(name.into());
+        if let Ok(mut g) = self.inner.lock() {
+            g.loops.push(pulse.clone());
+        }
+        pulse
+    }
+
+    /// Adds a check that a KV bucket answers (its stream info is readable).
+    pub fn add_kv(&self, js: async_nats::jetstream::Context, bucket: &'static str) {
+        self.add_check(
+            format!("kv {bucket}"),
+            Arc::new(move || {
+                let js = js.clone();
+                Box::pin(async move {
+                    let kv = js
+                        .get_key_value(bucket)
+                        .await
+                        .map_err(|e| format!("unavailable: {e}"))?;
+                    kv.status()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("unavailable: {e}"))
+                })
+            }),
+        );
+    }
+
+    /// Adds a check that Redis answers PING within the check bound.
+    pub fn add_redis(&self, name: impl Into<String>, url: &str) {
+        let client = redis::Client::open(url);
+        self.add_check(
+            name,
+            Arc::new(move || {
+                let client = client.as_ref().map(Clone::clone).map_err(|e| e.to_string());
+                Box::pin(async move {
+                    let client = client.map_err(|e| format!("invalid url: {e}"))?;
+                    let mut conn = client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(|e| format!("unreachable: {e}"))?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("PING failed: {e}"))
+                })
+            }),
+        );
+    }
+
+    /// Every loop's state, by name.
+    pub fn loops(&self) -> Vec<(String, LoopState)> {
+        match self.inner.lock() {
+            Ok(g) => g
+                .loops
+                .iter()
+                .map(|p| (p.name().to_owned(), p.state(g.stall_after)))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Liveness: which loops are stalled (empty when healthy).
+    pub fn health(&self) -> Health {
+        let stalled: Vec<CheckResult> = self
+            .loops()
+            .into_iter()
+            .filter_map(|(name, st)| match st {
+                LoopState::Stalled(d) => Some(CheckResult {
+                    name,
+                    ok: false,
+                    detail: Some(format!("busy for {} ms without progress", d.as_millis())),
+                }),
+                _ => None,
+            })
+            .collect();
+        Health {
+            status: if stalled.is_empty() { "ok" } else { "wedged" }.to_owned(),
+            stalled,
+        }
+    }
+
     /// Adds a flag-backed check and returns the flag.
     pub fn add_flag(&self, name: impl Into<String>) -> Flag {
         let flag = Flag::default();
@@ -127,6 +395,19 @@ impl Observer {
             Err(_) => Vec::new(),
         };
         let mut out = Vec::with_capacity(checks.len());
+        for (name, st) in self.loops() {
+            let (ok, detail) = match st {
+                LoopState::Live => (true, None),
+                LoopState::Stopped => (false, Some("loop not running".to_owned())),
+                LoopState::Failing(e) => (false, Some(format!("pull failing: {e}"))),
+                LoopState::Stalled(d) => (false, Some(format!("stalled for {} ms", d.as_millis()))),
+            };
+            out.push(CheckResult {
+                name: format!("loop {name}"),
+                ok,
+                detail,
+            });
+        }
         for (name, f) in checks {
             let res = tokio::time::timeout(Duration::from_secs(2), f()).await;
             let (ok, detail) = match res {
@@ -188,6 +469,7 @@ impl Observer {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let obs = Self::new();
+        obs.set_stall_after(observe.stall_after()?);
         if let Some(addr) = observe.http_socket()? {
             let bound = obs.clone().spawn(addr, shutdown.clone()).await?;
             tracing::info!(%bound, "serving /health /ready /metrics");
@@ -228,13 +510,26 @@ pub struct Readiness {
     pub checks: Vec<CheckResult>,
 }
 
-async fn health() -> impl IntoResponse {
-    // Answering at all proves the runtime is scheduling tasks.
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        "{\"status\":\"ok\"}",
-    )
+/// Body of `/health`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Health {
+    /// `ok` or `wedged`.
+    pub status: String,
+    /// The loops that stopped making progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalled: Vec<CheckResult>,
+}
+
+async fn health(State(obs): State<Observer>) -> impl IntoResponse {
+    // Answering at all proves the runtime schedules tasks; the loops prove
+    // the component's own work is not stuck.
+    let h = obs.health();
+    let code = if h.stalled.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(h))
 }
 
 async fn ready(State(obs): State<Observer>) -> impl IntoResponse {
