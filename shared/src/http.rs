@@ -303,7 +303,7 @@ impl Observer {
         self.add_check(
             name,
             Arc::new(move || {
-                let client = client.as_ref().map(Clone::clone).map_err(|e| e.to_string());
+                let client = client.clone().map_err(|e| e.to_string());
                 Box::pin(async move {
                     let client = client.map_err(|e| format!("invalid url: {e}"))?;
                     let mut conn = client

@@ -33,11 +33,7 @@ pub async fn recovery(
     let (mut missing, mut wrong, mut leaderless) = (Vec::new(), Vec::new(), Vec::new());
     for (name, storage) in &expected {
         let info = match js.get_stream(name).await {
-            Ok(mut st) => st
-                .info()
-                .await
-                .map(|i| i.clone())
-                .map_err(|e| e.to_string()),
+            Ok(mut st) => st.info().await.cloned().map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match info {
