@@ -69,9 +69,6 @@ async fn wait_failing(addr: &str, what: &str, needle: &str) {
 }
 
 async fn wait_ready(addr: &str, what: &str) {
-    if let Ok((code, body)) = http_get(addr, "/ready").await {
-        eprintln!("{what}: before waiting: {code} {body}");
-    }
     eventually(Duration::from_secs(30), what, || async {
         not_ready(addr).await.is_some_and(|f| f.is_empty())
     })

@@ -366,8 +366,12 @@ async fn consume<F, Fut>(
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 None => {
+                    // Also after its consumer was deleted: retry at a calm pace until it is back.
                     warn!("pull stream ended, reopening");
-                    break;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => break,
+                    }
                 }
             }
         }
