@@ -60,8 +60,14 @@ struct PulseState {
     waiting: AtomicBool,
     /// Milliseconds since `epoch` of the last progress.
     last_ms: AtomicU64,
-    fault: Mutex<Option<String>>,
+    /// The last pull error and when (ms since `epoch`).
+    fault: Mutex<Option<(String, u64)>>,
 }
+
+/// How long a pull error keeps a loop "failing" without a newer one: a
+/// stream that stays broken keeps reporting (missed heartbeats every few
+/// seconds); one that recovered while idle delivers nothing to clear it.
+pub const FAULT_WINDOW: Duration = Duration::from_secs(15);
 
 /// What one loop is doing, as `/health` and `/ready` report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +104,9 @@ impl Pulse {
     }
 
     fn set_fault(&self, fault: Option<String>) {
+        let now = self.now_ms();
         if let Ok(mut g) = self.0.fault.lock() {
-            *g = fault;
+            *g = fault.map(|f| (f, now));
         }
     }
 
@@ -139,9 +146,10 @@ impl Pulse {
                 return LoopState::Stalled(busy);
             }
         }
+        let window = FAULT_WINDOW.as_millis() as u64;
         match s.fault.lock().ok().and_then(|g| g.clone()) {
-            Some(f) => LoopState::Failing(f),
-            None => LoopState::Live,
+            Some((f, at)) if self.now_ms().saturating_sub(at) <= window => LoopState::Failing(f),
+            _ => LoopState::Live,
         }
     }
 }
