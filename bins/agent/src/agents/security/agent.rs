@@ -113,8 +113,20 @@ impl SecurityMonitor {
             .get("incident_id")
             .and_then(Value::as_str)
             .map_or_else(|| format!("inc-{}", task.request_id), str::to_owned);
+        // A tenant's task acts only on its own principals and incidents.
+        let mut input = task.input.clone();
+        if let Some(t) = ctx.tenant() {
+            match input.get("tenant").and_then(Value::as_str) {
+                Some(asked) if asked != t.as_str() => {
+                    return Err(TaskError::invalid_input(format!(
+                        "tenant {asked} is not the requesting tenant"
+                    )));
+                }
+                _ => input["tenant"] = Value::from(t.as_str()),
+            }
+        }
         let change = Change {
-            input: &task.input,
+            input: &input,
             incident_id: &incident_id,
             change_id: task.request_id.as_str(),
             announce_opening: true,
