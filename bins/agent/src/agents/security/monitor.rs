@@ -237,6 +237,11 @@ async fn act(agent: &SecurityMonitor, ctx: &Context, alert: &Alert) -> anyhow::R
         announce_opening: false,
     };
     respond::apply(buckets, ctx, &change).await?;
+    agent.count_incident(
+        kind_name(alert.kind),
+        &alert.severity.to_string(),
+        alert.tenant.as_deref(),
+    );
     Ok(())
 }
 
