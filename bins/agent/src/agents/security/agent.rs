@@ -104,7 +104,11 @@ impl SecurityMonitor {
     /// Counts an opened incident (`tenant` `None`: untenanted, label `_`).
     pub(super) fn count_incident(&self, kind: &str, severity: &str, tenant: Option<&str>) {
         self.incidents_total
-            .with_label_values(&[kind, severity, tenant.unwrap_or(agentry::quarantine::NO_TENANT)])
+            .with_label_values(&[
+                kind,
+                severity,
+                tenant.unwrap_or(agentry::quarantine::NO_TENANT),
+            ])
             .inc();
     }
 

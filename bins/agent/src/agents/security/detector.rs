@@ -872,14 +872,21 @@ mod tests {
             alerts.extend(d.observe(obs("acme", i as i64)));
             alerts.extend(d.observe(obs("globex", i as i64)));
         }
-        assert!(alerts.is_empty(), "neither principal alone floods: {alerts:?}");
+        assert!(
+            alerts.is_empty(),
+            "neither principal alone floods: {alerts:?}"
+        );
         for i in half..=cfg.flood_requests {
             alerts.extend(d.observe(obs("globex", i as i64)));
         }
         assert_eq!(alerts.len(), 1, "{alerts:?}");
         assert_eq!(alerts[0].tenant.as_deref(), Some("globex"));
         assert_eq!(alerts[0].source.as_deref(), Some("/billing"));
-        assert!(alerts[0].summary.contains("tenant globex"), "{}", alerts[0].summary);
+        assert!(
+            alerts[0].summary.contains("tenant globex"),
+            "{}",
+            alerts[0].summary
+        );
     }
 
     /// Memory is bounded: the least recently seen source is evicted first.
