@@ -90,11 +90,14 @@ pub(crate) async fn route(
         header::MSG_ID,
         subject::request_key(tenant.as_ref(), &req.id).as_str(),
     );
-    let ack = match engine
-        .js
-        .publish_with_headers(subject::tasks(cap), headers, body)
-        .await
-    {
+    // Fairness: while the capability's queue is congested a tenant's task
+    // is held and released in turn with other tenants' (crate::fair).
+    let held = match tenant {
+        Some(t) if engine.fair.hold(cap, Some(t)) => Some(subject::held(cap, t)),
+        _ => None,
+    };
+    let to = held.clone().unwrap_or_else(|| subject::tasks(cap));
+    let ack = match engine.js.publish_with_headers(to, headers, body).await {
         Ok(a) => a.await,
         Err(e) => {
             warn!(error = %e, "task publish failed, retrying request later");
@@ -105,7 +108,15 @@ pub(crate) async fn route(
         Ok(a) if a.duplicate => {
             info!("duplicate request id within the dedup window: not routed again")
         }
-        Ok(_) => {}
+        Ok(_) => {
+            if held.is_some() {
+                engine
+                    .metrics
+                    .fair_tasks
+                    .with_label_values(&[cap.as_str(), "held"])
+                    .inc();
+            }
+        }
         Err(e) => {
             let text = e.to_string();
             if text.contains("maximum messages")
