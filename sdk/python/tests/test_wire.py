@@ -49,6 +49,9 @@ def test_names_and_subjects() -> None:
     assert wire.request_key("acme", "r1") == "acme.r1"
     assert wire.generate_agent_id("word_count").startswith("word-count-")
     assert wire.is_allowed_reply("agentry.steps.run1")
+    assert wire.is_allowed_reply("agentry.steps.acme.run1")
+    assert not wire.is_allowed_reply("agentry.steps.acme.run1.x")
+    assert not wire.is_allowed_reply("agentry.steps.Acme.run1")
     assert not wire.is_allowed_reply("agentry.results.acme.r1.x")
     assert not wire.is_allowed_reply("$JS.API.STREAM.DELETE.X")
     for bad in ("Acme", "1acme", "a.b", ">", ""):

@@ -157,7 +157,7 @@ def inbox_prefix(user: str) -> str:
 
 
 def is_allowed_reply(subject: str) -> bool:
-    """`agentry.results.<id>`, `agentry.results.<tenant>.<id>` or `agentry.steps.<run-id>`."""
+    """`agentry.results[.<tenant>].<id>` or `agentry.steps[.<tenant>].<run-id>`."""
     if subject.startswith(RESULTS_PREFIX + "."):
         rest = subject[len(RESULTS_PREFIX) + 1 :].split(".")
         if len(rest) == 1:
@@ -166,5 +166,11 @@ def is_allowed_reply(subject: str) -> bool:
             return bool(_TENANT.fullmatch(rest[0]) and _REQUEST_ID.fullmatch(rest[1]))
         return False
     if subject.startswith(STEPS_PREFIX + "."):
-        return bool(_REQUEST_ID.fullmatch(subject[len(STEPS_PREFIX) + 1 :]))
+        rest = subject[len(STEPS_PREFIX) + 1 :].split(".")
+        if len(rest) == 1:
+            return bool(_REQUEST_ID.fullmatch(rest[0]))
+        if len(rest) == 2:
+            # A tenant's run: `agentry.steps.<tenant>.<run-id>` (docs/tenancy.md).
+            return bool(_TENANT.fullmatch(rest[0]) and _REQUEST_ID.fullmatch(rest[1]))
+        return False
     return False
