@@ -243,6 +243,12 @@ pub struct RunState {
     pub tenant: Option<String>,
     #[serde(default)]
     pub source: String,
+    /// The engine replica whose run limit counts this top-level run: the
+    /// one that started it, or the one that adopted it after that replica
+    /// died (docs/reliability.md, "Run limits"). Absent for child runs,
+    /// which hold no run slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
     pub workflow: String,
@@ -378,6 +384,7 @@ mod tests {
             request_id: "r1".into(),
             tenant: None,
             source: "/t".into(),
+            owner: None,
             traceparent: None,
             workflow: "w".into(),
             version: 1,

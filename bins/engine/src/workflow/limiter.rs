@@ -19,10 +19,18 @@
 //! A slot is released when its run ends, whichever replica ends it: locally
 //! at once, otherwise through a watch on `agentry-runs`, with a periodic
 //! sweep as a backstop.
+//!
+//! Runs of a dead replica are adopted: every top-level run names the replica
+//! that counts it (`RunState::owner`). Replicas announce themselves on
+//! `agentry.engines.alive.<id>` every [`HEARTBEAT`]; an owner not heard from
+//! for [`DEAD_AFTER`] is dead, and the next replica that writes a transition
+//! of its run takes it over (in that same write) and counts it. Runs never
+//! move between live replicas, so a replica's count only grows by its own
+//! starts and by adoptions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentry::subject;
 use agentry::workflow::state::RunState;
@@ -37,6 +45,12 @@ use tracing::{debug, warn};
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// How often held runs are checked against the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(3);
+/// How often a replica announces that it is alive.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence after which a replica is taken for dead and its runs are adopted.
+pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// Subject prefix of the heartbeats (`<prefix>.<replica id>`).
+const ALIVE_PREFIX: &str = "agentry.engines.alive";
 /// Workflow starts that may wait for a run slot without an engine permit.
 pub(crate) const WAITING_ROOM: usize = 5_000;
 
@@ -50,6 +64,13 @@ struct Slots {
 
 pub(crate) struct Limiter {
     max: usize,
+    /// This replica's id (a fresh one per process).
+    id: String,
+    /// When this replica started (before [`DEAD_AFTER`] it has not heard
+    /// every live replica yet, so it takes nobody for dead).
+    born: Instant,
+    /// When each other replica was last heard from.
+    peers: Mutex<HashMap<String, Instant>>,
     slots: Mutex<Slots>,
     freed: Notify,
     room: Arc<Semaphore>,
@@ -77,12 +98,64 @@ impl Limiter {
     pub fn new(max: usize, active: IntGauge, parked: IntGauge) -> Self {
         Self {
             max: max.max(1),
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            born: Instant::now(),
+            peers: Mutex::new(HashMap::new()),
             slots: Mutex::new(Slots::default()),
             freed: Notify::new(),
             room: Arc::new(Semaphore::new(WAITING_ROOM)),
             active,
             parked,
         }
+    }
+
+    /// This replica's id, as written in `RunState::owner`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether replica `owner` (not this one) has been silent for [`DEAD_AFTER`].
+    pub fn is_dead(&self, owner: &str) -> bool {
+        if owner == self.id {
+            return false;
+        }
+        let now = Instant::now();
+        let peers = match self.peers.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match peers.get(owner) {
+            Some(seen) => now.duration_since(*seen) >= DEAD_AFTER,
+            None => now.duration_since(self.born) >= DEAD_AFTER,
+        }
+    }
+
+    fn heard(&self, peer: &str) {
+        if peer != self.id {
+            let mut peers = match self.peers.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            peers.insert(peer.to_owned(), Instant::now());
+        }
+    }
+
+    /// Takes over the counting of `state`'s run from a dead owner: the write
+    /// that carries `owner` = this replica has succeeded. May take `running`
+    /// above `max` (starts then wait).
+    pub fn adopt(&self, state: &RunState) {
+        if state.status.is_terminal() || self.holds(&state.run_id) {
+            return;
+        }
+        let parked = state.is_parked();
+        debug!(run = %state.run_id, "adopted the run of a dead replica");
+        self.update(|s| {
+            if parked {
+                s.parked.insert(state.run_id.clone());
+            } else {
+                s.running.insert(state.run_id.clone());
+            }
+        });
     }
 
     /// Changes the slots; wakes the waiting starts when a slot may have
@@ -193,7 +266,8 @@ impl Limiter {
         if !self.holds(&state.run_id) {
             return;
         }
-        if state.status.is_terminal() {
+        let taken = state.owner.as_deref().is_some_and(|o| o != self.id);
+        if state.status.is_terminal() || taken {
             self.release(&state.run_id);
             return;
         }
@@ -214,6 +288,48 @@ impl Limiter {
             .lock()
             .map(|s| s.running.iter().chain(s.parked.iter()).cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Announces this replica every [`HEARTBEAT`] and listens to the others;
+/// runs until shutdown. Core NATS: a lost heartbeat only delays nothing
+/// (three in a row must be lost before a replica is taken for dead).
+pub(crate) async fn heartbeat(
+    limiter: Arc<Limiter>,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) {
+    let mine = format!("{ALIVE_PREFIX}.{}", limiter.id);
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        let mut sub = match client.subscribe(format!("{ALIVE_PREFIX}.*")).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen to engine heartbeats, retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = client.publish(mine.clone(), bytes::Bytes::new()).await {
+                        warn!(error = %e, "engine heartbeat not sent");
+                    }
+                }
+                msg = sub.next() => match msg {
+                    Some(m) => {
+                        if let Some(peer) = m.subject.as_str().strip_prefix(ALIVE_PREFIX).and_then(|r| r.strip_prefix('.')) {
+                            limiter.heard(peer);
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
     }
 }
 

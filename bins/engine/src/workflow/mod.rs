@@ -110,7 +110,12 @@ pub(crate) async fn watch(engine: Arc<Engine>, shutdown: CancellationToken) {
         shutdown.clone(),
     );
     let sweep = hot::sweep(engine.clone(), shutdown.clone());
-    tokio::join!(permits, engine.runs.defs.watch(shutdown), sweep);
+    let alive = limiter::heartbeat(
+        engine.runs.limiter.clone(),
+        engine.js.client(),
+        shutdown.clone(),
+    );
+    tokio::join!(permits, engine.runs.defs.watch(shutdown), sweep, alive);
 }
 
 /// Clears every outbox this replica carried out (at shutdown, once no
@@ -202,6 +207,7 @@ pub(crate) async fn start(
         timeout: timeout_ms.map(Duration::from_millis),
         parent: None,
         depth: 0,
+        owner: Some(limiter.id().to_owned()),
     };
     match run::create(engine, key, &compiled, new).await {
         Ok(run::Started::Created(status)) => {

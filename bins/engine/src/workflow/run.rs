@@ -30,6 +30,8 @@ pub(crate) struct NewRun {
     pub timeout: Option<std::time::Duration>,
     pub parent: Option<ParentRef>,
     pub depth: u32,
+    /// The replica counting the run (top-level runs), see `RunState::owner`.
+    pub owner: Option<String>,
 }
 
 /// The run's status after [`create`].
@@ -87,6 +89,7 @@ pub(crate) fn initial_state(
         request_id: new.request_id,
         tenant: new.tenant,
         source: new.source,
+        owner: new.owner,
         traceparent: new.traceparent,
         workflow: def.name.clone(),
         version: def.version,
@@ -132,6 +135,7 @@ pub(crate) async fn start_child(engine: &Engine, spec: &ChildSpec) -> Result<(),
                     timeout: None,
                     parent: Some(spec.parent.clone()),
                     depth: spec.depth,
+                    owner: None,
                 };
                 create(engine, key, &compiled, new).await?;
                 return Ok(());

@@ -214,6 +214,12 @@ pub(crate) async fn commit(
     notes: Notes,
 ) -> Result<Option<Known>, StoreError> {
     artifacts::offload(engine, &mut state).await?;
+    // The run of a dead replica is counted from now on by this one.
+    let limiter = &engine.runs.limiter;
+    let adopted = state.owner.as_deref().is_some_and(|o| limiter.is_dead(o));
+    if adopted {
+        state.owner = Some(limiter.id().to_owned());
+    }
     state.updated_at = Utc::now();
     state.outbox = effects
         .iter()
@@ -232,6 +238,9 @@ pub(crate) async fn commit(
             Err(e) => return Err(StoreError::Kv(e.to_string())),
         },
     };
+    if adopted {
+        engine.runs.limiter.adopt(&state);
+    }
     record(engine, &state, &notes);
     if !effects.is_empty() {
         let origin = Origin {

@@ -32,6 +32,7 @@ fn new_run(wf: &Compiled, input: Value) -> RunState {
         timeout: None,
         parent: None,
         depth: 0,
+        owner: None,
     };
     initial_state("w.1".into(), wf, new, Utc::now())
 }
