@@ -302,7 +302,7 @@ async fn dead_replica_runs_are_adopted_and_limit_holds() {
     .await;
     stop.store(true, Ordering::SeqCst);
     sampler.await.unwrap();
-    let s = samples.lock().unwrap();
+    let s = std::mem::take(&mut *samples.lock().unwrap());
     eprintln!(
         "adopted within {adoption:?}; samples {}; most running runs at once: {} (store), {} (gauges); limit {}",
         s.n,
@@ -321,7 +321,6 @@ async fn dead_replica_runs_are_adopted_and_limit_holds() {
         "the replicas counted {} runs at once",
         s.max_gauges
     );
-    drop(s);
     let counts = subject_counts(&ajs, subject::RESULTS_STREAM, "agentry.results.acme.slot-*").await;
     assert_eq!(counts.len(), RUNS, "{counts:?}");
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
