@@ -12,9 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentry::subject;
+use agentry::client::{self, Outcome, SubmitError};
+use agentry::event::Mode;
+use agentry::id::RequestId;
+use agentry::subject::{self, Tenant};
 use agentry::topology::{Topology, ensure};
 use async_nats::jetstream;
+use cloudevents::Event;
 use serde_json::Value;
 
 use crate::{repo_root, test_settings};
@@ -228,6 +232,74 @@ impl AuthServer {
         env
     }
 
+    /// `env` as the borrowed pairs [`crate::ChildProc::spawn`] takes.
+    pub fn env_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    /// The user an agent process serving `agents` (comma-separated kinds)
+    /// connects as: `agent_<kind>` for a single kind when the accounts file
+    /// has that user, otherwise the generic `agent` (custom agents, SDKs,
+    /// several kinds in one process).
+    pub fn agent_role(&self, agents: &str) -> String {
+        let kinds: Vec<&str> = agents
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect();
+        match kinds.as_slice() {
+            [kind] if self.has_user(&format!("agent_{kind}")) => format!("agent_{kind}"),
+            _ => "agent".to_owned(),
+        }
+    }
+
+    /// [`crate::engine_config`] connecting as `engine`.
+    pub fn engine_config(&self) -> agentry_engine::Config {
+        let mut c = crate::engine_config(&self.url);
+        c.nats = self.nats("engine");
+        c
+    }
+
+    /// [`crate::monitor_config`] connecting as `monitor`.
+    pub fn monitor_config(&self) -> agentry_monitor::Config {
+        let mut c = crate::monitor_config(&self.url);
+        c.nats = self.nats("monitor");
+        c
+    }
+
+    /// [`crate::agent_config`] connecting as [`AuthServer::agent_role`].
+    pub fn agent_config(&self, agents: &str) -> agentry_agent::Config {
+        let mut c = crate::agent_config(&self.url, agents);
+        c.nats = self.nats(&self.agent_role(agents));
+        c
+    }
+
+    /// Connection settings of the agent role for `agents` (SDK-level agents).
+    pub fn agent_nats(&self, agents: &str) -> agentry::config::Nats {
+        self.nats(&self.agent_role(agents))
+    }
+
+    /// Environment for an `agentry-agent` child process serving `agents`.
+    pub fn agent_env(&self, agents: &str) -> Vec<(String, String)> {
+        self.env(&self.agent_role(agents))
+    }
+
+    /// A connected client of tenant `name` (user `client_<name>`).
+    pub async fn tenant(&self, name: &str) -> TenantClient {
+        let tenant = Tenant::new(name).unwrap_or_else(|e| panic!("tenant {name:?}: {e}"));
+        let client = self.client(&format!("client_{name}")).await;
+        let js = jetstream::new(client.clone());
+        TenantClient { tenant, client, js }
+    }
+
+    /// An admin connection for inspection (streams, KV, consumers), without
+    /// creating anything.
+    pub async fn admin(&self) -> (async_nats::Client, jetstream::Context) {
+        let admin = self.client("admin").await;
+        let js = jetstream::new(admin.clone());
+        (admin, js)
+    }
+
     pub async fn client(&self, role: &str) -> async_nats::Client {
         agentry::connect::connect_once(&self.nats(role), role)
             .await
@@ -242,6 +314,64 @@ impl AuthServer {
             .await
             .expect("topology as admin");
         (admin, js)
+    }
+}
+
+/// A client connected as a tenant's user: submits on
+/// `agentry.requests.<tenant>`, reads `agentry.results.<tenant>.<id>`.
+#[derive(Clone)]
+pub struct TenantClient {
+    pub tenant: Tenant,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+impl TenantClient {
+    /// Publishes `event` (binary mode) and waits up to `timeout` for its result.
+    pub async fn submit(&self, event: &Event, timeout: Duration) -> Result<Outcome, SubmitError> {
+        self.submit_mode(event, Mode::Binary, timeout).await
+    }
+
+    pub async fn submit_mode(
+        &self,
+        event: &Event,
+        mode: Mode,
+        timeout: Duration,
+    ) -> Result<Outcome, SubmitError> {
+        client::submit_as(
+            &self.client,
+            &self.js,
+            Some(&self.tenant),
+            event,
+            mode,
+            timeout,
+        )
+        .await
+    }
+
+    /// Publishes `event` and waits for the PubAck only.
+    pub async fn publish(&self, event: &Event, mode: Mode) -> Result<(), SubmitError> {
+        client::publish_request_as(&self.js, Some(&self.tenant), event, mode).await
+    }
+
+    /// The stored result of request `id`, if any.
+    pub async fn fetch_result(&self, id: &RequestId) -> Option<Outcome> {
+        client::fetch_result_as(&self.js, Some(&self.tenant), id).await
+    }
+
+    /// `agentry.requests.<tenant>`.
+    pub fn requests_subject(&self) -> String {
+        subject::requests_for(Some(&self.tenant))
+    }
+
+    /// `agentry.results.<tenant>.<id>`.
+    pub fn results_subject(&self, id: &RequestId) -> String {
+        subject::results_for(Some(&self.tenant), id)
+    }
+
+    /// The subject filter of all of this tenant's results.
+    pub fn results_all(&self) -> String {
+        format!("{}.{}.>", subject::RESULTS_PREFIX, self.tenant)
     }
 }
 

@@ -2,7 +2,17 @@
 //! loopback ports with temporary stores, killed and cleaned up on drop (also
 //! when a test panics), plus helpers to run components and wait on
 //! observable conditions instead of sleeping.
+//!
+//! The default server is the production one: [`AuthServer::start`] runs
+//! `nats/dev-auth.conf` (the accounts and permissions of
+//! `nats/accounts.conf`), and every component connects as its own role
+//! ([`AuthServer::engine_config`], [`AuthServer::monitor_config`],
+//! [`AuthServer::agent_config`], [`AuthServer::env`] for child processes),
+//! clients as tenants ([`AuthServer::tenant`]). The open server without
+//! auth, [`DevNats`], is for tests about dev mode (named `dev_mode_*`).
+//! See `docs/testing.md`.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,16 +21,18 @@ use std::time::{Duration, Instant};
 pub mod auth;
 
 pub use agentry_ctl::server::{NatsServer, Options as NatsOptions};
-pub use auth::{AuthServer, Certs};
+pub use auth::{AuthServer, Certs, TenantClient};
 use tempfile::TempDir;
 
-/// A single JetStream server with its own temp store.
-pub struct Nats {
+/// A single JetStream server WITHOUT auth (dev mode: `agentry up`, the open
+/// `nats/dev.conf`), with its own temp store. Only for tests about dev mode;
+/// everything else uses [`AuthServer`].
+pub struct DevNats {
     pub server: NatsServer,
     _dir: TempDir,
 }
 
-impl Nats {
+impl DevNats {
     pub fn start() -> Self {
         Self::start_with(Vec::new())
     }
@@ -360,7 +372,11 @@ pub struct ChildProc {
 }
 
 impl ChildProc {
-    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+    pub fn spawn<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        name: &str,
+        args: &[&str],
+        envs: &[(K, V)],
+    ) -> Self {
         let mut cmd = Command::new(bin(name));
         cmd.args(args).stdin(Stdio::null());
         for (k, v) in envs {
@@ -379,7 +395,12 @@ impl ChildProc {
     }
 
     /// Like [`ChildProc::spawn`], with stdout and stderr appended to `log`.
-    pub fn spawn_logged(name: &str, args: &[&str], envs: &[(&str, &str)], log: &Path) -> Self {
+    pub fn spawn_logged<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        name: &str,
+        args: &[&str],
+        envs: &[(K, V)],
+        log: &Path,
+    ) -> Self {
         let file = std::fs::File::create(log).expect("log file");
         let err = file.try_clone().expect("log file");
         let mut cmd = Command::new(bin(name));
