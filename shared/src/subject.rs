@@ -182,6 +182,32 @@ pub fn steps(run: &RunId) -> String {
     format!("{STEPS_PREFIX}.{run}")
 }
 
+/// The key of a run in `agentry-runs` (and the name every derived id starts
+/// with): `<tenant>.<id>` for a tenant's run, `<id>` without a tenant. Two
+/// tenants may use the same run id; their keys differ.
+pub fn run_key(tenant: Option<&Tenant>, run: &RunId) -> String {
+    match tenant {
+        Some(t) => format!("{t}.{run}"),
+        None => run.to_string(),
+    }
+}
+
+/// Splits a [`run_key`] (or a name derived from one, such as a task id
+/// `<tenant>.<id>`) into its tenant and the rest, validating both.
+pub fn split_run_key(key: &str) -> Result<(Option<Tenant>, RunId), IdError> {
+    match key.split_once('.') {
+        None => Ok((None, RunId::new(key)?)),
+        Some((t, id)) => Ok((Some(Tenant::new(t)?), RunId::new(id)?)),
+    }
+}
+
+/// Where the step results of run `key` ([`run_key`]) go:
+/// `agentry.steps[.<tenant>].<run-id>`.
+pub fn steps_for_key(key: &str) -> Result<String, IdError> {
+    split_run_key(key)?;
+    Ok(format!("{STEPS_PREFIX}.{key}"))
+}
+
 pub fn registry(agent: &AgentId) -> String {
     format!("{REGISTRY_PREFIX}.{agent}")
 }
@@ -224,7 +250,8 @@ pub fn task_timer_of(subject: &str) -> Option<(Option<Tenant>, RequestId)> {
 }
 
 /// Subjects a task's `replyto` may point at: `agentry.results.<id>`,
-/// `agentry.results.<tenant>.<id>` and `agentry.steps.<run-id>`.
+/// `agentry.results.<tenant>.<id>`, `agentry.steps.<run-id>` and
+/// `agentry.steps.<tenant>.<run-id>`.
 pub fn is_allowed_reply(subject: &str) -> bool {
     let tail = |prefix: &str| {
         subject
@@ -237,7 +264,7 @@ pub fn is_allowed_reply(subject: &str) -> bool {
             Some((tenant, id)) => Tenant::new(tenant).is_ok() && RequestId::new(id).is_ok(),
         };
     }
-    tail(STEPS_PREFIX).is_some_and(|run| RunId::new(run).is_ok())
+    tail(STEPS_PREFIX).is_some_and(|key| split_run_key(key).is_ok())
 }
 
 pub fn max_deliveries_advisory(stream: &str, consumer: &str) -> String {
@@ -279,7 +306,14 @@ mod tests {
         assert!(!is_allowed_reply("agentry.results.acme.>"));
         assert!(!is_allowed_reply("agentry.results.*.r1"));
         assert!(!is_allowed_reply("agentry.results.acme."));
-        assert!(!is_allowed_reply("agentry.steps.a.b"));
+        assert!(is_allowed_reply("agentry.steps.acme.run1"));
+        assert!(!is_allowed_reply("agentry.steps.a.b.c"));
+        assert!(!is_allowed_reply("agentry.steps.Acme.b"));
+        assert!(!is_allowed_reply("agentry.steps.acme.>"));
+    }
+
+    fn acme_t() -> Tenant {
+        Tenant::new("acme").unwrap()
     }
 
     #[test]
@@ -318,6 +352,15 @@ mod tests {
             Some((None, id.clone()))
         );
         assert_eq!(task_timer_of("agentry.timers.fire.run-1.step"), None);
+        let run = RunId::new("r1").unwrap();
+        assert_eq!(run_key(Some(&acme_t()), &run), "acme.r1");
+        assert_eq!(run_key(None, &run), "r1");
+        assert_eq!(split_run_key("acme.r1"), Ok((Some(acme_t()), run.clone())));
+        assert_eq!(split_run_key("r1"), Ok((None, run.clone())));
+        assert!(split_run_key("acme.r1.x").is_err());
+        assert!(split_run_key("Acme.r1").is_err());
+        assert_eq!(steps_for_key("acme.r1").unwrap(), "agentry.steps.acme.r1");
+        assert_eq!(steps_for_key("r1").unwrap(), "agentry.steps.r1");
         assert!(Tenant::new("globex-2").is_ok());
         assert!(Tenant::new("a".repeat(64)).is_ok());
         assert!(Tenant::new("a".repeat(65)).is_err());

@@ -47,17 +47,14 @@ impl Guard {
 }
 
 /// `None` when the request may proceed, else why not.
-pub(crate) async fn check(engine: &Engine, subject: &str, req: &Accepted) -> Option<Rejection> {
+pub(crate) async fn check(engine: &Engine, req: &Accepted) -> Option<Rejection> {
     let reject = |reason: Reason, detail: String| Rejection {
         reason,
         detail,
         id: Some(req.id.clone()),
         source: Some(req.source.clone()),
     };
-    let tenant = match subject::tenant_of_request(subject) {
-        Ok(t) => t,
-        Err(e) => return Some(reject(Reason::InvalidId, e.to_string())),
-    };
+    let tenant = &req.tenant;
     if let Some(q) = engine
         .guard
         .quarantine

@@ -45,20 +45,22 @@ pub(crate) async fn route(
             return Ok(Disposition::Nak(Duration::from_secs(1)));
         }
     }
-    // The tenant comes only from the subject the request arrived on (the
-    // guard has refused any other subject); its result subject is the one
-    // that tenant's NATS user may read.
-    let tenant = match subject::tenant_of_request(msg.subject.as_str()) {
-        Ok(t) => t,
-        Err(e) => return Err(rejection(Reason::InvalidId, e.to_string())),
-    };
+    // The tenant comes only from the subject the request arrived on (parsed
+    // at intake); its result subject is the one that tenant's NATS user may read.
+    let tenant = &req.tenant;
     let reply = subject::results_for(tenant.as_ref(), &req.id);
     let deadline = timeout_ms.map(|ms| Utc::now() + chrono::Duration::milliseconds(ms as i64));
     // Binary mode in: forward the original bytes and headers with our
     // extensions added (no decode/encode round trip on the hot path).
+    // A client-supplied `tenant` extension is never forwarded: rare, so it
+    // takes the re-encoding path below, which removes it.
+    let client_tenant = req.event.extension(ext::TENANT).is_some();
     let (mut headers, body) = match (req.mode, msg.headers.clone()) {
-        (Mode::Binary, Some(mut h)) => {
+        (Mode::Binary, Some(mut h)) if !client_tenant => {
             event::set_binary_extension(&mut h, ext::REPLYTO, &reply);
+            if let Some(t) = tenant {
+                event::set_binary_extension(&mut h, ext::TENANT, t.as_str());
+            }
             if let Some(d) = deadline {
                 event::set_binary_extension(
                     &mut h,
@@ -70,7 +72,11 @@ pub(crate) async fn route(
         }
         _ => {
             let mut task: Event = req.event.clone();
+            task.remove_extension(ext::TENANT);
             task.set_extension(ext::REPLYTO, reply);
+            if let Some(t) = tenant {
+                task.set_extension(ext::TENANT, t.as_str());
+            }
             if let Some(d) = deadline {
                 task.set_extension(ext::DEADLINE, d.timestamp_millis());
             }

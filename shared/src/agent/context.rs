@@ -40,6 +40,8 @@ pub struct Context {
     pub(crate) inner: Arc<Shared>,
     pub(crate) traceparent: Option<String>,
     pub(crate) request_id: Option<RequestId>,
+    /// The tenant of the task, from the `tenant` extension the engine stamps.
+    pub(crate) tenant: Option<subject::Tenant>,
 }
 
 pub(crate) struct Shared {
@@ -78,6 +80,13 @@ impl Context {
 
     pub fn traceparent(&self) -> Option<&str> {
         self.traceparent.as_deref()
+    }
+
+    /// The tenant the current task belongs to (the engine's `tenant`
+    /// extension, taken from the subject the request arrived on); `None` for
+    /// untenanted requests and outside a task.
+    pub fn tenant(&self) -> Option<&subject::Tenant> {
+        self.tenant.as_ref()
     }
 
     pub async fn registry(&self) -> Result<&Registry, crate::registry::RegistryError> {

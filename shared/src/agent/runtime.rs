@@ -223,6 +223,7 @@ async fn run_instance(
         inner: shared.clone(),
         traceparent: None,
         request_id: None,
+        tenant: None,
     };
     let svc = service::start(
         agent.clone(),
