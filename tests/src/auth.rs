@@ -46,6 +46,77 @@ pub fn users() -> Vec<String> {
     users
 }
 
+/// A generated password for every user of `nats/accounts.conf` (letters
+/// in each, so the config parser reads it as a string).
+pub fn generate_passwords() -> HashMap<String, String> {
+    users()
+        .into_iter()
+        .map(|u| {
+            let pw = format!("pw{}", uuid::Uuid::new_v4().simple());
+            (u, pw)
+        })
+        .collect()
+}
+
+/// The user of an agent process serving `agents` (comma-separated kinds):
+/// `agent_<kind>` for a single kind when `has_user` says it exists, else `agent`.
+pub fn agent_role_of(agents: &str, has_user: impl Fn(&str) -> bool) -> String {
+    let kinds: Vec<&str> = agents
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    match kinds.as_slice() {
+        [kind] if has_user(&format!("agent_{kind}")) => format!("agent_{kind}"),
+        _ => "agent".to_owned(),
+    }
+}
+
+/// Connection settings for `role` at `url` with `passwords` (no TLS).
+pub fn role_nats(
+    url: &str,
+    passwords: &HashMap<String, String>,
+    role: &str,
+) -> agentry::config::Nats {
+    let mut n = agentry::config::Nats::plain(url.to_owned());
+    n.user = Some(role.to_owned());
+    n.password = Some(
+        passwords
+            .get(role)
+            .unwrap_or_else(|| panic!("no user {role:?} in nats/accounts.conf"))
+            .clone(),
+    );
+    n.inbox_prefix = Some(subject::inbox_prefix(role));
+    n
+}
+
+/// The environment a component child process reads `nats` from.
+pub fn nats_env(nats: &agentry::config::Nats) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            env.push((k.to_owned(), v));
+        }
+    };
+    put("AGENTRY_NATS_URL", nats.url.clone());
+    put("AGENTRY_NATS_USER", nats.user.clone());
+    put("AGENTRY_NATS_PASSWORD", nats.password.clone());
+    put("AGENTRY_NATS_INBOX_PREFIX", nats.inbox_prefix.clone());
+    put(
+        "AGENTRY_NATS_TLS_CA",
+        nats.tls_ca.as_ref().map(|p| p.display().to_string()),
+    );
+    put(
+        "AGENTRY_NATS_TLS_CERT",
+        nats.tls_cert.as_ref().map(|p| p.display().to_string()),
+    );
+    put(
+        "AGENTRY_NATS_TLS_KEY",
+        nats.tls_key.as_ref().map(|p| p.display().to_string()),
+    );
+    env
+}
+
 /// A CA with server and client certificates (`nats/certs/gen-dev-certs.sh`),
 /// and a second, foreign CA with its own client certificates.
 pub struct Certs {
@@ -99,7 +170,64 @@ pub struct AuthServer {
     pub port: u16,
     passwords: HashMap<String, String>,
     pub certs: Option<Arc<Certs>>,
+    conf: String,
     _dir: tempfile::TempDir,
+}
+
+/// Starts nats-server with `nats/<conf>` in `dir` (store, log, ports file),
+/// on `port` or a free one; returns the child and its client port once the
+/// server listens.
+fn spawn_server(
+    conf: &str,
+    dir: &Path,
+    passwords: &HashMap<String, String>,
+    certs: Option<&Certs>,
+    port: Option<u16>,
+) -> (Child, u16) {
+    let ports = dir.join("ports");
+    let _ = std::fs::remove_dir_all(&ports);
+    std::fs::create_dir_all(&ports).expect("ports dir");
+    let bin = agentry_ctl::server::find_binary().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = Command::new(bin);
+    let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+    cmd.arg("-c")
+        .arg(repo_root().join("nats").join(conf))
+        .args(["-p", &port_arg, "-m", "-1", "--ports_file_dir"])
+        .arg(&ports)
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .args(std::env::var_os("AGENTRY_TEST_NATS_TRACE").map(|_| "-DV"))
+        .env("AGENTRY_NATS_STORE", dir.join("store"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (user, pw) in passwords {
+        cmd.env(format!("AGENTRY_PW_{}", user.to_uppercase()), pw);
+    }
+    if let Some(c) = certs {
+        cmd.env("AGENTRY_NATS_SERVER_CERT", c.good.join("server.pem"))
+            .env("AGENTRY_NATS_SERVER_KEY", c.good.join("server-key.pem"))
+            .env("AGENTRY_NATS_SERVER_CA", c.ca());
+    }
+    let child = cmd.spawn().expect("start nats-server");
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "nats-server with {conf} did not start; log: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        for e in std::fs::read_dir(&ports).expect("ports dir").flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if let Ok(v) = serde_json::from_str::<Value>(&text)
+                && let Some(u) = v["nats"][0].as_str()
+                && let Some(p) = u.rsplit(':').next().and_then(|p| p.parse().ok())
+            {
+                return (child, p);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl AuthServer {
@@ -120,64 +248,37 @@ impl AuthServer {
             dir.disable_cleanup(true);
             eprintln!("nats-server dir ({conf}): {}", dir.path().display());
         }
-        let ports = dir.path().join("ports");
-        std::fs::create_dir_all(&ports).expect("ports dir");
-        let passwords: HashMap<String, String> = users()
-            .into_iter()
-            .map(|u| {
-                let pw = format!("pw{}", uuid::Uuid::new_v4().simple());
-                (u, pw)
-            })
-            .collect();
-        let bin = agentry_ctl::server::find_binary().unwrap_or_else(|e| panic!("{e}"));
-        let mut cmd = Command::new(bin);
-        cmd.arg("-c")
-            .arg(repo_root().join("nats").join(conf))
-            .args(["-p", "-1", "-m", "-1", "--ports_file_dir"])
-            .arg(&ports)
-            .arg("-l")
-            .arg(dir.path().join("server.log"))
-            .args(std::env::var_os("AGENTRY_TEST_NATS_TRACE").map(|_| "-DV"))
-            .env("AGENTRY_NATS_STORE", dir.path().join("store"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (user, pw) in &passwords {
-            cmd.env(format!("AGENTRY_PW_{}", user.to_uppercase()), pw);
-        }
-        if let Some(c) = &certs {
-            cmd.env("AGENTRY_NATS_SERVER_CERT", c.good.join("server.pem"))
-                .env("AGENTRY_NATS_SERVER_KEY", c.good.join("server-key.pem"))
-                .env("AGENTRY_NATS_SERVER_CA", c.ca());
-        }
-        let child = cmd.spawn().expect("start nats-server");
-        let mut port = 0u16;
-        let start = Instant::now();
-        while port == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "nats-server with {conf} did not start; log: {}",
-                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-            );
-            for e in std::fs::read_dir(&ports).expect("ports dir").flatten() {
-                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                if let Ok(v) = serde_json::from_str::<Value>(&text)
-                    && let Some(u) = v["nats"][0].as_str()
-                    && let Some(p) = u.rsplit(':').next().and_then(|p| p.parse().ok())
-                {
-                    port = p;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let passwords = generate_passwords();
+        let (child, port) = spawn_server(conf, dir.path(), &passwords, certs.as_deref(), None);
         Self {
             child,
             url: format!("nats://127.0.0.1:{port}"),
             port,
             passwords,
             certs,
+            conf: conf.to_owned(),
             _dir: dir,
         }
+    }
+
+    /// Stops the server (SIGKILL); [`AuthServer::restart`] brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server (SIGKILL, if running) and starts it again on the same port with
+    /// the same store, config and passwords; returns once it listens.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, _) = spawn_server(
+            &self.conf,
+            self._dir.path(),
+            &self.passwords,
+            self.certs.as_deref(),
+            Some(self.port),
+        );
+        self.child = child;
     }
 
     /// The generated password of `role` (panics for a user the accounts file lacks).
@@ -195,10 +296,7 @@ impl AuthServer {
 
     /// Connection settings for `role` as the agentry binaries take them.
     pub fn nats(&self, role: &str) -> agentry::config::Nats {
-        let mut n = agentry::config::Nats::plain(self.url.clone());
-        n.user = Some(role.to_owned());
-        n.password = Some(self.password(role));
-        n.inbox_prefix = Some(subject::inbox_prefix(role));
+        let mut n = role_nats(&self.url, &self.passwords, role);
         if let Some(c) = &self.certs {
             let (cert, key) = Certs::pair(&c.good, role);
             n.tls_ca = Some(c.ca());
@@ -210,26 +308,7 @@ impl AuthServer {
 
     /// Environment for a component child process connecting as `role`.
     pub fn env(&self, role: &str) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("AGENTRY_NATS_URL".to_owned(), self.url.clone()),
-            ("AGENTRY_NATS_USER".to_owned(), role.to_owned()),
-            ("AGENTRY_NATS_PASSWORD".to_owned(), self.password(role)),
-            (
-                "AGENTRY_NATS_INBOX_PREFIX".to_owned(),
-                subject::inbox_prefix(role),
-            ),
-        ];
-        if let Some(c) = &self.certs {
-            let (cert, key) = Certs::pair(&c.good, role);
-            for (k, v) in [
-                ("AGENTRY_NATS_TLS_CA", c.ca()),
-                ("AGENTRY_NATS_TLS_CERT", cert),
-                ("AGENTRY_NATS_TLS_KEY", key),
-            ] {
-                env.push((k.to_owned(), v.display().to_string()));
-            }
-        }
-        env
+        nats_env(&self.nats(role))
     }
 
     /// `env` as the borrowed pairs [`crate::ChildProc::spawn`] takes.
@@ -242,15 +321,7 @@ impl AuthServer {
     /// has that user, otherwise the generic `agent` (custom agents, SDKs,
     /// several kinds in one process).
     pub fn agent_role(&self, agents: &str) -> String {
-        let kinds: Vec<&str> = agents
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .collect();
-        match kinds.as_slice() {
-            [kind] if self.has_user(&format!("agent_{kind}")) => format!("agent_{kind}"),
-            _ => "agent".to_owned(),
-        }
+        agent_role_of(agents, |u| self.has_user(u))
     }
 
     /// [`crate::engine_config`] connecting as `engine`.

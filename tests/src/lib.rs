@@ -89,10 +89,13 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A 3-node JetStream cluster on loopback.
+/// A 3-node JetStream cluster on loopback with the production accounts and
+/// permissions (`nats/accounts.conf`, generated passwords); components
+/// connect as their roles with [`Cluster::nats`] / [`Cluster::env`].
 pub struct Cluster {
     pub nodes: Vec<NatsServer>,
     pub urls: Vec<String>,
+    passwords: std::collections::HashMap<String, String>,
     _dir: TempDir,
     confs: Vec<(PathBuf, u16)>,
 }
@@ -106,6 +109,16 @@ impl Cluster {
             .iter()
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
             .collect();
+        let passwords = auth::generate_passwords();
+        // The accounts file inline, its `$AGENTRY_PW_*` references resolved
+        // by variables defined in the same file (the server inherits no
+        // passwords from this process's environment).
+        let accounts = std::fs::read_to_string(repo_root().join("nats/accounts.conf"))
+            .expect("read nats/accounts.conf");
+        let vars: String = passwords
+            .iter()
+            .map(|(u, pw)| format!("AGENTRY_PW_{}: \"{pw}\"\n", u.to_uppercase()))
+            .collect();
         let mut nodes = Vec::new();
         let mut confs = Vec::new();
         for i in 0..3 {
@@ -115,7 +128,7 @@ impl Cluster {
             // The store dir comes from `-sd` (NatsServer passes it); a `store_dir`
             // here too would be a "duplicate store_dir" start-up error.
             let text = format!(
-                "server_name: n{i}\ncluster {{\n  name: agentry-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                "{vars}server_name: n{i}\nmax_payload: 2MB\ncluster {{\n  name: agentry-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n{accounts}\n",
                 routes[i],
                 route_urls.join(", ")
             );
@@ -134,9 +147,27 @@ impl Cluster {
         Self {
             nodes,
             urls,
+            passwords,
             _dir: dir,
             confs,
         }
+    }
+
+    /// Connection settings for `role` (every node's URL).
+    pub fn nats(&self, role: &str) -> agentry::config::Nats {
+        auth::role_nats(&self.url_list(), &self.passwords, role)
+    }
+
+    /// Environment for a component child process connecting as `role`.
+    pub fn env(&self, role: &str) -> Vec<(String, String)> {
+        auth::nats_env(&self.nats(role))
+    }
+
+    /// Environment for an `agentry-agent` child process serving `agents`
+    /// (the user [`AuthServer::agent_role`] would pick).
+    pub fn agent_env(&self, agents: &str) -> Vec<(String, String)> {
+        let role = auth::agent_role_of(agents, |u| self.passwords.contains_key(u));
+        self.env(&role)
     }
 
     pub fn url_list(&self) -> String {

@@ -1,23 +1,17 @@
 //! `agentry check` passes on a healthy system and fails with a clear row
-//! when a component is stopped.
+//! when a component is stopped. Under the production accounts: each
+//! component as its role, `agentry check` as the operator (`admin`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::time::Duration;
 
 use agentry_tests::*;
 
-fn check(url: &str, http: &str) -> (bool, serde_json::Value) {
+/// `agentry check` with `env` (the admin's connection settings).
+fn check(env: &[(String, String)], http: &str) -> (bool, serde_json::Value) {
     let out = std::process::Command::new(bin("agentry"))
-        .args([
-            "--nats-url",
-            url,
-            "--json",
-            "check",
-            "--capabilities",
-            "echo",
-            "--http",
-            http,
-        ])
+        .envs(env.iter().cloned())
+        .args(["--json", "check", "--capabilities", "echo", "--http", http])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -28,14 +22,13 @@ fn check(url: &str, http: &str) -> (bool, serde_json::Value) {
 /// Every check passes with engine, monitor and an agent running; killing the engine fails the health rows by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_then_names_the_stopped_component() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
-    let url = nats.url();
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.setup().await;
+    let admin_env = nats.env("admin");
     // The performance check runs echo_diamond; store it like `agentry up` does.
     let put = std::process::Command::new(bin("agentry"))
+        .envs(admin_env.iter().cloned())
         .args([
-            "--nats-url",
-            &url,
             "workflow",
             "put",
             &repo_root()
@@ -54,32 +47,26 @@ async fn check_passes_then_names_the_stopped_component() {
     let mut engine = ChildProc::spawn(
         "agentry-engine",
         &[
-            "--nats-url",
-            &url,
             "--http-addr",
             &format!("127.0.0.1:{ep}"),
             "--rate-limit",
             "4000000000",
         ],
-        &[],
+        &nats.env("engine"),
     );
     let _monitor = ChildProc::spawn(
         "agentry-monitor",
         &[
-            "--nats-url",
-            &url,
             "--http-addr",
             &format!("127.0.0.1:{mp}"),
             "--depth-interval",
             "1s",
         ],
-        &[],
+        &nats.env("monitor"),
     );
     let _agent = ChildProc::spawn(
         "agentry-agent",
         &[
-            "--nats-url",
-            &url,
             "--agents",
             "echo",
             "--http-addr",
@@ -87,12 +74,11 @@ async fn check_passes_then_names_the_stopped_component() {
             "--capacity",
             "64",
         ],
-        &[],
+        &nats.agent_env("echo"),
     );
     wait_for_agents(&js, "echo", 1).await;
-    let _ = client;
     let http = format!("127.0.0.1:{ep},127.0.0.1:{mp},127.0.0.1:{ap}");
-    let (u, h) = (url.clone(), http.clone());
+    let (u, h) = (admin_env.clone(), http.clone());
     let (ok, report) = tokio::task::spawn_blocking(move || check(&u, &h))
         .await
         .unwrap();
@@ -124,12 +110,20 @@ async fn check_passes_then_names_the_stopped_component() {
     }
 
     engine.kill9();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (u, h) = (url.clone(), http.clone());
-    let (ok, report) = tokio::task::spawn_blocking(move || check(&u, &h))
-        .await
-        .unwrap();
-    assert!(!ok, "check passed with the engine stopped");
+    // The engine's consumer goes idle once the process is gone.
+    let last = std::sync::Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
+    eventually(Duration::from_secs(20), "check fails on the engine", || {
+        let (u, h, last) = (admin_env.clone(), http.clone(), last.clone());
+        async move {
+            let (ok, report) = tokio::task::spawn_blocking(move || check(&u, &h))
+                .await
+                .unwrap();
+            *last.lock().unwrap() = report;
+            !ok
+        }
+    })
+    .await;
+    let report = last.lock().unwrap().clone();
     let rows = report["checks"].as_array().unwrap();
     assert!(
         rows.iter().any(|r| r["verdict"] == "fail"
