@@ -1048,8 +1048,7 @@ impl System {
         tune: impl FnOnce(&mut agentry_engine::Config),
         monitor: bool,
     ) -> Self {
-        let mut cfg = engine_config(&server.url);
-        cfg.nats = server.nats("engine");
+        let mut cfg = server.engine_config();
         tune(&mut cfg);
         let engine_obs = Observer::new();
         let engine_stop = tokio_util::sync::CancellationToken::new();
@@ -1059,7 +1058,7 @@ impl System {
             engine_stop.clone(),
         ));
         let mut others = InProcess::new();
-        let nats = server.nats("agent");
+        let nats = server.agent_nats("echo");
         others.spawn(move |t| async move {
             let mut rc = agentry::agent::Config::new(nats);
             rc.capacity = 32;
@@ -1069,8 +1068,7 @@ impl System {
             agentry::agent::run(vec![Arc::new(echo)], rc, Observer::new(), t).await
         });
         if monitor {
-            let mut mc = monitor_config(&server.url);
-            mc.nats = server.nats("monitor");
+            let mc = server.monitor_config();
             others.spawn(move |t| agentry_monitor::run_with(mc, Observer::new(), t));
         }
         Self {
@@ -2294,14 +2292,19 @@ fn redis_cli(redis: &Redis, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A source quarantined in KV agentry-quarantine (written by the agent user, as the security monitor does) is rejected `quarantined`, with a result and a DLQ copy, while other sources pass; an expired quarantine and a released source are admitted again.
+/// A source quarantined in KV agentry-quarantine (written by the security monitor's user, as that agent does) is rejected `quarantined`, with a result and a DLQ copy, while other sources pass; an expired quarantine and a released source are admitted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantined_source_is_rejected() {
     let server = AuthServer::start();
     let (_admin, admin_js) = server.setup().await;
     let sys = System::start(&server, |_| {}, false);
     let (c, js) = tenant_client(&server, "acme").await;
-    let agent = jetstream::new(server.client("agent").await);
+    // Written as the security monitor's user (the only one allowed to).
+    let agent = jetstream::new(
+        server
+            .client(&server.agent_role("security_monitor"))
+            .await,
+    );
     let kv = agent
         .get_key_value(subject::QUARANTINE_BUCKET)
         .await
