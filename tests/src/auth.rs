@@ -250,6 +250,15 @@ impl AuthServer {
         }
         let passwords = generate_passwords();
         let (child, port) = spawn_server(conf, dir.path(), &passwords, certs.as_deref(), None);
+        if std::env::var_os("AGENTRY_TEST_KEEP").is_some() {
+            // What a person needs to connect to the kept store afterwards
+            // (`nats-server -c nats/dev-auth.conf` with these variables).
+            let vars: String = passwords
+                .iter()
+                .map(|(u, pw)| format!("AGENTRY_PW_{}={pw}\n", u.to_uppercase()))
+                .collect();
+            let _ = std::fs::write(dir.path().join("passwords.env"), vars);
+        }
         Self {
             child,
             url: format!("nats://127.0.0.1:{port}"),

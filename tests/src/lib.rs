@@ -38,7 +38,7 @@ impl DevNats {
     }
 
     pub fn start_with(extra_args: Vec<String>) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = keep_if_asked(tempfile::tempdir().expect("temp dir"), "dev nats-server");
         let server = NatsServer::start(NatsOptions {
             dir: dir.path().to_owned(),
             extra_args,
@@ -73,6 +73,16 @@ impl DevNats {
     }
 }
 
+/// With `AGENTRY_TEST_KEEP` set, `dir` (stores, logs) survives the test and
+/// its path is printed.
+fn keep_if_asked(mut dir: TempDir, what: &str) -> TempDir {
+    if std::env::var_os("AGENTRY_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("{what} dir: {}", dir.path().display());
+    }
+    dir
+}
+
 /// Topology settings for tests: short AckWait so redelivery drills are quick.
 pub fn test_settings() -> agentry::topology::Settings {
     agentry::topology::Settings {
@@ -102,7 +112,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = keep_if_asked(tempfile::tempdir().expect("temp dir"), "cluster");
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route_urls: Vec<String> = routes

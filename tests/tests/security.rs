@@ -2300,11 +2300,7 @@ async fn quarantined_source_is_rejected() {
     let sys = System::start(&server, |_| {}, false);
     let (c, js) = tenant_client(&server, "acme").await;
     // Written as the security monitor's user (the only one allowed to).
-    let agent = jetstream::new(
-        server
-            .client(&server.agent_role("security_monitor"))
-            .await,
-    );
+    let agent = jetstream::new(server.client(&server.agent_role("security_monitor")).await);
     let kv = agent
         .get_key_value(subject::QUARANTINE_BUCKET)
         .await
