@@ -38,7 +38,6 @@ impl Sys {
     }
 
     /// Adds one echo agent handling at most `capacity` tasks at once.
-    #[allow(dead_code)] // used by the tests below once they run agents
     fn echo(&mut self, server: &AuthServer, capacity: usize) {
         let role = if server.has_user("agent_echo") {
             "agent_echo"
@@ -279,5 +278,418 @@ async fn accepted_requests_publish_facts_per_principal() {
         .await
         .unwrap();
     assert!(!m.payload.is_empty());
+    sys.stop().await;
+}
+
+/// Submits an echo task as tenant `t` from `source` and returns its outcome.
+async fn echo_as(
+    c: &async_nats::Client,
+    js: &jetstream::Context,
+    t: &Tenant,
+    source: &str,
+    input: serde_json::Value,
+) -> client::Outcome {
+    let id = RequestId::generate();
+    let ev = task_request(&id, source, "echo", input, None);
+    client::submit_as(c, js, Some(t), &ev, Mode::Binary, Duration::from_secs(30))
+        .await
+        .expect("a result")
+}
+
+/// Writes a quarantine entry for (tenant, source) as the security role does.
+async fn quarantine(server: &AuthServer, t: &Tenant, source: &str) {
+    let role = if server.has_user("agent_security_monitor") {
+        "agent_security_monitor"
+    } else {
+        "agent"
+    };
+    let js = jetstream::new(server.client(role).await);
+    let kv = js.get_key_value(subject::QUARANTINE_BUCKET).await.unwrap();
+    let entry = agentry::quarantine::QuarantineEntry {
+        tenant: Some(t.to_string()),
+        source: source.to_owned(),
+        reason: "probing (written by the test as the security role)".into(),
+        incident_id: None,
+        until: Some(chrono::Utc::now() + chrono::Duration::minutes(15)),
+    };
+    kv.put(
+        agentry::quarantine::key(Some(t), source),
+        serde_json::to_vec(&entry).unwrap().into(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Acceptance 1, with the counters in `redis` (or in process): the attacker
+/// globex quarantined for `/billing` does not lock acme out of `/billing`;
+/// globex rotating 50 sources hits the per-tenant total of 30.
+async fn principal_quarantine_and_tenant_total(redis: Option<&Redis>) {
+    let server = AuthServer::start();
+    server.setup().await;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    quarantine(&server, &globex, "/billing").await;
+    let redis_url = redis.map(|r| r.url.clone());
+    let mut sys = Sys::start(&server, |c| {
+        c.rate_limit = 1000;
+        c.rate_limit_tenant = 30;
+        c.redis.url = redis_url;
+    });
+    sys.echo(&server, 32);
+    let (ac, ajs) = as_tenant(&server, "acme").await;
+    let (gc, gjs) = as_tenant(&server, "globex").await;
+
+    let a = echo_as(&ac, &ajs, &acme, "/billing", json!({"who": "acme"})).await;
+    assert_eq!(a.ty, event::types::TASK_COMPLETED, "{:?}", a.data);
+    let g = echo_as(&gc, &gjs, &globex, "/billing", json!({"who": "globex"})).await;
+    assert_eq!(g.ty, event::types::REQUEST_REJECTED, "{:?}", g.data);
+    assert_eq!(g.data["reason"], "quarantined");
+
+    // 50 sources, one request each: the tenant's total admits 30 (the
+    // quarantined request above was refused before counting).
+    let outcomes = futures::future::join_all((0..50).map(|i| {
+        let (gc, gjs, globex) = (gc.clone(), gjs.clone(), globex.clone());
+        async move {
+            echo_as(
+                &gc,
+                &gjs,
+                &globex,
+                &format!("/rotating/{i}"),
+                json!({"i": i}),
+            )
+            .await
+        }
+    }))
+    .await;
+    let completed = outcomes.iter().filter(|o| o.is_success()).count();
+    let limited: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.data["reason"] == "rate_limited")
+        .collect();
+    eprintln!(
+        "rotating sources: {completed} completed, {} rate_limited",
+        limited.len()
+    );
+    assert_eq!((completed, limited.len()), (30, 20));
+    let detail = limited[0].data["detail"].as_str().unwrap();
+    assert!(detail.contains("tenant globex"), "{detail}");
+    // Acme's budget is its own.
+    let a = echo_as(&ac, &ajs, &acme, "/rotating/0", json!({})).await;
+    assert_eq!(a.ty, event::types::TASK_COMPLETED, "{:?}", a.data);
+    if let Some(r) = redis {
+        // The counters really live in Redis (fail-open would hide an outage).
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &r.port.to_string(),
+                "HGET",
+                "agentry:ratelimit:=globex",
+                "c",
+            ])
+            .output()
+            .expect("redis-cli");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "30");
+    }
+    sys.stop().await;
+}
+
+/// Acceptance 1 (in-process counters): a quarantine for globex's `/billing` leaves acme's `/billing` served; globex rotating 50 sources is cut at its per-tenant total.
+#[tokio::test]
+async fn principal_is_tenant_and_source_in_process() {
+    principal_quarantine_and_tenant_total(None).await;
+}
+
+/// Acceptance 1 with the counters in Redis (shared by replicas): the same outcome.
+#[tokio::test]
+async fn principal_is_tenant_and_source_in_redis() {
+    let redis = Redis::start();
+    principal_quarantine_and_tenant_total(Some(&redis)).await;
+}
+
+/// A run that waits for an `approve` signal between two echo steps.
+const GATE: &str = r#"
+name: gate
+version: 1
+steps:
+  - id: draft
+    capability: echo
+    input: { doc: input.doc }
+  - id: approve
+    needs: [draft]
+    wait_for: { signal: approve, timeout: 10m }
+  - id: publish
+    capability: echo
+    needs: [approve]
+    input: { doc: steps.draft.output.echo.doc, by: steps.approve.output.by }
+output: "{'doc': steps.publish.output.echo.doc, 'by': steps.approve.output.by}"
+"#;
+
+/// Runs the `agentry` CLI connected as `role`; (exit code, stdout, stderr).
+async fn cli_as(server: &AuthServer, role: &str, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(bin("agentry"));
+    cmd.args(args);
+    for (k, v) in server.env(role) {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot run agentry (cargo build -p agentry-ctl): {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The run state under `key` in `agentry-runs`, read as admin.
+async fn run_state(
+    admin: &jetstream::Context,
+    key: &str,
+) -> Option<agentry::workflow::state::RunState> {
+    let kv = admin.get_key_value(subject::RUNS_BUCKET).await.unwrap();
+    let bytes = kv.get(key).await.unwrap()?;
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+/// Sends a signal or cancel with the CLI as tenant `t`: `Ok(request id)`
+/// when sent and not refused, `Err(the rejection's data)` when refused.
+async fn cli_request_as(
+    server: &AuthServer,
+    t: &Tenant,
+    args: &[&str],
+) -> Result<String, serde_json::Value> {
+    let role = format!("client_{t}");
+    let mut full = vec!["--json", "workflow"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--tenant", t.as_str()]);
+    let (code, out, err) = cli_as(server, &role, &full).await;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    match code {
+        0 => Ok(v["request_id"].as_str().unwrap().to_owned()),
+        1 => Err(v["refused"].clone()),
+        _ => panic!("exit {code}: {out}{err}"),
+    }
+}
+
+/// Acceptance 2: acme and globex run `echo_diamond` under the same run id and each gets its own result on its own subject; globex's signal and cancel of acme's waiting run are refused exactly like an unknown run's, and acme's run is unaffected and completes on acme's own signal (CLI `--tenant` throughout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_per_tenant() {
+    let server = AuthServer::start();
+    let (_admin, admin_js) = server.setup().await;
+    let diamond =
+        std::fs::read_to_string(repo_root().join("schemas/examples/workflows/echo_diamond.yaml"))
+            .unwrap();
+    agentry::workflow::store::put(&admin_js, &diamond)
+        .await
+        .unwrap();
+    agentry::workflow::store::put(&admin_js, GATE)
+        .await
+        .unwrap();
+    let mut sys = Sys::start(&server, |_| {});
+    sys.echo(&server, 16);
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+
+    // Same run id, two tenants, different inputs: two runs, two results.
+    let run = RequestId::new("shared-run").unwrap();
+    let submit = |t: Tenant, n: i64| {
+        let (server, run) = (&server, run.clone());
+        async move {
+            let (c, js) = as_tenant(server, t.as_str()).await;
+            let ev = workflow_request(&run, "/app", "echo_diamond", None, json!({"n": n}));
+            client::submit_as(
+                &c,
+                &js,
+                Some(&t),
+                &ev,
+                Mode::Binary,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (a, g) = tokio::join!(submit(acme.clone(), 3), submit(globex.clone(), 0));
+    assert_eq!(a.ty, event::types::WORKFLOW_COMPLETED, "{:?}", a.data);
+    assert_eq!(g.ty, event::types::WORKFLOW_COMPLETED, "{:?}", g.data);
+    assert_eq!(a.data["output"]["total"], 19, "{:?}", a.data);
+    assert_eq!(g.data["output"]["total"], 1, "{:?}", g.data);
+    for (t, total) in [(&acme, 3), (&globex, 0)] {
+        let st = run_state(&admin_js, &format!("{t}.shared-run"))
+            .await
+            .unwrap();
+        assert_eq!(st.tenant.as_deref(), Some(t.as_str()));
+        assert_eq!(st.input["n"], total);
+    }
+    // Each result lives on its tenant's subject only.
+    let mut results = admin_js.get_stream(subject::RESULTS_STREAM).await.unwrap();
+    for t in [&acme, &globex] {
+        let m = results
+            .get_last_raw_message_by_subject(&subject::results_for(Some(t), &run))
+            .await
+            .unwrap();
+        assert!(!m.payload.is_empty() || !m.headers.is_empty());
+    }
+    assert!(
+        results
+            .get_last_raw_message_by_subject(&subject::results(&run))
+            .await
+            .is_err(),
+        "no untenanted result"
+    );
+    let info = results.info().await.unwrap();
+    assert!(info.state.messages >= 2);
+
+    // `agentry submit --workflow --tenant` gets its result as the tenant's user.
+    let (code, out, err) = cli_as(
+        &server,
+        "client_globex",
+        &[
+            "--json",
+            "submit",
+            "--workflow",
+            "echo_diamond",
+            "--input",
+            r#"{"n": 2}"#,
+            "--tenant",
+            "globex",
+            "--id",
+            "shared-run-2",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["data"]["output"]["total"], 11, "{v}");
+
+    // Acme's run waits for approval; globex tries to approve and to cancel it.
+    let (code, out, err) = cli_as(
+        &server,
+        "client_acme",
+        &[
+            "workflow",
+            "run",
+            "gate",
+            "--id",
+            "gate-1",
+            "--input",
+            r#"{"doc": "q3"}"#,
+            "--tenant",
+            "acme",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    eventually(
+        Duration::from_secs(20),
+        "acme's run waits for approval",
+        || {
+            let admin_js = admin_js.clone();
+            async move {
+                run_state(&admin_js, "acme.gate-1").await.is_some_and(|r| {
+                    r.steps
+                        .get("approve")
+                        .is_some_and(|s| s.unit.status.as_str() == "waiting")
+                })
+            }
+        },
+    )
+    .await;
+    let signal = [
+        "signal",
+        "gate-1",
+        "approve",
+        "--payload",
+        r#"{"by": "mallory"}"#,
+    ];
+    let forged = cli_request_as(&server, &globex, &signal).await.unwrap_err();
+    let cancel = cli_request_as(&server, &globex, &["cancel", "gate-1"])
+        .await
+        .unwrap_err();
+    let unknown = cli_request_as(&server, &globex, &["cancel", "no-such-run"])
+        .await
+        .unwrap_err();
+    for o in [&forged, &cancel, &unknown] {
+        assert_eq!(o["reason"], "unknown_run", "{o:?}");
+    }
+    // The same words as for a run that does not exist: existence does not leak.
+    assert_eq!(forged["detail"], "no workflow run gate-1");
+    assert_eq!(cancel["detail"], "no workflow run gate-1");
+    assert_eq!(unknown["detail"], "no workflow run no-such-run");
+    let st = run_state(&admin_js, "acme.gate-1").await.unwrap();
+    assert_eq!(st.status.as_str(), "running");
+    assert_eq!(st.steps["approve"].unit.status.as_str(), "waiting");
+    assert!(run_state(&admin_js, "globex.gate-1").await.is_none());
+
+    // The operator's views by tenant.
+    let (code, out, err) = cli_as(
+        &server,
+        "admin",
+        &["--json", "workflow", "runs", "--tenant", "acme"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"gate-1") && ids.contains(&"shared-run"));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["tenant"] == "acme")
+    );
+    let (code, out, err) = cli_as(
+        &server,
+        "admin",
+        &["workflow", "show", "gate-1", "--tenant", "acme"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("tenant    acme") && out.contains("approve"),
+        "{out}"
+    );
+    let (code, _, err) = cli_as(
+        &server,
+        "admin",
+        &["workflow", "show", "gate-1", "--tenant", "globex"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no workflow run gate-1"), "{err}");
+
+    // Acme approves its own run: it completes and answers on acme's subject.
+    let (ac, ajs) = as_tenant(&server, "acme").await;
+    let gate = RequestId::new("gate-1").unwrap();
+    let mut sub = ac
+        .subscribe(subject::results_for(Some(&acme), &gate))
+        .await
+        .unwrap();
+    ac.flush().await.unwrap();
+    let signal = [
+        "signal",
+        "gate-1",
+        "approve",
+        "--payload",
+        r#"{"by": "ana"}"#,
+    ];
+    cli_request_as(&server, &acme, &signal)
+        .await
+        .expect("acme's own signal is taken");
+    let done = match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
+        Ok(Some(_)) => client::fetch_result_as(&ajs, Some(&acme), &gate)
+            .await
+            .unwrap(),
+        _ => panic!("acme's run did not finish"),
+    };
+    assert_eq!(done.ty, event::types::WORKFLOW_COMPLETED, "{:?}", done.data);
+    assert_eq!(done.data["output"], json!({"doc": "q3", "by": "ana"}));
     sys.stop().await;
 }

@@ -52,6 +52,10 @@ pub struct Config {
     /// Requests per minute per CloudEvent source and tenant (0 = unlimited).
     #[arg(long, env = "AGENTRY_RATE_LIMIT", default_value_t = ratelimit::DEFAULT_PER_MINUTE)]
     pub rate_limit: u32,
+    /// Requests per minute per tenant over all its sources (0 = unlimited);
+    /// bounds a tenant that rotates sources.
+    #[arg(long, env = "AGENTRY_RATE_LIMIT_TENANT", default_value_t = ratelimit::DEFAULT_PER_TENANT)]
+    pub rate_limit_tenant: u32,
     /// Per-source limits, `source=n,source2=m` (0 = unlimited).
     #[arg(long, env = "AGENTRY_RATE_LIMIT_OVERRIDES", default_value = "")]
     pub rate_limit_overrides: Overrides,
@@ -74,6 +78,7 @@ impl Config {
             max_headers: 64,
             max_runs: 100,
             rate_limit: ratelimit::DEFAULT_PER_MINUTE,
+            rate_limit_tenant: ratelimit::DEFAULT_PER_TENANT,
             rate_limit_overrides: Overrides::default(),
             rate_limit_fail: FailMode::Open,
         }
@@ -85,6 +90,7 @@ impl Config {
         let limits = ratelimit::Limits {
             per_minute: self.rate_limit,
             overrides: self.rate_limit_overrides.clone(),
+            per_tenant: self.rate_limit_tenant,
         };
         Ok(match &self.redis.url {
             Some(url) => Limiter::with_redis(

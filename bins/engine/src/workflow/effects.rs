@@ -176,7 +176,7 @@ async fn execute_one(
             let tenant = origin.tenant.map(subject::Tenant::new).transpose()?;
             let to = subject::results_for(tenant.as_ref(), &id);
             let eid = format!("{}-result", origin.run_id);
-            let mut ev = Outbound::new(&eid, SOURCE, ty);
+            let mut ev = Outbound::new(&super::ids::ce_id(&eid), SOURCE, ty);
             ev.extension(ext::REQUESTID, request_id)
                 .extension(ext::RUNID, origin.run_id);
             if let Some(tp) = origin.traceparent {
@@ -247,7 +247,7 @@ pub(crate) async fn publish_step_result(
         ),
     };
     let id = format!("{request_id}-done");
-    let mut ev = Outbound::new(&id, SOURCE, ty);
+    let mut ev = Outbound::new(&super::ids::ce_id(&id), SOURCE, ty);
     ev.extension(ext::REQUESTID, request_id)
         .extension(ext::RUNID, parent.run_id.as_str())
         .extension(ext::STEPID, parent.slot.as_str())
@@ -279,7 +279,7 @@ struct TaskData<'a> {
 /// connection is gone) is logged, not retried: the event is lost while the
 /// run carries on, which is the price of not blocking runs on observers.
 async fn publish_event(engine: &Engine, origin: &Origin<'_>, id: &str, ty: &str, data: &Value) {
-    let mut ev = Outbound::new(id, SOURCE, ty);
+    let mut ev = Outbound::new(&super::ids::ce_id(id), SOURCE, ty);
     ev.extension(ext::RUNID, origin.run_id)
         .header(header::MSG_ID, id);
     if let Some(tp) = origin.traceparent {

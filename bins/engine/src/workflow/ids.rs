@@ -118,6 +118,13 @@ pub(crate) fn artifact(run: &str, what: &str) -> String {
     format!("runs/{run}/{what}")
 }
 
+/// A CloudEvent id for a name derived from a run key: ids must be valid
+/// request ids, so the tenant's `.` becomes `_`. Message ids (dedup) keep the
+/// key itself, which is unique across tenants.
+pub(crate) fn ce_id(key: &str) -> String {
+    key.replace('.', "_")
+}
+
 /// 128-bit FNV-1a: stable across processes and versions (unlike std's hasher).
 fn fnv128(bytes: &[u8]) -> u128 {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
