@@ -51,6 +51,8 @@ async fn check_passes_then_names_the_stopped_component() {
             &format!("127.0.0.1:{ep}"),
             "--rate-limit",
             "4000000000",
+            "--rate-limit-tenant",
+            "0",
         ],
         &nats.env("engine"),
     );

@@ -116,7 +116,14 @@ fn assert_exactly_once(counts: &HashMap<String, usize>, n: usize, what: &str) {
 fn child_engine(env: &[(String, String)]) -> ChildProc {
     ChildProc::spawn(
         "agentry-engine",
-        &["--http-addr", "off", "--rate-limit", "4000000000"],
+        &[
+            "--http-addr",
+            "off",
+            "--rate-limit",
+            "4000000000",
+            "--rate-limit-tenant",
+            "0",
+        ],
         env,
     )
 }

@@ -167,7 +167,14 @@ async fn trace_id_reaches_engine_and_agent_logs() {
     agent_env.push(log_env);
     let _engine = ChildProc::spawn_logged(
         "agentry-engine",
-        &["--http-addr", "off", "--rate-limit", "4000000000"],
+        &[
+            "--http-addr",
+            "off",
+            "--rate-limit",
+            "4000000000",
+            "--rate-limit-tenant",
+            "0",
+        ],
         &engine_env,
         &dir.path().join("engine.log"),
     );
@@ -199,11 +206,16 @@ async fn trace_id_reaches_engine_and_agent_logs() {
                 .lines()
                 .any(|l| l.contains(trace_id) && l.contains(id.as_str()))
         };
-        // Logs are written asynchronously: wait for the line.
-        let start = std::time::Instant::now();
-        while !traced() && start.elapsed() < Duration::from_secs(10) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Logs are written asynchronously: wait for the line (the assert
+        // below names what is missing instead of timing out silently).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            eventually(Duration::from_secs(11), "traced line", || {
+                let found = traced();
+                async move { found }
+            }),
+        )
+        .await;
         assert!(
             traced(),
             "{log} has no line with trace {trace_id} and request {id}:\n{}",
