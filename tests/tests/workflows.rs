@@ -1315,7 +1315,7 @@ async fn cli_lists_and_shows() {
     .await;
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v[0]["run_id"], key("cli-run"));
+    assert_eq!(v[0]["run_id"], "cli-run");
     let (code, out, _) = cli(nats, &["workflow", "show", "--tenant", "acme", "cli-run"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("status    completed"), "{out}");
