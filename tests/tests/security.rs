@@ -968,10 +968,46 @@ async fn matrix_client_globex() {
     run_role("client_globex").await;
 }
 
-/// agent: pulls tasks, writes results, registry, events, DLQ, KV it owns, serves A2A and $SRV; cannot delete streams, publish tasks, write agentry-agents or read results.
+/// agent (generic, custom agents): pulls tasks, writes results, registry, events, DLQ, serves A2A and $SRV; cannot delegate, touch any bucket but reading agentry-agents, delete streams, publish tasks or read results.
 #[tokio::test]
 async fn matrix_agent() {
     run_role("agent").await;
+}
+
+/// agent_echo: the base agent rights plus delegation (child requests on a tenant subject, the child's result); no buckets, no security consumers.
+#[tokio::test]
+async fn matrix_agent_echo() {
+    run_role("agent_echo").await;
+}
+
+/// agent_weather: the base agent rights only; no delegation, no results, no buckets.
+#[tokio::test]
+async fn matrix_agent_weather() {
+    run_role("agent_weather").await;
+}
+
+/// agent_planning: the base plus delegation; no buckets, no quarantine, no security-results.
+#[tokio::test]
+async fn matrix_agent_planning() {
+    run_role("agent_planning").await;
+}
+
+/// agent_data_analysis: the base plus the artifact object store; no delegation, tickets or quarantine.
+#[tokio::test]
+async fn matrix_agent_data_analysis() {
+    run_role("agent_data_analysis").await;
+}
+
+/// agent_customer_service: the base plus KV agentry-tickets; no incidents, quarantine, delegation or artifacts.
+#[tokio::test]
+async fn matrix_agent_customer_service() {
+    run_role("agent_customer_service").await;
+}
+
+/// agent_security_monitor: the base plus its security-events/-dlq/-results consumers, incidents and the only agent write of agentry-quarantine.
+#[tokio::test]
+async fn matrix_agent_security_monitor() {
+    run_role("agent_security_monitor").await;
 }
 
 /// engine: pulls requests, routes tasks, writes results, runs and DLQ; cannot create or delete streams, write the registry or feed its own queue.

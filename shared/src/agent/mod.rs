@@ -21,7 +21,7 @@ pub mod runtime;
 mod service;
 mod worker;
 
-pub use context::{A2aError, Context};
+pub use context::{A2A_TENANT_HEADER, A2aError, Context};
 pub use runtime::{Config, run};
 
 /// What an agent is and what it can do.
