@@ -58,14 +58,34 @@ pub fn generate_passwords() -> HashMap<String, String> {
         .collect()
 }
 
+/// The kinds of a comma-separated `--agents` list.
+pub fn kinds_of(agents: &str) -> impl Iterator<Item = &str> {
+    agents.split(',').map(str::trim).filter(|k| !k.is_empty())
+}
+
+/// `AGENTRY_NATS_{USER,PASSWORD,INBOX_PREFIX}_<KIND>` for each of `agents`
+/// whose `agent_<kind>` user exists in `passwords`.
+pub fn kind_env(agents: &str, passwords: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for kind in kinds_of(agents) {
+        let user = format!("agent_{kind}");
+        if let Some(pw) = passwords.get(&user) {
+            let upper = kind.to_uppercase();
+            env.push((format!("AGENTRY_NATS_USER_{upper}"), user.clone()));
+            env.push((format!("AGENTRY_NATS_PASSWORD_{upper}"), pw.clone()));
+            env.push((
+                format!("AGENTRY_NATS_INBOX_PREFIX_{upper}"),
+                subject::inbox_prefix(&user),
+            ));
+        }
+    }
+    env
+}
+
 /// The user of an agent process serving `agents` (comma-separated kinds):
 /// `agent_<kind>` for a single kind when `has_user` says it exists, else `agent`.
 pub fn agent_role_of(agents: &str, has_user: impl Fn(&str) -> bool) -> String {
-    let kinds: Vec<&str> = agents
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .collect();
+    let kinds: Vec<&str> = kinds_of(agents).collect();
     match kinds.as_slice() {
         [kind] if has_user(&format!("agent_{kind}")) => format!("agent_{kind}"),
         _ => "agent".to_owned(),
@@ -347,10 +367,19 @@ impl AuthServer {
         c
     }
 
-    /// [`crate::agent_config`] connecting as [`AuthServer::agent_role`].
+    /// [`crate::agent_config`] connecting as [`AuthServer::agent_role`];
+    /// in a process serving several kinds, each kind that has its own user
+    /// connects as that user (`kind_nats`, what `AGENTRY_NATS_USER_<KIND>`
+    /// sets for the binary).
     pub fn agent_config(&self, agents: &str) -> agentry_agent::Config {
         let mut c = crate::agent_config(&self.url, agents);
         c.nats = self.nats(&self.agent_role(agents));
+        for kind in kinds_of(agents) {
+            let user = format!("agent_{kind}");
+            if self.has_user(&user) {
+                c.kind_nats.insert(kind.to_owned(), self.nats(&user));
+            }
+        }
         c
     }
 
@@ -359,9 +388,14 @@ impl AuthServer {
         self.nats(&self.agent_role(agents))
     }
 
-    /// Environment for an `agentry-agent` child process serving `agents`.
+    /// Environment for an `agentry-agent` child process serving `agents`:
+    /// [`AuthServer::agent_role`] as the base user, and
+    /// `AGENTRY_NATS_{USER,PASSWORD,INBOX_PREFIX}_<KIND>` for each kind that
+    /// has its own user.
     pub fn agent_env(&self, agents: &str) -> Vec<(String, String)> {
-        self.env(&self.agent_role(agents))
+        let mut env = self.env(&self.agent_role(agents));
+        env.extend(kind_env(agents, &self.passwords));
+        env
     }
 
     /// A connected client of tenant `name` (user `client_<name>`).

@@ -177,7 +177,9 @@ impl Cluster {
     /// (the user [`AuthServer::agent_role`] would pick).
     pub fn agent_env(&self, agents: &str) -> Vec<(String, String)> {
         let role = auth::agent_role_of(agents, |u| self.passwords.contains_key(u));
-        self.env(&role)
+        let mut env = self.env(&role);
+        env.extend(auth::kind_env(agents, &self.passwords));
+        env
     }
 
     pub fn url_list(&self) -> String {

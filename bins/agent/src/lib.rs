@@ -265,7 +265,10 @@ mod tests {
             env(&[
                 ("AGENTRY_NATS_USER_PLANNING", "agent_planning"),
                 ("AGENTRY_NATS_PASSWORD_PLANNING", "p1"),
-                ("AGENTRY_NATS_USER_SECURITY_MONITOR", "agent_security_monitor"),
+                (
+                    "AGENTRY_NATS_USER_SECURITY_MONITOR",
+                    "agent_security_monitor",
+                ),
                 ("AGENTRY_NATS_PASSWORD_SECURITY_MONITOR", "p2"),
                 ("AGENTRY_NATS_INBOX_PREFIX_SECURITY_MONITOR", "_INBOX.sec"),
             ]),
@@ -277,19 +280,29 @@ mod tests {
         assert_eq!(p.password.as_deref(), Some("p1"));
         assert_eq!(p.inbox_prefix.as_deref(), Some("_INBOX.agent_planning"));
         assert_eq!(p.url.as_deref(), Some("nats://h:4222"));
-        assert_eq!(got["security_monitor"].inbox_prefix.as_deref(), Some("_INBOX.sec"));
+        assert_eq!(
+            got["security_monitor"].inbox_prefix.as_deref(),
+            Some("_INBOX.sec")
+        );
         let mut cfg = Config::for_url("nats://h:4222", "planning,weather");
         cfg.kind_nats = got;
         assert_eq!(cfg.nats_for("weather").user, None);
-        assert_eq!(cfg.nats_for("planning").user.as_deref(), Some("agent_planning"));
+        assert_eq!(
+            cfg.nats_for("planning").user.as_deref(),
+            Some("agent_planning")
+        );
     }
 
     #[test]
     fn a_kind_user_without_password_is_an_error() {
         let base = config::Nats::plain("nats://h:4222");
         let kinds = select("echo").unwrap();
-        let err = kind_nats_from_env(&base, &kinds, env(&[("AGENTRY_NATS_USER_ECHO", "agent_echo")]))
-            .unwrap_err();
+        let err = kind_nats_from_env(
+            &base,
+            &kinds,
+            env(&[("AGENTRY_NATS_USER_ECHO", "agent_echo")]),
+        )
+        .unwrap_err();
         assert!(matches!(err, AgentsError::KindCredentials { .. }), "{err}");
     }
 }
