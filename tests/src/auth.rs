@@ -4,7 +4,10 @@
 //! (`$AGENTRY_PW_<USER>` -> user `<user>`), the store in a temp dir.
 //!
 //! Roles connect with [`AuthServer::nats`] (settings as the binaries take
-//! them) or [`AuthServer::client`]; tenants are the `client_<tenant>` users.
+//! them), [`AuthServer::env`] (child processes) or [`AuthServer::client`];
+//! components get test-tuned configs for their role
+//! ([`AuthServer::engine_config`], [`AuthServer::agent_config`], ...);
+//! tenants are the `client_<tenant>` users ([`AuthServer::tenant`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,15 +15,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentry::client::{self, Outcome, SubmitError};
-use agentry::event::Mode;
-use agentry::id::RequestId;
 use agentry::subject::{self, Tenant};
 use agentry::topology::{Topology, ensure};
 use async_nats::jetstream;
-use cloudevents::Event;
 use serde_json::Value;
 
+use crate::tenant::TenantClient;
 use crate::{repo_root, test_settings};
 
 /// Every user of `nats/accounts.conf`, read from its `$AGENTRY_PW_<USER>`
@@ -428,64 +428,6 @@ impl AuthServer {
             .await
             .expect("topology as admin");
         (admin, js)
-    }
-}
-
-/// A client connected as a tenant's user: submits on
-/// `agentry.requests.<tenant>`, reads `agentry.results.<tenant>.<id>`.
-#[derive(Clone)]
-pub struct TenantClient {
-    pub tenant: Tenant,
-    pub client: async_nats::Client,
-    pub js: jetstream::Context,
-}
-
-impl TenantClient {
-    /// Publishes `event` (binary mode) and waits up to `timeout` for its result.
-    pub async fn submit(&self, event: &Event, timeout: Duration) -> Result<Outcome, SubmitError> {
-        self.submit_mode(event, Mode::Binary, timeout).await
-    }
-
-    pub async fn submit_mode(
-        &self,
-        event: &Event,
-        mode: Mode,
-        timeout: Duration,
-    ) -> Result<Outcome, SubmitError> {
-        client::submit_as(
-            &self.client,
-            &self.js,
-            Some(&self.tenant),
-            event,
-            mode,
-            timeout,
-        )
-        .await
-    }
-
-    /// Publishes `event` and waits for the PubAck only.
-    pub async fn publish(&self, event: &Event, mode: Mode) -> Result<(), SubmitError> {
-        client::publish_request_as(&self.js, Some(&self.tenant), event, mode).await
-    }
-
-    /// The stored result of request `id`, if any.
-    pub async fn fetch_result(&self, id: &RequestId) -> Option<Outcome> {
-        client::fetch_result_as(&self.js, Some(&self.tenant), id).await
-    }
-
-    /// `agentry.requests.<tenant>`.
-    pub fn requests_subject(&self) -> String {
-        subject::requests_for(Some(&self.tenant))
-    }
-
-    /// `agentry.results.<tenant>.<id>`.
-    pub fn results_subject(&self, id: &RequestId) -> String {
-        subject::results_for(Some(&self.tenant), id)
-    }
-
-    /// The subject filter of all of this tenant's results.
-    pub fn results_all(&self) -> String {
-        format!("{}.{}.>", subject::RESULTS_PREFIX, self.tenant)
     }
 }
 
