@@ -231,23 +231,27 @@ fn spawn_server(
     }
     let child = cmd.spawn().expect("start nats-server");
     let start = Instant::now();
-    loop {
+    let port = loop {
+        if let Some(port) = listening_port(&ports) {
+            break port;
+        }
         assert!(
             start.elapsed() < Duration::from_secs(15),
             "nats-server with {conf} did not start; log: {}",
             std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
         );
-        for e in std::fs::read_dir(&ports).expect("ports dir").flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            if let Ok(v) = serde_json::from_str::<Value>(&text)
-                && let Some(u) = v["nats"][0].as_str()
-                && let Some(p) = u.rsplit(':').next().and_then(|p| p.parse().ok())
-            {
-                return (child, p);
-            }
-        }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    (child, port)
+}
+
+/// The client port from the ports file nats-server writes once it listens.
+fn listening_port(ports: &Path) -> Option<u16> {
+    std::fs::read_dir(ports).ok()?.flatten().find_map(|e| {
+        let text = std::fs::read_to_string(e.path()).ok()?;
+        let v = serde_json::from_str::<Value>(&text).ok()?;
+        v["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
+    })
 }
 
 impl AuthServer {
