@@ -102,6 +102,13 @@ pub trait Agent: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Metrics hook: registers the agent's own Prometheus metrics on the
+    /// component's registry (served on its `/metrics`, labelled with
+    /// `component` and `agent_kind`). Called once, before any task or
+    /// [`Agent::background`] runs. Use [`crate::telemetry::register`], which
+    /// logs instead of failing on a duplicate name.
+    fn register_metrics(&self, _registry: &prometheus::Registry) {}
+
     /// Upper bound for one task of this agent when the request sets none.
     fn default_timeout(&self) -> Duration {
         Duration::from_secs(300)

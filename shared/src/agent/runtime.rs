@@ -75,6 +75,9 @@ pub async fn run(
     let registry = telemetry::registry("agent", &[("agent_kind", &kinds.join(","))]);
     let conn_metrics = ConnectionMetrics::new(&registry);
     let metrics = Metrics::new(&registry);
+    for a in &agents {
+        a.register_metrics(&registry);
+    }
     obs.add_registry(registry);
     let client = crate::connect::connect(
         &cfg.nats,
