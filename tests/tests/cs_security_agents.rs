@@ -278,7 +278,8 @@ fn assert_example(name: &str, id: &str, input: &Value, out: &Value) {
         "incident_response.quarantine" => {
             assert_eq!(out["event"], "contained", "{out:#}");
             assert_eq!(out["quarantine"]["op"], "set");
-            assert_eq!(out["quarantine"]["key"], "_.203.0.113.9");
+            // incident_response acts for the caller's tenant (acme)
+            assert_eq!(out["quarantine"]["key"], "acme.203.0.113.9");
             let left = rfc3339_ms(&out["quarantine"]["until"]) - now_ms();
             assert!(
                 left > 118 * MINUTE_MS && left <= 120 * MINUTE_MS,
@@ -414,7 +415,7 @@ async fn follow_up_uses_conversation_memory_in_redis() {
     );
     assert_eq!(follow["turn"], 2);
 
-    let stored = redis_cmd(redis.port, &["GET", "agentry:conv:conv-mem-1"])
+    let stored = redis_cmd(redis.port, &["GET", "agentry:conv:acme/conv-mem-1"])
         .await
         .expect("conversation in Redis");
     let stored: Value = serde_json::from_str(&stored).expect("json");
@@ -422,7 +423,7 @@ async fn follow_up_uses_conversation_memory_in_redis() {
     assert_eq!(stored["turns"].as_array().map(Vec::len), Some(2));
     assert_eq!(stored["turns"][1]["text"], "what about my order?");
     assert_eq!(stored["last_request_id"], "mem-2");
-    let ttl: i64 = redis_cmd(redis.port, &["TTL", "agentry:conv:conv-mem-1"])
+    let ttl: i64 = redis_cmd(redis.port, &["TTL", "agentry:conv:acme/conv-mem-1"])
         .await
         .expect("ttl")
         .parse()
@@ -474,8 +475,13 @@ async fn angry_enterprise_message_escalates() {
     assert_eq!(data["request_id"], "esc-1");
 
     let kv = js.get_key_value(subject::TICKETS_BUCKET).await.unwrap();
-    let ticket: Value =
-        serde_json::from_slice(&kv.get("tkt-esc-1").await.unwrap().expect("ticket in KV")).unwrap();
+    let ticket: Value = serde_json::from_slice(
+        &kv.get("acme.tkt-esc-1")
+            .await
+            .unwrap()
+            .expect("ticket in KV"),
+    )
+    .unwrap();
     assert_eq!(ticket["status"], "escalated");
     assert_eq!(ticket["priority"], "p1");
     assert_eq!(ticket["queue"], "management");
@@ -783,9 +789,14 @@ async fn redelivered_tasks_are_applied_once() {
 
     // 32 (sentiment) + 20 (complaint) + 14 (premium) = 66: p2, applied once (a repeat would add 10).
     let tickets = js.get_key_value(subject::TICKETS_BUCKET).await.unwrap();
-    let ticket: Value =
-        serde_json::from_slice(&tickets.get("tkt-dup-esc").await.unwrap().expect("ticket"))
-            .unwrap();
+    let ticket: Value = serde_json::from_slice(
+        &tickets
+            .get("acme.tkt-dup-esc")
+            .await
+            .unwrap()
+            .expect("ticket"),
+    )
+    .unwrap();
     let history = ticket["history"].as_array().unwrap();
     assert_eq!(history.len(), 2, "{ticket:#}");
     assert!(history.iter().all(|h| h["request_id"] == "dup-esc"));
