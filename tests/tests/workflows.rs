@@ -1168,7 +1168,7 @@ async fn foreach_and_child_workflows() {
     let evs = events(&sys.js, Some(&child_id)).await;
     assert_eq!(
         evs.last().unwrap().data["parent_run_id"],
-        out.request_id.as_str()
+        key(&out.request_id).as_str()
     );
     // A parent whose child fails fails too.
     sys.put("name: bad_leaf\nversion: 1\nsteps:\n  - id: x\n    capability: echo\n    input: { fail: \"'permanent'\" }\n").await;
