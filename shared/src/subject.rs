@@ -23,6 +23,10 @@ pub const DLQ_PREFIX: &str = "agentry.dlq";
 pub const DLQ_ALL: &str = "agentry.dlq.>";
 pub const A2A_PREFIX: &str = "agentry.a2a";
 pub const TIMERS_SCHEDULE_ALL: &str = "agentry.timers.schedule.>";
+/// Tenants' tasks held back while a capability's queue is congested
+/// (`agentry.held.<capability>.<tenant>`, docs/tenancy.md).
+pub const HELD_PREFIX: &str = "agentry.held";
+pub const HELD_ALL: &str = "agentry.held.>";
 pub const TIMERS_FIRE_ALL: &str = "agentry.timers.fire.>";
 
 pub const REQUESTS_STREAM: &str = "AGENTRY_REQUESTS";
@@ -33,6 +37,7 @@ pub const REGISTRY_STREAM: &str = "AGENTRY_REGISTRY";
 pub const EVENTS_STREAM: &str = "AGENTRY_EVENTS";
 pub const DLQ_STREAM: &str = "AGENTRY_DLQ";
 pub const TIMERS_STREAM: &str = "AGENTRY_TIMERS";
+pub const HELD_STREAM: &str = "AGENTRY_HELD";
 
 pub const ENGINE_CONSUMER: &str = "engine";
 pub const ENGINE_STEPS_CONSUMER: &str = "engine-steps";
@@ -69,6 +74,24 @@ pub fn task_consumer(cap: &Capability) -> String {
 /// The capability a `cap-<capability>` consumer serves.
 pub fn capability_of_consumer(consumer: &str) -> Option<&str> {
     consumer.strip_prefix("cap-")
+}
+
+/// Where the engine holds tenant `tenant`'s tasks for `cap` while the
+/// capability's queue is congested: `agentry.held.<capability>.<tenant>`.
+pub fn held(cap: &Capability, tenant: &Tenant) -> String {
+    format!("{HELD_PREFIX}.{cap}.{tenant}")
+}
+
+/// The capability and tenant a [`held`] subject names.
+pub fn held_of(subject: &str) -> Option<(Capability, Tenant)> {
+    let rest = subject.strip_prefix(HELD_PREFIX)?.strip_prefix('.')?;
+    let (cap, tenant) = rest.split_once('.')?;
+    Some((Capability::new(cap).ok()?, Tenant::new(tenant).ok()?))
+}
+
+/// The engine's consumer of one tenant's held tasks for `cap`.
+pub fn held_consumer(cap: &Capability, tenant: &Tenant) -> String {
+    format!("held-{cap}-{tenant}")
 }
 
 pub fn results(id: &RequestId) -> String {
@@ -362,6 +385,15 @@ mod tests {
         assert!(split_run_key("Acme.r1").is_err());
         assert_eq!(steps_for_key("acme.r1").unwrap(), "agentry.steps.acme.r1");
         assert_eq!(steps_for_key("r1").unwrap(), "agentry.steps.r1");
+        let echo = Capability::new("echo").unwrap();
+        assert_eq!(held(&echo, &acme_t()), "agentry.held.echo.acme");
+        assert_eq!(
+            held_of("agentry.held.echo.acme"),
+            Some((echo.clone(), acme_t()))
+        );
+        assert_eq!(held_of("agentry.held.echo"), None);
+        assert_eq!(held_of("agentry.held.echo.acme.x"), None);
+        assert_eq!(held_consumer(&echo, &acme_t()), "held-echo-acme");
         assert!(Tenant::new("globex-2").is_ok());
         assert!(Tenant::new("a".repeat(64)).is_ok());
         assert!(Tenant::new("a".repeat(65)).is_err());

@@ -90,11 +90,17 @@ pub(crate) async fn route(
         header::MSG_ID,
         subject::request_key(tenant.as_ref(), &req.id).as_str(),
     );
-    let ack = match engine
-        .js
-        .publish_with_headers(subject::tasks(cap), headers, body)
-        .await
-    {
+    // Fairness: while the capability's queue is congested a tenant's task
+    // is held and released in turn with other tenants' (crate::fair).
+    let to = if engine.fair.hold(cap, tenant.as_ref()) {
+        match tenant {
+            Some(t) => subject::held(cap, t),
+            None => subject::tasks(cap),
+        }
+    } else {
+        subject::tasks(cap)
+    };
+    let ack = match engine.js.publish_with_headers(to, headers, body).await {
         Ok(a) => a.await,
         Err(e) => {
             warn!(error = %e, "task publish failed, retrying request later");
