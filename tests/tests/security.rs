@@ -2328,15 +2328,15 @@ fn redis_cli(redis: &Redis, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A source quarantined in KV agentry-quarantine (written by the security monitor's user, as that agent does) is rejected `quarantined`, with a result and a DLQ copy, while other sources pass; an expired quarantine and a released source are admitted again.
+/// A source quarantined in KV agentry-quarantine (written by the agent_security_monitor user, as the security monitor does) is rejected `quarantined`, with a result and a DLQ copy, while other sources pass; an expired quarantine and a released source are admitted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantined_source_is_rejected() {
     let server = AuthServer::start();
     let (_admin, admin_js) = server.setup().await;
     let sys = System::start(&server, |_| {}, false);
     let (c, js) = tenant_client(&server, "acme").await;
-    // Written as the security monitor's user (the only one allowed to).
-    let agent = jetstream::new(server.client(&server.agent_role("security_monitor")).await);
+    // Only the security monitor's user may write the quarantine.
+    let agent = jetstream::new(server.client("agent_security_monitor").await);
     let kv = agent
         .get_key_value(subject::QUARANTINE_BUCKET)
         .await
