@@ -38,6 +38,11 @@ fn key(run: &str) -> String {
     subject::run_key(Some(&tenant), &agentry::RunId::new(run).unwrap())
 }
 
+/// The run id of `run` (a key `acme.<id>` or an id).
+fn bare(run: &str) -> &str {
+    run.strip_prefix(&format!("{TENANT}.")).unwrap_or(run)
+}
+
 /// One test's system: nats-server with the production accounts and the
 /// topology, the engine and an echo agent in-process.
 struct Sys {
@@ -183,9 +188,6 @@ async fn events(js: &async_nats::jetstream::Context, run: Option<&str>) -> Vec<L
         let Ok(Some(Ok(msg))) = next else { break };
         let d = event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()).unwrap();
         let data = event::data_json(&d.event).unwrap();
-        if run.is_some_and(|r| data["run_id"] != key(r).as_str()) {
-            continue;
-        }
         // Every lifecycle event matches its published schema.
         let ty = d.event.ty();
         let schema = agentry::schema::global()
@@ -193,6 +195,11 @@ async fn events(js: &async_nats::jetstream::Context, run: Option<&str>) -> Vec<L
             .unwrap_or_else(|| panic!("no schema for {ty}"));
         if let Err(e) = agentry::schema::check(schema, &data) {
             panic!("{ty} does not match its schema: {e}\n{data}");
+        }
+        // Events name a run by its id (the tenant's request id), not by its
+        // key in `agentry-runs`.
+        if run.is_some_and(|r| data["run_id"] != bare(r)) {
+            continue;
         }
         out.push(Lifecycle {
             ty: d.event.ty().to_owned(),
@@ -1168,7 +1175,7 @@ async fn foreach_and_child_workflows() {
     let evs = events(&sys.js, Some(&child_id)).await;
     assert_eq!(
         evs.last().unwrap().data["parent_run_id"],
-        key(&out.request_id).as_str()
+        out.request_id.as_str()
     );
     // A parent whose child fails fails too.
     sys.put("name: bad_leaf\nversion: 1\nsteps:\n  - id: x\n    capability: echo\n    input: { fail: \"'permanent'\" }\n").await;
