@@ -183,7 +183,7 @@ async fn two_agents_share_work() {
     sys.stop().await;
 }
 
-/// A retryable failure is retried up to max_deliver, then dead-lettered with a failed result; replay with the handler fixed succeeds.
+/// A retryable failure is retried up to max_deliver - 1 attempts (the last delivery is reserved for recording, docs/reliability.md), then dead-lettered with a failed result; replay with the handler fixed succeeds.
 #[tokio::test]
 async fn retries_then_dlq_then_replay() {
     let nats = AuthServer::start();
@@ -197,7 +197,7 @@ async fn retries_then_dlq_then_replay() {
     let out = submit(&acme, json!({"fail": "retryable", "counter_key": "never"})).await;
     assert_eq!(out.ty, "io.agentry.task.failed");
     assert_eq!(out.data["error"]["code"], "retries_exhausted");
-    assert_eq!(out.data["attempts"], 5);
+    assert_eq!(out.data["attempts"], 4);
 
     let dlq = js.get_stream_no_info(subject::DLQ_STREAM).await.unwrap();
     let msg = dlq
@@ -206,7 +206,7 @@ async fn retries_then_dlq_then_replay() {
         .unwrap();
     assert_eq!(
         msg.headers.get("Agentry-Dlq-Attempts").map(|v| v.as_str()),
-        Some("5")
+        Some("4")
     );
     assert_eq!(
         msg.headers
