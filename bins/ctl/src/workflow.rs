@@ -373,12 +373,16 @@ async fn get(
 /// How long a tenant's signal or cancel waits for a refusal.
 const REFUSAL_WAIT: Duration = Duration::from_secs(2);
 
+/// How long `--tenant` signal or cancel tries to read the run from
+/// `agentry-runs` (operators can; a tenant's user is denied).
+const RUNS_LOOKUP_WAIT: Duration = Duration::from_secs(1);
+
 /// Publishes a signal or cancel request for an existing run of `tenant`.
 ///
-/// Without a tenant (operators) the run is looked up in `agentry-runs`
-/// first. A tenant's own user may not read that bucket; with `--tenant` the
-/// request is sent and the CLI listens briefly on the tenant's result
-/// subject: the engine answers an unknown (or another tenant's) run with a
+/// The run is looked up in `agentry-runs` first (without a tenant this
+/// must work; with `--tenant` it is tried briefly, for operators). A
+/// tenant's own user may not read that bucket; then the request is sent
+/// and the CLI listens briefly on the tenant's result subject: the engine answers an unknown (or another tenant's) run with a
 /// `request.rejected` result there, and an accepted one with silence.
 async fn request(
     cli: &Cli,
@@ -389,8 +393,23 @@ async fn request(
     ty: &str,
     data: Value,
 ) -> anyhow::Result<ExitCode> {
-    if tenant.is_none() {
-        let Some(run) = load_run(js, run_id).await? else {
+    // Credentials that can read `agentry-runs` (operators) get a definitive
+    // answer from the bucket first, with or without `--tenant`, even while
+    // no engine is up. A tenant's own user cannot read it: its lookup is
+    // denied (which a client sees only as no reply), so it is bounded and
+    // the request goes out as described above.
+    let lookup = match tenant {
+        None => Some(load_run(js, run_id).await?),
+        Some(t) => {
+            let key = run_key(Some(t), run_id)?;
+            tokio::time::timeout(RUNS_LOOKUP_WAIT, load_run(js, &key))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+    };
+    if let Some(found) = lookup {
+        let Some(run) = found else {
             eprintln!("no workflow run {run_id}");
             return Ok(ExitCode::from(1));
         };
