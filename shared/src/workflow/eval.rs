@@ -208,8 +208,7 @@ impl EvalContext {
             .iter()
             .map(|(id, state)| (id.to_string(), state.to_json()))
             .collect();
-        let run_json =
-            serde_json::json!({"id": run.id, "tenant": run.tenant, "workflow": run.workflow, "version": run.version});
+        let run_json = serde_json::json!({"id": run.id, "tenant": run.tenant, "workflow": run.workflow, "version": run.version});
         Ok(Self {
             input: bind("input", input)?,
             steps: bind("steps", &serde_json::Value::Object(steps_json))?,
