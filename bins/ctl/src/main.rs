@@ -5,12 +5,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = agentry_ctl::Cli::parse();
-    agentry::telemetry::init_tracing(agentry::config::LogFormat::Text);
+    agentry_ctl::output::init_logging(cli.verbose, cli.is_service());
     match agentry_ctl::run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            agentry_ctl::exit::for_error(&e)
         }
     }
 }
