@@ -23,6 +23,7 @@ mod submit;
 mod table;
 mod up;
 mod watch;
+mod weather_check;
 pub mod workflow;
 
 /// agentry: an event-driven multi-agent system on NATS JetStream.
