@@ -79,7 +79,7 @@ pub enum Command {
 impl Cli {
     /// Whether this command runs services (and so logs at info by default).
     pub fn is_service(&self) -> bool {
-        matches!(self.command, Command::Up(_))
+        matches!(self.command, Command::Up(_) | Command::Bench(_))
     }
 
     /// The NATS config, falling back to `.agentry/context` when no URL is given.
