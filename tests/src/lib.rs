@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod auth;
+pub mod up;
 
 pub use agentry_ctl::server::{NatsServer, Options as NatsOptions};
 pub use auth::{AuthServer, Certs};

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentry::http::Observer;
 use agentry::topology::{self, Settings, Topology};
@@ -153,7 +153,14 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     }
     let drained = stopped.agents && stopped.core;
     drop(obs);
-    client.flush().await.ok();
+    // Closes the connection even while the HTTP observer still holds a clone.
+    client.drain().await.ok();
+    let closing = Instant::now();
+    while client.connection_state() == async_nats::connection::State::Connected
+        && closing.elapsed() < Duration::from_secs(2)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(client);
     context::remove(&args.dir);
     if let Some(f) = fixture {
