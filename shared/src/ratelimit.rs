@@ -1,4 +1,9 @@
-//! Rate limiting of requests per caller (the CloudEvent `source`).
+//! Rate limiting of requests per principal: the tenant (from the subject a
+//! request arrived on) and the CloudEvent `source` (asserted by the client),
+//! plus a total per tenant over all its sources, so a tenant cannot escape
+//! its limit by rotating sources ([`Limiter::check_principal`]). A request
+//! is admitted only when every counter it touches has room, and then counts
+//! in all of them (atomically: one Lua call in Redis, one lock in process).
 //!
 //! A sliding-window counter: per key, the count of the current fixed window
 //! (one minute) and of the previous one; a request is admitted while
@@ -24,6 +29,8 @@ use redis::aio::ConnectionManager;
 
 /// Default admissions per source and minute.
 pub const DEFAULT_PER_MINUTE: u32 = 1000;
+/// Default admissions per tenant and minute, over all its sources.
+pub const DEFAULT_PER_TENANT: u32 = 6000;
 /// How long one Redis call may take before the fail mode applies.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(200);
 /// After a Redis failure, how long the limiter goes straight to the fail mode.
@@ -76,11 +83,14 @@ impl FromStr for Overrides {
     }
 }
 
-/// Limits: a default and per-source overrides, requests per minute.
+/// Limits: a default and per-source overrides, and a total per tenant,
+/// requests per minute (`0` = unlimited).
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub per_minute: u32,
     pub overrides: Overrides,
+    /// Total of one tenant over all its sources.
+    pub per_tenant: u32,
 }
 
 impl Default for Limits {
@@ -88,6 +98,7 @@ impl Default for Limits {
         Self {
             per_minute: DEFAULT_PER_MINUTE,
             overrides: Overrides::default(),
+            per_tenant: DEFAULT_PER_TENANT,
         }
     }
 }
@@ -105,14 +116,24 @@ impl Limits {
     }
 }
 
+/// Which counter refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The principal's own counter (tenant and source, or the plain key).
+    Principal,
+    /// The tenant's total over all its sources.
+    Tenant,
+}
+
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Admitted,
-    /// Over the limit; worth retrying after `retry_after`.
+    /// Over the limit of `scope`; worth retrying after `retry_after`.
     Limited {
         limit: u32,
         retry_after: Duration,
+        scope: Scope,
     },
     /// Redis did not answer and the fail mode is `closed`.
     Unavailable {
@@ -151,6 +172,20 @@ pub fn admit(w: &mut Window, now: i64, window: i64, limit: u64) -> Result<(), i6
     Err(wait_ms(w, elapsed, window, limit))
 }
 
+/// [`admit`] over several counters at once: counts in all of them when
+/// every one has room, else in none; `Err((index, wait_ms))` names the first
+/// counter without room.
+pub fn admit_all(ws: &mut [(&mut Window, u64)], now: i64, window: i64) -> Result<(), (usize, i64)> {
+    let mut trial: Vec<Window> = ws.iter().map(|(w, _)| **w).collect();
+    for (i, (t, (_, limit))) in trial.iter_mut().zip(ws.iter()).enumerate() {
+        admit(t, now, window, *limit).map_err(|wait| (i, wait))?;
+    }
+    for ((w, _), t) in ws.iter_mut().zip(trial) {
+        **w = t;
+    }
+    Ok(())
+}
+
 /// Time until one more request fits, from the state after a refusal.
 fn wait_ms(w: &Window, elapsed: i64, window: i64, limit: u64) -> i64 {
     let (limit, window_f) = (limit as f64, window as f64);
@@ -165,39 +200,45 @@ fn wait_ms(w: &Window, elapsed: i64, window: i64, limit: u64) -> i64 {
     (wait.ceil() as i64).max(1)
 }
 
-/// `KEYS[1]` counters hash, `ARGV[1]` limit, `ARGV[2]` window (ms).
-/// Returns `{1, 0}` when admitted, `{0, wait_ms}` when refused.
+/// `KEYS[i]` counters hashes, `ARGV[1]` window (ms), `ARGV[i + 1]` the
+/// limit of `KEYS[i]`. Counts in every key when all have room. Returns
+/// `{1, 0, 0}` when admitted, `{0, wait_ms, i}` when key `i` refused.
 const SCRIPT: &str = r"
-local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
+local window = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local st = redis.call('HMGET', key, 's', 'c', 'p')
-local start = tonumber(st[1]) or now
-local cur = tonumber(st[2]) or 0
-local prev = tonumber(st[3]) or 0
-local elapsed = math.max(now - start, 0)
-if elapsed >= window then
-  local k = math.floor(elapsed / window)
-  if k == 1 then prev = cur else prev = 0 end
-  cur = 0
-  start = start + k * window
-  elapsed = math.max(now - start, 0)
+local next = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i + 1])
+  local st = redis.call('HMGET', key, 's', 'c', 'p')
+  local start = tonumber(st[1]) or now
+  local cur = tonumber(st[2]) or 0
+  local prev = tonumber(st[3]) or 0
+  local elapsed = math.max(now - start, 0)
+  if elapsed >= window then
+    local k = math.floor(elapsed / window)
+    if k == 1 then prev = cur else prev = 0 end
+    cur = 0
+    start = start + k * window
+    elapsed = math.max(now - start, 0)
+  end
+  local estimate = prev * ((window - elapsed) / window) + cur
+  if estimate + 1 > limit then
+    local wait
+    if cur + 1 > limit then
+      wait = (window - elapsed) + window * math.max(1 - (limit - 1) / cur, 0)
+    else
+      wait = window - (limit - cur - 1) * window / prev - elapsed
+    end
+    return {0, math.max(math.ceil(wait), 1), i}
+  end
+  next[i] = {start, cur + 1, prev}
 end
-local estimate = prev * ((window - elapsed) / window) + cur
-if estimate + 1 <= limit then
-  redis.call('HSET', key, 's', start, 'c', cur + 1, 'p', prev)
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 's', next[i][1], 'c', next[i][2], 'p', next[i][3])
   redis.call('PEXPIRE', key, window * 2)
-  return {1, 0}
 end
-local wait
-if cur + 1 > limit then
-  wait = (window - elapsed) + window * math.max(1 - (limit - 1) / cur, 0)
-else
-  wait = window - (limit - cur - 1) * window / prev - elapsed
-end
-return {0, math.max(math.ceil(wait), 1)}
+return {1, 0, 0}
 ";
 
 /// Counters in this process (no Redis, or Redis down with `open`).
@@ -215,7 +256,7 @@ impl Local {
         }
     }
 
-    fn check(&self, key: &str, limit: u32) -> Decision {
+    fn check(&self, counters: &[Counter]) -> Decision {
         let window = WINDOW.as_millis() as i64;
         // Milliseconds since start-up, offset by 1 so that 0 means "fresh".
         let now = self
@@ -229,15 +270,37 @@ impl Local {
         if map.len() > PRUNE_ABOVE {
             map.retain(|_, w| now - w.start < 2 * window);
         }
-        let w = map.entry(key.to_owned()).or_default();
-        match admit(w, now, window, u64::from(limit)) {
-            Ok(()) => Decision::Admitted,
-            Err(wait) => Decision::Limited {
-                limit,
+        let mut windows: Vec<Window> = counters
+            .iter()
+            .map(|c| map.get(&c.key).copied().unwrap_or_default())
+            .collect();
+        let mut refs: Vec<(&mut Window, u64)> = windows
+            .iter_mut()
+            .zip(counters)
+            .map(|(w, c)| (w, u64::from(c.limit)))
+            .collect();
+        match admit_all(&mut refs, now, window) {
+            Ok(()) => {
+                for (c, w) in counters.iter().zip(windows) {
+                    map.insert(c.key.clone(), w);
+                }
+                Decision::Admitted
+            }
+            Err((i, wait)) => Decision::Limited {
+                limit: counters[i].limit,
                 retry_after: Duration::from_millis(wait as u64),
+                scope: counters[i].scope,
             },
         }
     }
+}
+
+/// One counter a request is checked against.
+#[derive(Debug, Clone)]
+struct Counter {
+    key: String,
+    limit: u32,
+    scope: Scope,
 }
 
 struct Redis {
@@ -312,9 +375,45 @@ impl Limiter {
         let Some(limit) = self.limits.for_source(source) else {
             return Decision::Admitted;
         };
-        let key = counter_key(key);
+        let counters = [Counter {
+            key: counter_key(key),
+            limit,
+            scope: Scope::Principal,
+        }];
+        self.check_counters(&counters).await
+    }
+
+    /// Counts one request of the principal (`tenant`, `source`): against the
+    /// principal's limit (the source's, see [`Limits::for_source`]) and, for
+    /// a tenant, against the tenant's total over all its sources.
+    pub async fn check_principal(&self, tenant: Option<&str>, source: &str) -> Decision {
+        let mut counters = Vec::with_capacity(2);
+        if let Some(limit) = self.limits.for_source(source) {
+            counters.push(Counter {
+                key: counter_key(&format!("{}:{source}", tenant.unwrap_or_default())),
+                limit,
+                scope: Scope::Principal,
+            });
+        }
+        if let Some(t) = tenant
+            && self.limits.per_tenant > 0
+        {
+            // `=` cannot start a tenant or a principal key's tenant part.
+            counters.push(Counter {
+                key: format!("={t}"),
+                limit: self.limits.per_tenant,
+                scope: Scope::Tenant,
+            });
+        }
+        if counters.is_empty() {
+            return Decision::Admitted;
+        }
+        self.check_counters(&counters).await
+    }
+
+    async fn check_counters(&self, counters: &[Counter]) -> Decision {
         let Some(r) = &self.redis else {
-            return self.local.check(&key, limit);
+            return self.local.check(counters);
         };
         let paused = r
             .paused_until
@@ -324,7 +423,7 @@ impl Limiter {
         let detail = if paused {
             "Redis is unavailable (retrying shortly)".to_owned()
         } else {
-            match self.check_redis(r, &key, limit).await {
+            match self.check_redis(r, counters).await {
                 Ok(d) => {
                     if let Ok(mut p) = r.paused_until.lock() {
                         *p = None;
@@ -341,27 +440,37 @@ impl Limiter {
             }
         };
         match r.fail {
-            FailMode::Open => self.local.check(&key, limit),
+            FailMode::Open => self.local.check(counters),
             FailMode::Closed => Decision::Unavailable {
                 detail: format!("rate limiter unavailable and failing closed: {detail}"),
             },
         }
     }
 
-    async fn check_redis(&self, r: &Redis, key: &str, limit: u32) -> Result<Decision, String> {
+    async fn check_redis(&self, r: &Redis, counters: &[Counter]) -> Result<Decision, String> {
         let mut conn = r.conn.clone();
-        let mut call = r.script.key(format!("{REDIS_PREFIX}{key}"));
-        call.arg(limit).arg(WINDOW.as_millis() as u64);
-        let res: Result<(i64, i64), _> =
+        let mut call = r.script.prepare_invoke();
+        call.arg(WINDOW.as_millis() as u64);
+        for c in counters {
+            call.key(format!("{REDIS_PREFIX}{}", c.key)).arg(c.limit);
+        }
+        let res: Result<(i64, i64, i64), _> =
             tokio::time::timeout(r.timeout, call.invoke_async(&mut conn))
                 .await
                 .map_err(|_| format!("Redis did not answer within {:?}", r.timeout))?;
         match res {
-            Ok((1, _)) => Ok(Decision::Admitted),
-            Ok((_, wait)) => Ok(Decision::Limited {
-                limit,
-                retry_after: Duration::from_millis(wait.max(1) as u64),
-            }),
+            Ok((1, _, _)) => Ok(Decision::Admitted),
+            Ok((_, wait, i)) => {
+                let c = usize::try_from(i - 1)
+                    .ok()
+                    .and_then(|i| counters.get(i))
+                    .ok_or_else(|| format!("Redis script named counter {i}"))?;
+                Ok(Decision::Limited {
+                    limit: c.limit,
+                    retry_after: Duration::from_millis(wait.max(1) as u64),
+                    scope: c.scope,
+                })
+            }
             Err(e) => Err(format!("Redis error: {e}")),
         }
     }
@@ -454,6 +563,7 @@ mod tests {
         let limits = Limits {
             per_minute: 100,
             overrides: "/vip=0,/slow=3".parse().unwrap(),
+            per_tenant: 0,
         };
         assert_eq!(limits.for_source("/any"), Some(100));
         assert_eq!(limits.for_source("/vip"), None);
@@ -466,6 +576,7 @@ mod tests {
         let l = Limiter::in_process(Limits {
             per_minute: 3,
             overrides: "/one=1".parse().unwrap(),
+            per_tenant: 0,
         });
         for _ in 0..3 {
             assert_eq!(l.check("a/src", "/src").await, Decision::Admitted);
@@ -480,6 +591,100 @@ mod tests {
             l.check("a/one", "/one").await,
             Decision::Limited { limit: 1, .. }
         ));
+    }
+
+    /// A tenant rotating sources hits its total; a refused request counts
+    /// nowhere; other tenants and untenanted requests are not affected.
+    #[tokio::test]
+    async fn tenant_total_bounds_rotating_sources() {
+        let l = Limiter::in_process(Limits {
+            per_minute: 2,
+            overrides: "/vip=0".parse().unwrap(),
+            per_tenant: 5,
+        });
+        for i in 0..5 {
+            let d = l.check_principal(Some("globex"), &format!("/s{i}")).await;
+            assert_eq!(d, Decision::Admitted);
+        }
+        let d = l.check_principal(Some("globex"), "/s9").await;
+        assert!(
+            matches!(
+                d,
+                Decision::Limited {
+                    limit: 5,
+                    scope: Scope::Tenant,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        // An unlimited source still counts against the tenant's total.
+        assert!(matches!(
+            l.check_principal(Some("globex"), "/vip").await,
+            Decision::Limited {
+                scope: Scope::Tenant,
+                ..
+            }
+        ));
+        // The refused /s9 was not counted against its own limit of 2.
+        let fresh = Limiter::in_process(Limits {
+            per_minute: 2,
+            overrides: Overrides::default(),
+            per_tenant: 3,
+        });
+        assert_eq!(
+            fresh.check_principal(Some("a"), "/x").await,
+            Decision::Admitted
+        );
+        assert_eq!(
+            fresh.check_principal(Some("a"), "/x").await,
+            Decision::Admitted
+        );
+        assert!(matches!(
+            fresh.check_principal(Some("a"), "/x").await,
+            Decision::Limited {
+                limit: 2,
+                scope: Scope::Principal,
+                ..
+            }
+        ));
+        // Only two of the tenant's three were spent.
+        assert_eq!(
+            fresh.check_principal(Some("a"), "/y").await,
+            Decision::Admitted
+        );
+        assert!(matches!(
+            fresh.check_principal(Some("a"), "/z").await,
+            Decision::Limited {
+                scope: Scope::Tenant,
+                ..
+            }
+        ));
+        // Same source, other tenant: its own counters.
+        assert_eq!(
+            l.check_principal(Some("acme"), "/s0").await,
+            Decision::Admitted
+        );
+        for _ in 0..2 {
+            assert_eq!(l.check_principal(None, "/s0").await, Decision::Admitted);
+        }
+        assert!(matches!(
+            l.check_principal(None, "/s0").await,
+            Decision::Limited {
+                scope: Scope::Principal,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn admit_all_counts_in_all_or_none() {
+        let (mut a, mut b) = (Window::default(), Window::default());
+        assert!(admit_all(&mut [(&mut a, 2), (&mut b, 1)], 10, MIN).is_ok());
+        assert_eq!((a.current, b.current), (1, 1));
+        let err = admit_all(&mut [(&mut a, 2), (&mut b, 1)], 11, MIN).unwrap_err();
+        assert_eq!(err.0, 1);
+        assert_eq!((a.current, b.current), (1, 1));
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub const DLQ_PREFIX: &str = "agentry.dlq";
 pub const DLQ_ALL: &str = "agentry.dlq.>";
 pub const A2A_PREFIX: &str = "agentry.a2a";
 pub const TIMERS_SCHEDULE_ALL: &str = "agentry.timers.schedule.>";
+/// Tenants' tasks held back while a capability's queue is congested
+/// (`agentry.held.<capability>.<tenant>`, docs/tenancy.md).
+pub const HELD_PREFIX: &str = "agentry.held";
+pub const HELD_ALL: &str = "agentry.held.>";
 pub const TIMERS_FIRE_ALL: &str = "agentry.timers.fire.>";
 
 pub const REQUESTS_STREAM: &str = "AGENTRY_REQUESTS";
@@ -33,6 +37,7 @@ pub const REGISTRY_STREAM: &str = "AGENTRY_REGISTRY";
 pub const EVENTS_STREAM: &str = "AGENTRY_EVENTS";
 pub const DLQ_STREAM: &str = "AGENTRY_DLQ";
 pub const TIMERS_STREAM: &str = "AGENTRY_TIMERS";
+pub const HELD_STREAM: &str = "AGENTRY_HELD";
 
 pub const ENGINE_CONSUMER: &str = "engine";
 pub const ENGINE_STEPS_CONSUMER: &str = "engine-steps";
@@ -40,6 +45,7 @@ pub const ENGINE_TIMERS_CONSUMER: &str = "engine-timers";
 pub const REGISTRAR_CONSUMER: &str = "registrar";
 pub const SECURITY_EVENTS_CONSUMER: &str = "security-events";
 pub const SECURITY_DLQ_CONSUMER: &str = "security-dlq";
+pub const SECURITY_RESULTS_CONSUMER: &str = "security-results";
 
 pub const AGENTS_BUCKET: &str = "agentry-agents";
 pub const WORKFLOWS_BUCKET: &str = "agentry-workflows";
@@ -68,6 +74,24 @@ pub fn task_consumer(cap: &Capability) -> String {
 /// The capability a `cap-<capability>` consumer serves.
 pub fn capability_of_consumer(consumer: &str) -> Option<&str> {
     consumer.strip_prefix("cap-")
+}
+
+/// Where the engine holds tenant `tenant`'s tasks for `cap` while the
+/// capability's queue is congested: `agentry.held.<capability>.<tenant>`.
+pub fn held(cap: &Capability, tenant: &Tenant) -> String {
+    format!("{HELD_PREFIX}.{cap}.{tenant}")
+}
+
+/// The capability and tenant a [`held`] subject names.
+pub fn held_of(subject: &str) -> Option<(Capability, Tenant)> {
+    let rest = subject.strip_prefix(HELD_PREFIX)?.strip_prefix('.')?;
+    let (cap, tenant) = rest.split_once('.')?;
+    Some((Capability::new(cap).ok()?, Tenant::new(tenant).ok()?))
+}
+
+/// The engine's consumer of one tenant's held tasks for `cap`.
+pub fn held_consumer(cap: &Capability, tenant: &Tenant) -> String {
+    format!("held-{cap}-{tenant}")
 }
 
 pub fn results(id: &RequestId) -> String {
@@ -182,6 +206,32 @@ pub fn steps(run: &RunId) -> String {
     format!("{STEPS_PREFIX}.{run}")
 }
 
+/// The key of a run in `agentry-runs` (and the name every derived id starts
+/// with): `<tenant>.<id>` for a tenant's run, `<id>` without a tenant. Two
+/// tenants may use the same run id; their keys differ.
+pub fn run_key(tenant: Option<&Tenant>, run: &RunId) -> String {
+    match tenant {
+        Some(t) => format!("{t}.{run}"),
+        None => run.to_string(),
+    }
+}
+
+/// Splits a [`run_key`] (or a name derived from one, such as a task id
+/// `<tenant>.<id>`) into its tenant and the rest, validating both.
+pub fn split_run_key(key: &str) -> Result<(Option<Tenant>, RunId), IdError> {
+    match key.split_once('.') {
+        None => Ok((None, RunId::new(key)?)),
+        Some((t, id)) => Ok((Some(Tenant::new(t)?), RunId::new(id)?)),
+    }
+}
+
+/// Where the step results of run `key` ([`run_key`]) go:
+/// `agentry.steps[.<tenant>].<run-id>`.
+pub fn steps_for_key(key: &str) -> Result<String, IdError> {
+    split_run_key(key)?;
+    Ok(format!("{STEPS_PREFIX}.{key}"))
+}
+
 pub fn registry(agent: &AgentId) -> String {
     format!("{REGISTRY_PREFIX}.{agent}")
 }
@@ -224,7 +274,8 @@ pub fn task_timer_of(subject: &str) -> Option<(Option<Tenant>, RequestId)> {
 }
 
 /// Subjects a task's `replyto` may point at: `agentry.results.<id>`,
-/// `agentry.results.<tenant>.<id>` and `agentry.steps.<run-id>`.
+/// `agentry.results.<tenant>.<id>`, `agentry.steps.<run-id>` and
+/// `agentry.steps.<tenant>.<run-id>`.
 pub fn is_allowed_reply(subject: &str) -> bool {
     let tail = |prefix: &str| {
         subject
@@ -237,7 +288,7 @@ pub fn is_allowed_reply(subject: &str) -> bool {
             Some((tenant, id)) => Tenant::new(tenant).is_ok() && RequestId::new(id).is_ok(),
         };
     }
-    tail(STEPS_PREFIX).is_some_and(|run| RunId::new(run).is_ok())
+    tail(STEPS_PREFIX).is_some_and(|key| split_run_key(key).is_ok())
 }
 
 pub fn max_deliveries_advisory(stream: &str, consumer: &str) -> String {
@@ -279,7 +330,14 @@ mod tests {
         assert!(!is_allowed_reply("agentry.results.acme.>"));
         assert!(!is_allowed_reply("agentry.results.*.r1"));
         assert!(!is_allowed_reply("agentry.results.acme."));
-        assert!(!is_allowed_reply("agentry.steps.a.b"));
+        assert!(is_allowed_reply("agentry.steps.acme.run1"));
+        assert!(!is_allowed_reply("agentry.steps.a.b.c"));
+        assert!(!is_allowed_reply("agentry.steps.Acme.b"));
+        assert!(!is_allowed_reply("agentry.steps.acme.>"));
+    }
+
+    fn acme_t() -> Tenant {
+        Tenant::new("acme").unwrap()
     }
 
     #[test]
@@ -318,6 +376,24 @@ mod tests {
             Some((None, id.clone()))
         );
         assert_eq!(task_timer_of("agentry.timers.fire.run-1.step"), None);
+        let run = RunId::new("r1").unwrap();
+        assert_eq!(run_key(Some(&acme_t()), &run), "acme.r1");
+        assert_eq!(run_key(None, &run), "r1");
+        assert_eq!(split_run_key("acme.r1"), Ok((Some(acme_t()), run.clone())));
+        assert_eq!(split_run_key("r1"), Ok((None, run.clone())));
+        assert!(split_run_key("acme.r1.x").is_err());
+        assert!(split_run_key("Acme.r1").is_err());
+        assert_eq!(steps_for_key("acme.r1").unwrap(), "agentry.steps.acme.r1");
+        assert_eq!(steps_for_key("r1").unwrap(), "agentry.steps.r1");
+        let echo = Capability::new("echo").unwrap();
+        assert_eq!(held(&echo, &acme_t()), "agentry.held.echo.acme");
+        assert_eq!(
+            held_of("agentry.held.echo.acme"),
+            Some((echo.clone(), acme_t()))
+        );
+        assert_eq!(held_of("agentry.held.echo"), None);
+        assert_eq!(held_of("agentry.held.echo.acme.x"), None);
+        assert_eq!(held_consumer(&echo, &acme_t()), "held-echo-acme");
         assert!(Tenant::new("globex-2").is_ok());
         assert!(Tenant::new("a".repeat(64)).is_ok());
         assert!(Tenant::new("a".repeat(65)).is_err());

@@ -179,6 +179,18 @@ impl Topology {
             stream::Config {
                 retention: RetentionPolicy::WorkQueue,
                 discard: DiscardPolicy::New,
+                max_messages: cfg.tasks_max_msgs,
+                max_messages_per_subject: cfg.tasks_max_per_capability,
+                discard_new_per_subject: true,
+                ..base(
+                    s::HELD_STREAM,
+                    &[s::HELD_ALL],
+                    "Tenants' tasks held by the engine while their capability's queue is congested",
+                )
+            },
+            stream::Config {
+                retention: RetentionPolicy::WorkQueue,
+                discard: DiscardPolicy::New,
                 max_messages: cfg.requests_max_msgs,
                 ..base(
                     s::STEPS_STREAM,
@@ -280,6 +292,15 @@ impl Topology {
                 config: consumer::pull::Config {
                     deliver_policy: DeliverPolicy::New,
                     ..pull(s::SECURITY_DLQ_CONSUMER, s::DLQ_ALL, 30, 5, &[])
+                },
+            },
+            // The security monitor's view of task outcomes: its agent user may
+            // not subscribe to `agentry.results.>`, but may pull from this.
+            ConsumerDef {
+                stream: s::RESULTS_STREAM,
+                config: consumer::pull::Config {
+                    deliver_policy: DeliverPolicy::New,
+                    ..pull(s::SECURITY_RESULTS_CONSUMER, s::RESULTS_ALL, 30, 5, &[])
                 },
             },
         ];

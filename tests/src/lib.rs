@@ -431,11 +431,12 @@ impl Drop for ChildProc {
 }
 
 /// Engine + monitor config helpers with test-friendly timings.
-/// Engine config for tests: per-source rate limiting effectively off (tests
-/// that exercise it set their own limit).
+/// Engine config for tests: per-source and per-tenant rate limiting
+/// effectively off (tests that exercise it set their own limits).
 pub fn engine_config(url: &str) -> agentry_engine::Config {
     let mut e = agentry_engine::Config::for_url(url);
     e.rate_limit = 4_000_000_000;
+    e.rate_limit_tenant = 0;
     e
 }
 

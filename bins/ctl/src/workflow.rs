@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use agentry::client::{self, SubmitError};
 use agentry::event::{self, Mode, types};
-use agentry::id::RequestId;
+use agentry::id::{RequestId, RunId};
+use agentry::subject::{self, Tenant};
 use agentry::workflow::store::{self, PutOutcome, StoreError};
 use anyhow::Context as _;
 use async_nats::jetstream;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::Cli;
@@ -62,6 +64,10 @@ pub enum Command {
         /// CloudEvent source identifying the caller.
         #[arg(long, default_value = "/cli")]
         source: String,
+        /// The client tenant that owns the run (`agentry.requests.<tenant>`,
+        /// run key `<tenant>.<run-id>`).
+        #[arg(long, env = "AGENTRY_TENANT")]
+        tenant: Option<Tenant>,
     },
     /// List runs (newest first).
     Runs {
@@ -74,9 +80,18 @@ pub enum Command {
         /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only this tenant's runs (default: every run the connection may read).
+        #[arg(long, env = "AGENTRY_TENANT")]
+        tenant: Option<Tenant>,
     },
     /// Show a run: status, output or error, and a table of its steps.
-    Show { run_id: String },
+    Show {
+        run_id: String,
+        /// The client tenant that owns the run (`agentry.requests.<tenant>`,
+        /// run key `<tenant>.<run-id>`).
+        #[arg(long, env = "AGENTRY_TENANT")]
+        tenant: Option<Tenant>,
+    },
     /// Send a signal to a run (a `wait_for` step takes its payload as output).
     Signal {
         run_id: String,
@@ -84,12 +99,20 @@ pub enum Command {
         /// Payload as JSON.
         #[arg(long, default_value = "null")]
         payload: String,
+        /// The client tenant that owns the run (`agentry.requests.<tenant>`,
+        /// run key `<tenant>.<run-id>`).
+        #[arg(long, env = "AGENTRY_TENANT")]
+        tenant: Option<Tenant>,
     },
     /// Cancel a run: work in flight stops, completed steps are compensated.
     Cancel {
         run_id: String,
         #[arg(long)]
         reason: Option<String>,
+        /// The client tenant that owns the run (`agentry.requests.<tenant>`,
+        /// run key `<tenant>.<run-id>`).
+        #[arg(long, env = "AGENTRY_TENANT")]
+        tenant: Option<Tenant>,
     },
 }
 
@@ -112,7 +135,9 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {
             timeout,
             id,
             source,
+            tenant,
         } => {
+            let tenant = tenant.as_ref();
             let input = read_json(input, "--input")?;
             let id = match id {
                 Some(id) => RequestId::new(id.as_str())?,
@@ -120,15 +145,21 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {
             };
             let ev = client::workflow_request(&id, source, name, *version, input);
             if !*wait {
-                client::publish_request(&js, &ev, Mode::Binary).await?;
+                client::publish_request_as(&js, tenant, &ev, Mode::Binary).await?;
+                let flag = tenant.map(|t| format!(" --tenant {t}")).unwrap_or_default();
                 if cli.json {
-                    println!("{}", json!({"run_id": id, "request_id": id}));
+                    println!(
+                        "{}",
+                        json!({"run_id": id, "request_id": id, "tenant": tenant.map(Tenant::as_str)})
+                    );
                 } else {
-                    println!("started run {id} (follow it with `agentry workflow show {id}`)");
+                    println!(
+                        "started run {id} (follow it with `agentry workflow show {id}{flag}`)"
+                    );
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            match wait::submit_and_wait(&nats, &js, &ev, *timeout).await {
+            match wait::submit_and_wait(&nats, &js, tenant, &ev, *timeout).await {
                 Ok(o) => {
                     let doc = json!({"request_id": o.request_id, "run_id": o.request_id, "type": o.ty, "data": o.data});
                     if cli.json {
@@ -151,25 +182,63 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {
             status,
             workflow,
             limit,
-        } => runs(cli, &js, status.as_deref(), workflow.as_deref(), *limit).await,
-        Command::Show { run_id } => show(cli, &js, run_id).await,
+            tenant,
+        } => {
+            let filter = runs::Filter {
+                status: status.as_deref(),
+                workflow: workflow.as_deref(),
+                tenant: tenant.as_ref(),
+            };
+            runs(cli, &js, &filter, *limit).await
+        }
+        Command::Show { run_id, tenant } => {
+            show(cli, &js, &run_key(tenant.as_ref(), run_id)?).await
+        }
         Command::Signal {
             run_id,
             name,
             payload,
+            tenant,
         } => {
             let payload = read_json(payload, "--payload")?;
             let data = json!({"run_id": run_id, "signal": name, "payload": payload});
-            request(cli, &js, run_id, types::WORKFLOW_SIGNAL, data).await
+            request(
+                cli,
+                &nats,
+                &js,
+                tenant.as_ref(),
+                run_id,
+                types::WORKFLOW_SIGNAL,
+                data,
+            )
+            .await
         }
-        Command::Cancel { run_id, reason } => {
+        Command::Cancel {
+            run_id,
+            reason,
+            tenant,
+        } => {
             let mut data = json!({"run_id": run_id});
             if let Some(r) = reason {
                 data["reason"] = r.clone().into();
             }
-            request(cli, &js, run_id, types::WORKFLOW_CANCEL, data).await
+            request(
+                cli,
+                &nats,
+                &js,
+                tenant.as_ref(),
+                run_id,
+                types::WORKFLOW_CANCEL,
+                data,
+            )
+            .await
         }
     }
+}
+
+/// The key of `run_id` in `agentry-runs` for `tenant`.
+fn run_key(tenant: Option<&Tenant>, run_id: &str) -> anyhow::Result<String> {
+    Ok(subject::run_key(tenant, &RunId::new(run_id)?))
 }
 
 fn read_json(text: &str, what: &str) -> anyhow::Result<Value> {
@@ -293,40 +362,86 @@ async fn get(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Publishes a signal or cancel request for an existing run.
+/// How long a tenant's signal or cancel waits for a refusal.
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
+
+/// Publishes a signal or cancel request for an existing run of `tenant`.
+///
+/// Without a tenant (operators) the run is looked up in `agentry-runs`
+/// first. A tenant's own user may not read that bucket; with `--tenant` the
+/// request is sent and the CLI listens briefly on the tenant's result
+/// subject: the engine answers an unknown (or another tenant's) run with a
+/// `request.rejected` result there, and an accepted one with silence.
 async fn request(
     cli: &Cli,
+    nats: &async_nats::Client,
     js: &jetstream::Context,
+    tenant: Option<&Tenant>,
     run_id: &str,
     ty: &str,
     data: Value,
 ) -> anyhow::Result<ExitCode> {
-    let Some(run) = load_run(js, run_id).await? else {
-        eprintln!("no workflow run {run_id}");
-        return Ok(ExitCode::from(1));
-    };
-    if run.status.is_terminal() {
-        eprintln!(
-            "run {run_id} already ended ({}); nothing to do",
-            run.status.as_str()
-        );
-        return Ok(ExitCode::from(1));
+    if tenant.is_none() {
+        let Some(run) = load_run(js, run_id).await? else {
+            eprintln!("no workflow run {run_id}");
+            return Ok(ExitCode::from(1));
+        };
+        if run.status.is_terminal() {
+            eprintln!(
+                "run {run_id} already ended ({}); nothing to do",
+                run.status.as_str()
+            );
+            return Ok(ExitCode::from(1));
+        }
     }
     let id = RequestId::generate();
     let ev = event::new_event(id.as_str(), "/cli", ty, data);
-    client::publish_request(js, &ev, Mode::Binary).await?;
     let what = if ty == types::WORKFLOW_SIGNAL {
         "signal"
     } else {
         "cancel"
     };
-    if cli.json {
-        println!(
-            "{}",
-            json!({"request_id": id, "run_id": run_id, "sent": what})
-        );
-    } else {
-        println!("{what} sent to run {run_id} (request {id})");
+    let refused = match tenant {
+        Some(t) => {
+            let results = subject::results_for(Some(t), &id);
+            let mut sub = nats.subscribe(results).await?;
+            client::publish_request_as(js, Some(t), &ev, Mode::Binary).await?;
+            match tokio::time::timeout(REFUSAL_WAIT, sub.next()).await {
+                Ok(Some(_)) => client::fetch_result_as(js, Some(t), &id)
+                    .await
+                    .filter(|o| o.ty == types::REQUEST_REJECTED),
+                _ => None,
+            }
+        }
+        None => {
+            client::publish_request_as(js, None, &ev, Mode::Binary).await?;
+            None
+        }
+    };
+    let tenant_name = tenant.map(Tenant::as_str);
+    match refused {
+        Some(o) => {
+            let detail = o.data["detail"].as_str().unwrap_or_default().to_owned();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"request_id": id, "run_id": run_id, "tenant": tenant_name, "refused": o.data})
+                );
+            } else {
+                eprintln!("{what} refused: {detail}");
+            }
+            Ok(ExitCode::from(1))
+        }
+        None => {
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"request_id": id, "run_id": run_id, "tenant": tenant_name, "sent": what})
+                );
+            } else {
+                println!("{what} sent to run {run_id} (request {id})");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
-    Ok(ExitCode::SUCCESS)
 }

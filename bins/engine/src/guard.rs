@@ -1,7 +1,9 @@
 //! Who may ask: after a request decodes, and before it is routed, the guard
-//! checks the subject it arrived on (which names the tenant), whether its
-//! `source` is quarantined (KV `agentry-quarantine`, written by the security
-//! monitor) and whether the source is over its rate limit.
+//! checks its principal, (tenant, source) with the tenant taken from the
+//! subject at intake: whether the principal is quarantined (KV
+//! `agentry-quarantine`, written by the security monitor) and whether it is
+//! over its rate limit or its tenant over the per-tenant total
+//! (docs/tenancy.md).
 //!
 //! Quarantine is read from an in-memory copy kept current by a KV watch, so
 //! the check costs no KV read per request. Until the watch has delivered the
@@ -16,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agentry::quarantine::{self, QuarantineEntry};
-use agentry::ratelimit::{Decision, Limiter};
+use agentry::ratelimit::{Decision, Limiter, Scope};
 use agentry::reason::Reason;
 use agentry::subject;
 use async_nats::jetstream::{self, kv};
@@ -47,17 +49,14 @@ impl Guard {
 }
 
 /// `None` when the request may proceed, else why not.
-pub(crate) async fn check(engine: &Engine, subject: &str, req: &Accepted) -> Option<Rejection> {
+pub(crate) async fn check(engine: &Engine, req: &Accepted) -> Option<Rejection> {
     let reject = |reason: Reason, detail: String| Rejection {
         reason,
         detail,
         id: Some(req.id.clone()),
         source: Some(req.source.clone()),
     };
-    let tenant = match subject::tenant_of_request(subject) {
-        Ok(t) => t,
-        Err(e) => return Some(reject(Reason::InvalidId, e.to_string())),
-    };
+    let tenant = &req.tenant;
     if let Some(q) = engine
         .guard
         .quarantine
@@ -78,21 +77,33 @@ pub(crate) async fn check(engine: &Engine, subject: &str, req: &Accepted) -> Opt
             format!("source {:?} is quarantined{until}{why}", clip(&req.source)),
         ));
     }
-    // Counters are per tenant and source: one tenant cannot spend another's budget.
-    let key = match &tenant {
-        Some(t) => format!("{t}:{}", req.source),
-        None => format!(":{}", req.source),
-    };
-    match engine.guard.limiter.check(&key, &req.source).await {
+    // Counters are per principal (tenant, source), plus the tenant's total
+    // over all its sources: one tenant cannot spend another's budget, nor
+    // escape its own by rotating sources.
+    match engine
+        .guard
+        .limiter
+        .check_principal(tenant.as_ref().map(|t| t.as_str()), &req.source)
+        .await
+    {
         Decision::Admitted => None,
-        Decision::Limited { limit, retry_after } => Some(reject(
-            Reason::RateLimited,
-            format!(
-                "source {:?} exceeded {limit} requests per minute; retry in {} ms",
-                clip(&req.source),
-                retry_after.as_millis()
-            ),
-        )),
+        Decision::Limited {
+            limit,
+            retry_after,
+            scope,
+        } => {
+            let who = match (scope, tenant) {
+                (Scope::Tenant, Some(t)) => format!("tenant {t} (all sources together)"),
+                _ => format!("source {:?}", clip(&req.source)),
+            };
+            Some(reject(
+                Reason::RateLimited,
+                format!(
+                    "{who} exceeded {limit} requests per minute; retry in {} ms",
+                    retry_after.as_millis()
+                ),
+            ))
+        }
         Decision::Unavailable { detail } => Some(reject(Reason::RateLimited, detail)),
     }
 }

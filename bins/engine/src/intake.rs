@@ -4,6 +4,7 @@ use agentry::event::{self, Limits, types};
 use agentry::id::{Capability, RequestId, RunId, SignalName, WorkflowName};
 use agentry::reason::Reason;
 use agentry::schema;
+use agentry::subject::{self, Tenant};
 use cloudevents::{AttributesReader, Event};
 use serde_json::Value;
 
@@ -32,6 +33,15 @@ pub enum Request {
 }
 
 impl Request {
+    /// The capability or workflow it names, for the `request.accepted` fact.
+    pub fn target(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Request::Task { capability, .. } => Some(("capability", capability.as_str())),
+            Request::Workflow { workflow, .. } => Some(("workflow", workflow.as_str())),
+            Request::Signal { .. } | Request::Cancel { .. } => None,
+        }
+    }
+
     pub fn type_label(&self) -> &'static str {
         match self {
             Request::Task { .. } => "task.requested",
@@ -55,12 +65,17 @@ pub struct Accepted {
     /// Content mode it arrived in (binary requests are forwarded without re-encoding).
     pub mode: event::Mode,
     pub id: RequestId,
+    /// The tenant, taken only from the subject the request arrived on
+    /// (`agentry.requests.<tenant>`); `None` on the untenanted `agentry.requests`.
+    pub tenant: Option<Tenant>,
     pub source: String,
     pub event: Event,
     pub request: Request,
 }
 
+/// Decodes the request that arrived on `subject`.
 pub fn decode(
+    subject: &str,
     headers: Option<&async_nats::HeaderMap>,
     payload: &[u8],
     limits: &Limits,
@@ -81,6 +96,9 @@ pub fn decode(
         source: Some(source.clone()),
     };
     let id = RequestId::new(ev.id()).map_err(|e| reject(Reason::InvalidId, e.to_string(), None))?;
+    // The principal's tenant: parsed here once, from the subject only.
+    let tenant = subject::tenant_of_request(subject)
+        .map_err(|e| reject(Reason::InvalidId, e.to_string(), Some(id.clone())))?;
     let ty = ev.ty().to_owned();
     if ![
         types::TASK_REQUESTED,
@@ -131,6 +149,7 @@ pub fn decode(
     Ok(Accepted {
         mode,
         id,
+        tenant,
         source,
         event: ev,
         request,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+mod fair;
 mod guard;
 mod intake;
 mod metrics;
@@ -52,9 +53,18 @@ pub struct Config {
     /// Requests per minute per CloudEvent source and tenant (0 = unlimited).
     #[arg(long, env = "AGENTRY_RATE_LIMIT", default_value_t = ratelimit::DEFAULT_PER_MINUTE)]
     pub rate_limit: u32,
+    /// Requests per minute per tenant over all its sources (0 = unlimited);
+    /// bounds a tenant that rotates sources.
+    #[arg(long, env = "AGENTRY_RATE_LIMIT_TENANT", default_value_t = ratelimit::DEFAULT_PER_TENANT)]
+    pub rate_limit_tenant: u32,
     /// Per-source limits, `source=n,source2=m` (0 = unlimited).
     #[arg(long, env = "AGENTRY_RATE_LIMIT_OVERRIDES", default_value = "")]
     pub rate_limit_overrides: Overrides,
+    /// Fairness between tenants: while a capability's queue holds this many
+    /// tasks or more, tenants' new tasks for it are held and released in
+    /// turn, an equal share per tenant (0 = off; docs/tenancy.md).
+    #[arg(long, env = "AGENTRY_FAIR_QUEUE_DEPTH", default_value_t = DEFAULT_FAIR_QUEUE_DEPTH)]
+    pub fair_queue_depth: u64,
     /// When Redis does not answer: `open` (limit per process) or `closed` (refuse).
     #[arg(long, env = "AGENTRY_RATE_LIMIT_FAIL", value_enum, default_value_t = FailMode::Open)]
     pub rate_limit_fail: FailMode,
@@ -74,8 +84,10 @@ impl Config {
             max_headers: 64,
             max_runs: 100,
             rate_limit: ratelimit::DEFAULT_PER_MINUTE,
+            rate_limit_tenant: ratelimit::DEFAULT_PER_TENANT,
             rate_limit_overrides: Overrides::default(),
             rate_limit_fail: FailMode::Open,
+            fair_queue_depth: DEFAULT_FAIR_QUEUE_DEPTH,
         }
     }
 
@@ -85,6 +97,7 @@ impl Config {
         let limits = ratelimit::Limits {
             per_minute: self.rate_limit,
             overrides: self.rate_limit_overrides.clone(),
+            per_tenant: self.rate_limit_tenant,
         };
         Ok(match &self.redis.url {
             Some(url) => Limiter::with_redis(
@@ -98,6 +111,9 @@ impl Config {
     }
 }
 
+/// Default live queue depth at which tenants' tasks are held (fairness).
+pub const DEFAULT_FAIR_QUEUE_DEPTH: u64 = 200;
+
 /// Requests pulled ahead of their handling by one replica.
 const REQUEST_PREFETCH: usize = 64;
 
@@ -110,6 +126,8 @@ pub(crate) struct Engine {
     pub known_caps: RwLock<HashSet<String>>,
     /// Quarantine and rate limits.
     pub guard: guard::Guard,
+    /// Fairness between tenants at congested capabilities.
+    pub fair: fair::Fair,
     /// Workflow definitions, run state and the active-run limit.
     pub runs: workflow::Runs,
     /// Cancelled when the engine shuts down.
@@ -147,6 +165,7 @@ pub async fn run_with(
         },
         known_caps: RwLock::new(HashSet::new()),
         guard: guard::Guard::new(cfg.limiter()?),
+        fair: fair::Fair::new(cfg.fair_queue_depth),
         runs,
         shutdown: shutdown.clone(),
     });
@@ -177,6 +196,10 @@ pub async fn run_with(
     let tracker = TaskTracker::new();
     // Keeps the quarantine copy current; never fails, stops on shutdown.
     tracker.spawn(guard::watch(engine.clone(), shutdown.clone()));
+    if engine.fair.enabled() {
+        // Samples queue depths and releases held tasks; never fails, stops on shutdown.
+        tracker.spawn(fair::release(engine.clone(), shutdown.clone()));
+    }
     let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     {
         let engine = engine.clone();

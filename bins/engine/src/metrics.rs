@@ -18,6 +18,8 @@ pub struct Metrics {
     pub runs_active: IntGauge,
     pub timers_pending: IntGauge,
     pub task_timeouts: IntCounterVec,
+    /// Tenants' tasks held and released by fairness (docs/tenancy.md).
+    pub fair_tasks: IntCounterVec,
 }
 
 impl Metrics {
@@ -113,6 +115,17 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new("agentry_tasks_total", "Tasks by capability and outcome"),
                     &["capability", "outcome"],
+                )
+                .expect("metric"),
+            ),
+            fair_tasks: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "agentry_fair_tasks_total",
+                        "Tenants' tasks held at a congested capability and released in turn",
+                    ),
+                    &["capability", "action"],
                 )
                 .expect("metric"),
             ),

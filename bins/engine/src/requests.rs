@@ -1,20 +1,31 @@
 //! Handles one request from `AGENTRY_REQUESTS`.
 
+use agentry::event::{Outbound, header, types};
+use agentry::subject;
 use async_nats::jetstream;
-use tracing::{Instrument, info_span};
+use cloudevents::AttributesReader;
+use tracing::{Instrument, info_span, warn};
 
 use crate::intake::{self, Request};
 use crate::{Disposition, Engine, reject, tasks, workflow};
 
+/// The `source` of the facts the engine publishes about requests (contract 3).
+const ENGINE_SOURCE: &str = "/engine";
+
 pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposition {
-    let accepted = match intake::decode(msg.headers.as_ref(), &msg.payload, &engine.limits) {
+    let accepted = match intake::decode(
+        msg.subject.as_str(),
+        msg.headers.as_ref(),
+        &msg.payload,
+        &engine.limits,
+    ) {
         Ok(a) => a,
         Err(r) => {
             reject::reject(engine, msg, &r).await;
             return Disposition::Ack;
         }
     };
-    if let Some(r) = crate::guard::check(engine, msg.subject.as_str(), &accepted).await {
+    if let Some(r) = crate::guard::check(engine, &accepted).await {
         reject::reject(engine, msg, &r).await;
         return Disposition::Ack;
     }
@@ -57,6 +68,9 @@ pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposi
         match result {
             Ok(d) => {
                 tracing::debug!("request accepted");
+                if matches!(d, Disposition::Ack) {
+                    publish_accepted(engine, &accepted).await;
+                }
                 engine
                     .metrics
                     .requests
@@ -72,4 +86,43 @@ pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposi
     }
     .instrument(span)
     .await
+}
+
+/// Publishes the `io.agentry.request.accepted` fact of a request the engine
+/// took on (for the security monitor, counted per principal). A core NATS
+/// publish: no PubAck wait on the hot path; a fact that cannot be queued is
+/// logged and lost (observers only), never a reason to redeliver the request.
+/// The message id makes a redelivered request's fact count once.
+async fn publish_accepted(engine: &Engine, req: &intake::Accepted) {
+    let mut data = serde_json::json!({
+        "request_id": req.id,
+        "type": req.event.ty(),
+        "source": req.source,
+    });
+    if let Some(t) = &req.tenant {
+        data["tenant"] = serde_json::Value::from(t.as_str());
+    }
+    if let Some((field, name)) = req.request.target() {
+        data[field] = serde_json::Value::from(name);
+    }
+    let key = subject::request_key(req.tenant.as_ref(), &req.id);
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let mut ev = Outbound::new(&id, ENGINE_SOURCE, types::REQUEST_ACCEPTED);
+    ev.header(header::MSG_ID, &format!("acc-{key}"));
+    let sent = match ev.finish(&data) {
+        Ok((headers, body)) => engine
+            .js
+            .client()
+            .publish_with_headers(
+                subject::events_for_type(types::REQUEST_ACCEPTED),
+                headers,
+                body,
+            )
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
+        warn!(request_id = %req.id, error = %e, "request.accepted fact not published");
+    }
 }

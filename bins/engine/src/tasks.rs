@@ -45,20 +45,22 @@ pub(crate) async fn route(
             return Ok(Disposition::Nak(Duration::from_secs(1)));
         }
     }
-    // The tenant comes only from the subject the request arrived on (the
-    // guard has refused any other subject); its result subject is the one
-    // that tenant's NATS user may read.
-    let tenant = match subject::tenant_of_request(msg.subject.as_str()) {
-        Ok(t) => t,
-        Err(e) => return Err(rejection(Reason::InvalidId, e.to_string())),
-    };
+    // The tenant comes only from the subject the request arrived on (parsed
+    // at intake); its result subject is the one that tenant's NATS user may read.
+    let tenant = &req.tenant;
     let reply = subject::results_for(tenant.as_ref(), &req.id);
     let deadline = timeout_ms.map(|ms| Utc::now() + chrono::Duration::milliseconds(ms as i64));
     // Binary mode in: forward the original bytes and headers with our
     // extensions added (no decode/encode round trip on the hot path).
+    // A client-supplied `tenant` extension is never forwarded: rare, so it
+    // takes the re-encoding path below, which removes it.
+    let client_tenant = req.event.extension(ext::TENANT).is_some();
     let (mut headers, body) = match (req.mode, msg.headers.clone()) {
-        (Mode::Binary, Some(mut h)) => {
+        (Mode::Binary, Some(mut h)) if !client_tenant => {
             event::set_binary_extension(&mut h, ext::REPLYTO, &reply);
+            if let Some(t) = tenant {
+                event::set_binary_extension(&mut h, ext::TENANT, t.as_str());
+            }
             if let Some(d) = deadline {
                 event::set_binary_extension(
                     &mut h,
@@ -70,7 +72,11 @@ pub(crate) async fn route(
         }
         _ => {
             let mut task: Event = req.event.clone();
+            task.remove_extension(ext::TENANT);
             task.set_extension(ext::REPLYTO, reply);
+            if let Some(t) = tenant {
+                task.set_extension(ext::TENANT, t.as_str());
+            }
             if let Some(d) = deadline {
                 task.set_extension(ext::DEADLINE, d.timestamp_millis());
             }
@@ -84,11 +90,14 @@ pub(crate) async fn route(
         header::MSG_ID,
         subject::request_key(tenant.as_ref(), &req.id).as_str(),
     );
-    let ack = match engine
-        .js
-        .publish_with_headers(subject::tasks(cap), headers, body)
-        .await
-    {
+    // Fairness: while the capability's queue is congested a tenant's task
+    // is held and released in turn with other tenants' (crate::fair).
+    let held = match tenant {
+        Some(t) if engine.fair.hold(cap, Some(t)) => Some(subject::held(cap, t)),
+        _ => None,
+    };
+    let to = held.clone().unwrap_or_else(|| subject::tasks(cap));
+    let ack = match engine.js.publish_with_headers(to, headers, body).await {
         Ok(a) => a.await,
         Err(e) => {
             warn!(error = %e, "task publish failed, retrying request later");
@@ -99,7 +108,15 @@ pub(crate) async fn route(
         Ok(a) if a.duplicate => {
             info!("duplicate request id within the dedup window: not routed again")
         }
-        Ok(_) => {}
+        Ok(_) => {
+            if held.is_some() {
+                engine
+                    .metrics
+                    .fair_tasks
+                    .with_label_values(&[cap.as_str(), "held"])
+                    .inc();
+            }
+        }
         Err(e) => {
             let text = e.to_string();
             if text.contains("maximum messages")

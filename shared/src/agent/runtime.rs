@@ -75,6 +75,9 @@ pub async fn run(
     let registry = telemetry::registry("agent", &[("agent_kind", &kinds.join(","))]);
     let conn_metrics = ConnectionMetrics::new(&registry);
     let metrics = Metrics::new(&registry);
+    for a in &agents {
+        a.register_metrics(&registry);
+    }
     obs.add_registry(registry);
     let client = crate::connect::connect(
         &cfg.nats,
@@ -223,6 +226,7 @@ async fn run_instance(
         inner: shared.clone(),
         traceparent: None,
         request_id: None,
+        tenant: None,
     };
     let svc = service::start(
         agent.clone(),

@@ -184,7 +184,9 @@ async fn run(
             run_id: event::ext_str(&decoded, ext::RUNID),
             step_id: event::ext_str(&decoded, ext::STEPID),
         };
-        let ctx = Context { inner: inst.shared.clone(), traceparent: traceparent.clone(), request_id: Some(request_id.clone()) };
+        // Set only by the engine (which strips any client value); an invalid one reads as none.
+        let tenant = event::ext_str(&decoded, ext::TENANT).and_then(|t| subject::Tenant::new(t).ok());
+        let ctx = Context { inner: inst.shared.clone(), traceparent: traceparent.clone(), request_id: Some(request_id.clone()), tenant };
         let mut limit = inst.agent.default_timeout();
         if let Some(d) = deadline {
             let left = (d - Utc::now()).to_std().unwrap_or(Duration::ZERO);

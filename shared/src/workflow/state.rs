@@ -232,9 +232,15 @@ pub struct Compensation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
     pub schema_version: u32,
+    /// The run's key in `agentry-runs`: `<tenant>.<id>` for a tenant's run,
+    /// `<id>` for an untenanted one ([`crate::subject::run_key`]).
     pub run_id: String,
     /// Id of the request that started the run (its result subject).
     pub request_id: String,
+    /// The tenant that owns the run (from the subject its request arrived
+    /// on; a child run inherits its parent's). Absent for untenanted runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     #[serde(default)]
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -349,6 +355,7 @@ mod tests {
             schema_version: RUN_SCHEMA_VERSION,
             run_id: "r1".into(),
             request_id: "r1".into(),
+            tenant: None,
             source: "/t".into(),
             traceparent: None,
             workflow: "w".into(),

@@ -27,13 +27,22 @@ pub(super) async fn load_run(
     ))
 }
 
+/// Which runs `agentry workflow runs` lists.
+pub(super) struct Filter<'a> {
+    pub status: Option<&'a str>,
+    pub workflow: Option<&'a str>,
+    /// Only this tenant's runs (keys `<tenant>.<id>`).
+    pub tenant: Option<&'a subject::Tenant>,
+}
+
 pub(super) async fn runs(
     cli: &Cli,
     js: &jetstream::Context,
-    status: Option<&str>,
-    workflow: Option<&str>,
+    filter: &Filter<'_>,
     limit: usize,
 ) -> anyhow::Result<ExitCode> {
+    let (status, workflow) = (filter.status, filter.workflow);
+    let prefix = filter.tenant.map(|t| format!("{t}."));
     if let Some(s) = status
         && RunStatus::from_name(s).is_none()
     {
@@ -46,6 +55,9 @@ pub(super) async fn runs(
     let mut keys = kv.keys().await?;
     while let Some(k) = keys.next().await {
         let k = k?;
+        if prefix.as_ref().is_some_and(|p| !k.starts_with(p.as_str())) {
+            continue;
+        }
         if let Some(bytes) = kv.get(&k).await?
             && let Ok(run) = serde_json::from_slice::<RunState>(&bytes)
             && status.is_none_or(|s| run.status.as_str() == s)
@@ -60,13 +72,14 @@ pub(super) async fn runs(
     if cli.json {
         let list: Vec<Value> = all
             .iter()
-            .map(|r| json!({"run_id": r.run_id, "workflow": r.workflow, "version": r.version, "status": r.status.as_str(), "created_at": r.created_at, "ended_at": r.ended_at, "duration_ms": r.duration_ms(now)}))
+            .map(|r| json!({"run_id": r.request_id, "key": r.run_id, "tenant": r.tenant, "workflow": r.workflow, "version": r.version, "status": r.status.as_str(), "created_at": r.created_at, "ended_at": r.ended_at, "duration_ms": r.duration_ms(now)}))
             .collect();
         println!("{}", Value::Array(list));
         return Ok(ExitCode::SUCCESS);
     }
     let mut rows = vec![vec![
         "RUN".to_owned(),
+        "TENANT".into(),
         "WORKFLOW".into(),
         "STATUS".into(),
         "STARTED".into(),
@@ -74,7 +87,8 @@ pub(super) async fn runs(
     ]];
     for r in &all {
         rows.push(vec![
-            r.run_id.clone(),
+            r.request_id.clone(),
+            r.tenant.clone().unwrap_or_else(|| "-".into()),
             format!("{} v{}", r.workflow, r.version),
             r.status.as_str().to_owned(),
             r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -127,7 +141,9 @@ pub(super) async fn show(
     run_id: &str,
 ) -> anyhow::Result<ExitCode> {
     let Some(run) = load_run(js, run_id).await? else {
-        eprintln!("no workflow run {run_id}");
+        // `run_id` is the key; the user named the id (and maybe --tenant).
+        let id = run_id.split_once('.').map_or(run_id, |(_, id)| id);
+        eprintln!("no workflow run {id}");
         return Ok(ExitCode::from(1));
     };
     if cli.json {
@@ -135,7 +151,10 @@ pub(super) async fn show(
         return Ok(ExitCode::SUCCESS);
     }
     let now = Utc::now();
-    println!("run       {}", run.run_id);
+    println!("run       {}", run.request_id);
+    if let Some(t) = &run.tenant {
+        println!("tenant    {t}");
+    }
     println!("workflow  {} v{}", run.workflow, run.version);
     println!("status    {}", run.status.as_str());
     println!("started   {}", run.created_at.to_rfc3339());

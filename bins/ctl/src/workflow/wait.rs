@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use agentry::client::{self, Outcome, SubmitError};
 use agentry::event::Mode;
+use agentry::subject::Tenant;
 use agentry::workflow::store;
 use async_nats::jetstream;
 use cloudevents::{AttributesReader, Event};
@@ -20,21 +21,24 @@ const POLL: Duration = Duration::from_millis(500);
 pub(super) async fn submit_and_wait(
     nats: &async_nats::Client,
     js: &jetstream::Context,
+    tenant: Option<&Tenant>,
     event: &Event,
     timeout: Duration,
 ) -> Result<Outcome, SubmitError> {
     let run_id = event.id().to_owned();
+    let key = super::run_key(tenant, &run_id).ok();
     let progress = Progress::waiting(&format!("run {run_id}: starting"));
-    let submit = client::submit(nats, js, event, Mode::Binary, timeout);
+    let submit = client::submit_as(nats, js, tenant, event, Mode::Binary, timeout);
     tokio::pin!(submit);
     let mut total: Option<usize> = None;
     let mut tick = tokio::time::interval(POLL);
     loop {
         tokio::select! {
             outcome = &mut submit => return outcome,
-            _ = tick.tick(), if progress.visible() => {
+            _ = tick.tick(), if progress.visible() && key.is_some() => {
                 // Progress is cosmetic: a failed read leaves the line as it was.
-                if let Ok(Some(run)) = load_run(js, &run_id).await {
+                let key = key.as_deref().unwrap_or_default();
+                if let Ok(Some(run)) = load_run(js, key).await {
                     if total.is_none() {
                         total = step_count(js, &run.workflow, run.version).await;
                     }

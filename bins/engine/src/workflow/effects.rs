@@ -6,11 +6,11 @@
 //! effect is idempotent: deterministic message ids (JetStream dedup),
 //! first-write-wins results, create-if-absent child runs.
 
+use agentry::Capability;
 use agentry::event::{Outbound, ext, header, types};
 use agentry::reply::{self, Published};
 use agentry::subject;
 use agentry::workflow::state::{ErrorInfo, ParentRef};
-use agentry::{Capability, RunId};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,7 @@ pub(crate) enum Effect {
         ty: String,
         data: Value,
     },
-    /// The terminal result on `agentry.results.<request-id>`.
+    /// The terminal result on `agentry.results[.<tenant>].<request-id>`.
     Result {
         request_id: String,
         ty: String,
@@ -100,7 +100,10 @@ pub(crate) enum EffectError {
 
 /// Who the effects belong to.
 pub(crate) struct Origin<'a> {
+    /// The run's key (`[<tenant>.]<id>`).
     pub run_id: &'a str,
+    /// The owning tenant, stamped on its step tasks (`ext::TENANT`).
+    pub tenant: Option<&'a str>,
     pub traceparent: Option<&'a str>,
 }
 
@@ -128,14 +131,19 @@ async fn execute_one(
             input,
             deadline_ms,
         } => {
-            let run = RunId::new(origin.run_id)?;
+            let steps = subject::steps_for_key(origin.run_id)?;
             let cap = Capability::new(capability.as_str())?;
-            let mut ev = Outbound::new(task_id, SOURCE, types::TASK_REQUESTED);
-            ev.extension(ext::REPLYTO, &subject::steps(&run))
+            // The event id is the bare request id; the message id keeps the
+            // tenant, so equal run ids of two tenants are not deduplicated.
+            let mut ev = Outbound::new(super::ids::bare(task_id), SOURCE, types::TASK_REQUESTED);
+            ev.extension(ext::REPLYTO, &steps)
                 .extension(ext::RUNID, origin.run_id)
                 .extension(ext::STEPID, slot)
                 .extension(ext::ATTEMPT, &attempt.to_string())
                 .header(header::MSG_ID, task_id);
+            if let Some(t) = origin.tenant {
+                ev.extension(ext::TENANT, t);
+            }
             if let Some(tp) = origin.traceparent {
                 ev.extension(ext::TRACEPARENT, tp);
             }
@@ -165,16 +173,16 @@ async fn execute_one(
             data,
         } => {
             let id = agentry::RequestId::new(request_id.as_str())?;
+            let tenant = origin.tenant.map(subject::Tenant::new).transpose()?;
+            let to = subject::results_for(tenant.as_ref(), &id);
             let eid = format!("{}-result", origin.run_id);
-            let mut ev = Outbound::new(&eid, SOURCE, ty);
+            let mut ev = Outbound::new(&super::ids::ce_id(&eid), SOURCE, ty);
             ev.extension(ext::REQUESTID, request_id)
                 .extension(ext::RUNID, origin.run_id);
             if let Some(tp) = origin.traceparent {
                 ev.extension(ext::TRACEPARENT, tp);
             }
-            match reply::publish_outbound(&engine.js, &subject::results(&id), ev, data, &eid)
-                .await?
-            {
+            match reply::publish_outbound(&engine.js, &to, ev, data, &eid).await? {
                 Published::Stored => {}
                 Published::DuplicateRefused => engine.metrics.duplicates.inc(),
             }
@@ -223,10 +231,11 @@ pub(crate) async fn publish_step_result(
     error: Option<&ErrorInfo>,
     traceparent: Option<&str>,
 ) -> Result<(), reply::PublishError> {
-    let run = RunId::new(parent.run_id.as_str()).map_err(|e| reply::PublishError::Nats {
-        subject: subject::STEPS_PREFIX.to_owned(),
-        detail: e.to_string(),
-    })?;
+    let steps =
+        subject::steps_for_key(parent.run_id.as_str()).map_err(|e| reply::PublishError::Nats {
+            subject: subject::STEPS_PREFIX.to_owned(),
+            detail: e.to_string(),
+        })?;
     let (ty, data) = match error {
         Some(e) => (
             types::TASK_FAILED,
@@ -238,7 +247,7 @@ pub(crate) async fn publish_step_result(
         ),
     };
     let id = format!("{request_id}-done");
-    let mut ev = Outbound::new(&id, SOURCE, ty);
+    let mut ev = Outbound::new(&super::ids::ce_id(&id), SOURCE, ty);
     ev.extension(ext::REQUESTID, request_id)
         .extension(ext::RUNID, parent.run_id.as_str())
         .extension(ext::STEPID, parent.slot.as_str())
@@ -246,7 +255,7 @@ pub(crate) async fn publish_step_result(
     if let Some(tp) = traceparent {
         ev.extension(ext::TRACEPARENT, tp);
     }
-    reply::publish_outbound(&engine.js, &subject::steps(&run), ev, &data, &id)
+    reply::publish_outbound(&engine.js, &steps, ev, &data, &id)
         .await
         .map(|_| ())
 }
@@ -270,7 +279,7 @@ struct TaskData<'a> {
 /// connection is gone) is logged, not retried: the event is lost while the
 /// run carries on, which is the price of not blocking runs on observers.
 async fn publish_event(engine: &Engine, origin: &Origin<'_>, id: &str, ty: &str, data: &Value) {
-    let mut ev = Outbound::new(id, SOURCE, ty);
+    let mut ev = Outbound::new(&super::ids::ce_id(id), SOURCE, ty);
     ev.extension(ext::RUNID, origin.run_id)
         .header(header::MSG_ID, id);
     if let Some(tp) = origin.traceparent {

@@ -62,13 +62,30 @@ const MAX_ID: usize = 128;
 
 /// The id of the task (or child run) for `slot`'s attempt `attempt`:
 /// `<run>-<slot>-<attempt>`, or a stable hash of it when that is too long.
+///
+/// `run` is the run's key (`[<tenant>.]<id>`): the tenant prefix is kept in
+/// front, so a child run (whose id is a task id) belongs to the same tenant;
+/// [`bare`] is the part that is a valid request id.
 pub(crate) fn task_id(run: &str, slot: &Slot, attempt: u32) -> String {
-    let plain = format!("{run}-{slot}-{attempt}");
-    if plain.len() <= MAX_ID {
+    let (tenant, id) = match run.split_once('.') {
+        Some((t, id)) => (Some(t), id),
+        None => (None, run),
+    };
+    let plain = format!("{id}-{slot}-{attempt}");
+    let id = if plain.len() <= MAX_ID {
         plain
     } else {
         format!("t{:032x}-{attempt}", fnv128(plain.as_bytes()))
+    };
+    match tenant {
+        Some(t) => format!("{t}.{id}"),
+        None => id,
     }
+}
+
+/// The request-id part of a task id or run key (without the tenant prefix).
+pub(crate) fn bare(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(_, id)| id)
 }
 
 /// Timer key of a run's deadline.
@@ -99,6 +116,13 @@ pub(crate) fn event_id(run: &str, n: u64) -> String {
 /// Object name of a large value in `agentry-artifacts`.
 pub(crate) fn artifact(run: &str, what: &str) -> String {
     format!("runs/{run}/{what}")
+}
+
+/// A CloudEvent id for a name derived from a run key: ids must be valid
+/// request ids, so the tenant's `.` becomes `_`. Message ids (dedup) keep the
+/// key itself, which is unique across tenants.
+pub(crate) fn ce_id(key: &str) -> String {
+    key.replace('.', "_")
 }
 
 /// 128-bit FNV-1a: stable across processes and versions (unlike std's hasher).
@@ -138,5 +162,15 @@ mod tests {
         assert!(agentry::RequestId::new(id.as_str()).is_ok());
         assert_eq!(id, task_id(&long, &Slot::Step("a".into()), 2));
         assert_ne!(id, task_id(&long, &Slot::Step("b".into()), 2));
+        // A tenant's run keeps its tenant in front, also when hashed.
+        assert_eq!(
+            task_id("acme.r1", &Slot::Step("a".into()), 2),
+            "acme.r1-a-2"
+        );
+        let hashed = task_id(&format!("acme.{long}"), &Slot::Step("a".into()), 2);
+        assert!(hashed.starts_with("acme.t"));
+        assert!(agentry::RequestId::new(bare(&hashed)).is_ok());
+        assert_eq!(hashed, format!("acme.{id}"));
+        assert_eq!(bare("r1-a-2"), "r1-a-2");
     }
 }

@@ -166,11 +166,14 @@ pub(crate) async fn start(
     if let Err(e) = compiled.validate_input(input) {
         return Err(rejection(req, Reason::SchemaInvalid, e.to_string()));
     }
-    let run_id = req.id.to_string();
+    // Run id = request id; the key names the tenant, so two tenants may
+    // reuse an id without meeting.
+    let run_id = subject::request_key(req.tenant.as_ref(), &req.id);
     engine.runs.limiter.hold(&run_id, permit);
     let new = run::NewRun {
         run_id: run_id.clone(),
-        request_id: run_id.clone(),
+        request_id: req.id.to_string(),
+        tenant: req.tenant.as_ref().map(|t| t.to_string()),
         source: req.source.clone(),
         traceparent: event::ext_str(&req.event, ext::TRACEPARENT),
         input: input.clone(),
@@ -235,7 +238,11 @@ async fn apply_request(
     run_id: &RunId,
     input: &Input,
 ) -> Result<Disposition, Rejection> {
-    match store::drive(engine, run_id.as_str(), input).await {
+    // Only the owning tenant's runs are addressable: another tenant's run
+    // id resolves to a key that does not exist, refused exactly like an
+    // unknown run (existence does not leak).
+    let key = subject::run_key(req.tenant.as_ref(), run_id);
+    match store::drive(engine, &key, input).await {
         Ok(Driven::NotFound) => Err(rejection(
             req,
             Reason::UnknownRun,

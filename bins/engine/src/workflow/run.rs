@@ -22,6 +22,8 @@ pub(crate) struct NewRun {
     pub run_id: String,
     pub request_id: String,
     pub source: String,
+    /// The owning tenant (`run_id` is then `<tenant>.<id>`).
+    pub tenant: Option<String>,
     pub traceparent: Option<String>,
     pub input: Value,
     /// Overrides the definition's timeout.
@@ -83,6 +85,7 @@ pub(crate) fn initial_state(
         schema_version: RUN_SCHEMA_VERSION,
         run_id: new.run_id.clone(),
         request_id: new.request_id,
+        tenant: new.tenant,
         source: new.source,
         traceparent: new.traceparent,
         workflow: def.name.clone(),
@@ -116,9 +119,13 @@ pub(crate) async fn start_child(engine: &Engine, spec: &ChildSpec) -> Result<(),
     let err = match engine.runs.defs.resolve(&spec.workflow, spec.version).await {
         Ok(Some((key, compiled))) => match compiled.validate_input(&spec.input) {
             Ok(()) => {
+                // The child's id is a task id of the parent: it carries the
+                // parent's tenant in front, and so does the child's run.
+                let tenant = spec.run_id.split_once('.').map(|(t, _)| t.to_owned());
                 let new = NewRun {
                     run_id: spec.run_id.clone(),
-                    request_id: spec.run_id.clone(),
+                    request_id: super::ids::bare(&spec.run_id).to_owned(),
+                    tenant,
                     source: spec.source.clone(),
                     traceparent: spec.traceparent.clone(),
                     input: spec.input.clone(),

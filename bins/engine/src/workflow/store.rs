@@ -236,6 +236,7 @@ pub(crate) async fn commit(
     if !effects.is_empty() {
         let origin = Origin {
             run_id: &state.run_id,
+            tenant: state.tenant.as_deref(),
             traceparent: state.traceparent.as_deref(),
         };
         effects::execute(engine, &origin, &effects).await?;
@@ -258,6 +259,7 @@ async fn flush(engine: &Engine, state: &RunState) -> Result<(), StoreError> {
         .collect();
     let origin = Origin {
         run_id: &state.run_id,
+        tenant: state.tenant.as_deref(),
         traceparent: state.traceparent.as_deref(),
     };
     effects::execute(engine, &origin, &effects).await?;

@@ -25,6 +25,7 @@ fn new_run(wf: &Compiled, input: Value) -> RunState {
     let new = NewRun {
         run_id: "r1".into(),
         request_id: "r1".into(),
+        tenant: None,
         source: "/t".into(),
         traceparent: None,
         input,
