@@ -219,8 +219,7 @@ fn check(
         ));
     }
     // Quiet by default: no log lines, no colour; a successful command says nothing on stderr.
-    if stderr.contains(" INFO ") || stderr.contains('\u{1b}') || (exit == 0 && !stderr.is_empty())
-    {
+    if stderr.contains(" INFO ") || stderr.contains('\u{1b}') || (exit == 0 && !stderr.is_empty()) {
         return Err(format!("unexpected stderr output{}", show()));
     }
     let ok = match shape {
@@ -232,13 +231,14 @@ fn check(
         Shape::Table(cols) => stdout.lines().next().is_some_and(|head| {
             let words: Vec<&str> = head.split_whitespace().collect();
             let mut at = 0;
-            cols.iter().all(|c| match words[at..].iter().position(|w| w == c) {
-                Some(p) => {
-                    at += p + 1;
-                    true
-                }
-                None => false,
-            })
+            cols.iter()
+                .all(|c| match words[at..].iter().position(|w| w == c) {
+                    Some(p) => {
+                        at += p + 1;
+                        true
+                    }
+                    None => false,
+                })
         }),
         Shape::Sections(names) => {
             let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
@@ -342,7 +342,11 @@ fn readme_commands_run_as_documented_against_dev_mode_up() {
                 let start = Instant::now();
                 let mut buf = [0u8; 256];
                 while !String::from_utf8_lossy(&seen).contains("watching") {
-                    assert!(start.elapsed() < Duration::from_secs(20), "{} never started", line.command);
+                    assert!(
+                        start.elapsed() < Duration::from_secs(20),
+                        "{} never started",
+                        line.command
+                    );
                     let n = err.read(&mut buf).unwrap();
                     assert!(n > 0, "{} ended early", line.command);
                     seen.extend_from_slice(&buf[..n]);
@@ -355,7 +359,14 @@ fn readme_commands_run_as_documented_against_dev_mode_up() {
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 eprintln!("ran   {}  -> {:?}", line.command, out.status.code());
-                if let Err(e) = check(&line.command, *exit, shape, out.status.code(), &stdout, &stderr) {
+                if let Err(e) = check(
+                    &line.command,
+                    *exit,
+                    shape,
+                    out.status.code(),
+                    &stdout,
+                    &stderr,
+                ) {
                     failures.push(e);
                 }
             }
@@ -368,9 +379,18 @@ fn readme_commands_run_as_documented_against_dev_mode_up() {
             .status()
             .unwrap();
         let mut stdout = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
         let status = child.wait().unwrap();
-        eprintln!("ran   {}  -> {:?} (after Ctrl-C)", line.command, status.code());
+        eprintln!(
+            "ran   {}  -> {:?} (after Ctrl-C)",
+            line.command,
+            status.code()
+        );
         // Its stderr carried the info log we asked for; only stdout and the code are checked.
         if let Err(e) = check(&line.command, exit, &shape, status.code(), &stdout, "") {
             failures.push(e);
@@ -385,7 +405,10 @@ fn readme_commands_run_as_documented_against_dev_mode_up() {
     up.ctrl_c();
     let status = up.wait(Duration::from_secs(60));
     let (out, err) = (up.out(), up.err());
-    assert!(status.success(), "agentry up after Ctrl-C: {status}\n{out}\n{err}");
+    assert!(
+        status.success(),
+        "agentry up after Ctrl-C: {status}\n{out}\n{err}"
+    );
     // Ordered shutdown: agents, then engine and monitor, then the server.
     let order = [
         "stopping      agents",
@@ -402,7 +425,10 @@ fn readme_commands_run_as_documented_against_dev_mode_up() {
     let engine_closed = err
         .find("nats connection closed connection=agentry-engine")
         .expect("engine closes its connection");
-    assert!(last_deregistered < engine_closed, "engine stopped before the agents:\n{err}");
+    assert!(
+        last_deregistered < engine_closed,
+        "engine stopped before the agents:\n{err}"
+    );
     // No component saw the server go away under it.
     for noise in ["disconnected", "reconnect"] {
         assert!(!err.contains(noise), "shutdown logged {noise:?}:\n{err}");
@@ -417,7 +443,12 @@ fn readme_checker_rejects_what_the_readme_does_not_say() {
     )
     .unwrap();
     assert_eq!(l.command, r##"agentry submit echo --input '{"a":"#"}'"##);
-    let Step::Check { exit, shape, background } = l.step else {
+    let Step::Check {
+        exit,
+        shape,
+        background,
+    } = l.step
+    else {
         panic!("not a check: {:?}", l.step)
     };
     assert_eq!((exit, background), (0, false));
@@ -426,11 +457,37 @@ fn readme_checker_rejects_what_the_readme_does_not_say() {
     assert!(check("c", exit, &shape, Some(1), done, "").is_err());
     let failed = r#"{"type":"io.agentry.task.failed"}"#;
     assert!(check("c", exit, &shape, Some(0), failed, "").is_err());
-    assert!(check("c", exit, &shape, Some(0), done, "2026 INFO nats connected\n").is_err());
-    assert!(parse_line("agentry agents").is_err(), "an undocumented agentry command is refused");
+    assert!(
+        check(
+            "c",
+            exit,
+            &shape,
+            Some(0),
+            done,
+            "2026 INFO nats connected\n"
+        )
+        .is_err()
+    );
+    assert!(
+        parse_line("agentry agents").is_err(),
+        "an undocumented agentry command is refused"
+    );
     assert_eq!(parse_line("echo hi > f").unwrap().step, Step::Shell);
-    assert!(matches!(parse_line("nats stream ls").unwrap().step, Step::Skip(_)));
+    assert!(matches!(
+        parse_line("nats stream ls").unwrap().step,
+        Step::Skip(_)
+    ));
     let table = parse_shape("table ID KIND STATUS").unwrap();
-    assert!(check("c", 0, &table, Some(0), "ID  KIND  CAPS  STATUS\nx y z\n", "").is_ok());
+    assert!(
+        check(
+            "c",
+            0,
+            &table,
+            Some(0),
+            "ID  KIND  CAPS  STATUS\nx y z\n",
+            ""
+        )
+        .is_ok()
+    );
     assert!(check("c", 0, &table, Some(0), "ID  STATUS  KIND\n", "").is_err());
 }

@@ -47,7 +47,9 @@ impl Stage {
     async fn stop(&self, grace: Duration) -> bool {
         self.tracker.close();
         self.stop.cancel();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }
 

@@ -75,9 +75,7 @@ pub enum UsageError {
 /// The exit code for an error that ended a command: [`REJECTED`] when a
 /// [`UsageError`] is anywhere in its chain, [`FAILED`] otherwise.
 pub fn for_error(e: &anyhow::Error) -> ExitCode {
-    let usage = e
-        .chain()
-        .any(|c| c.downcast_ref::<UsageError>().is_some())
+    let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some())
         || e.chain()
             .any(|c| c.downcast_ref::<agentry::id::IdError>().is_some());
     ExitCode::from(if usage { REJECTED } else { FAILED })
@@ -108,6 +106,9 @@ mod tests {
         })
         .context("submitting");
         assert_eq!(for_error(&e), ExitCode::from(REJECTED));
-        assert_eq!(for_error(&anyhow::anyhow!("nats down")), ExitCode::from(FAILED));
+        assert_eq!(
+            for_error(&anyhow::anyhow!("nats down")),
+            ExitCode::from(FAILED)
+        );
     }
 }

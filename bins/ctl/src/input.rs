@@ -88,7 +88,10 @@ mod tests {
             Err(UsageError::Json { .. })
         ));
         assert!(matches!(
-            read_json(&format!("@{}", dir.join("missing.json").display()), "--input"),
+            read_json(
+                &format!("@{}", dir.join("missing.json").display()),
+                "--input"
+            ),
             Err(UsageError::Read { .. })
         ));
         std::fs::remove_dir_all(dir).ok();

@@ -38,12 +38,9 @@ pub fn colour(no_color: Option<&std::ffi::OsStr>, stderr_is_tty: bool) -> bool {
 /// Installs the tracing subscriber for this process (stderr, text).
 pub fn init_logging(verbose: u8, service: bool) {
     let rust_log = std::env::var("RUST_LOG").ok();
-    let env_filter = tracing_subscriber::EnvFilter::try_new(filter(
-        rust_log.as_deref(),
-        verbose,
-        service,
-    ))
-    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let env_filter =
+        tracing_subscriber::EnvFilter::try_new(filter(rust_log.as_deref(), verbose, service))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let ansi = colour(
         std::env::var_os("NO_COLOR").as_deref(),
         std::io::stderr().is_terminal(),

@@ -124,8 +124,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     };
     let fixture_url = fixture.as_ref().map(|f| f.base_url());
     let running =
-        crate::components::start(&obs, &nats_cfg, args, &shutdown, fixture_url.as_deref())
-            .await?;
+        crate::components::start(&obs, &nats_cfg, args, &shutdown, fixture_url.as_deref()).await?;
     if let Some(check) = weather_check
         && let Ok(bad) = check.await
         && !bad.is_empty()
