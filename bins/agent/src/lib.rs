@@ -69,6 +69,7 @@ impl Config {
             observe: config::Observe {
                 http_addr: "off".into(),
                 log_format: config::LogFormat::Text,
+                stall_after: "5m".into(),
             },
             redis: config::Redis::default(),
             topology: agentry::topology::Settings::default(),
