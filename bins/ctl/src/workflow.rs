@@ -20,6 +20,7 @@ use crate::Cli;
 
 mod examples;
 mod runs;
+mod wait;
 
 pub use examples::{EXAMPLES, load_examples, print_examples};
 use runs::{load_run, runs, show};
@@ -45,7 +46,7 @@ pub enum Command {
     #[command(disable_version_flag = true)]
     Run {
         name: String,
-        /// Run input as JSON (`-` reads stdin).
+        /// Run input as JSON: inline, `@file`, or `-` for stdin.
         #[arg(long, short, default_value = "{}")]
         input: String,
         /// Definition version (default: the latest).
@@ -158,7 +159,7 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            match client::submit_as(&nats, &js, tenant, &ev, Mode::Binary, *timeout).await {
+            match wait::submit_and_wait(&nats, &js, tenant, &ev, *timeout).await {
                 Ok(o) => {
                     let doc = json!({"request_id": o.request_id, "run_id": o.request_id, "type": o.ty, "data": o.data});
                     if cli.json {
@@ -166,17 +167,13 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {
                     } else {
                         println!("{}", serde_json::to_string_pretty(&doc)?);
                     }
-                    Ok(if o.is_success() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    })
+                    Ok(crate::exit::for_outcome(&o))
                 }
                 Err(SubmitError::Timeout { id, timeout }) => {
                     eprintln!(
                         "run {id} did not finish within {timeout:?}; it goes on (`agentry workflow show {id}`)"
                     );
-                    Ok(ExitCode::from(3))
+                    Ok(ExitCode::from(crate::exit::TIMED_OUT))
                 }
                 Err(e) => Err(e.into()),
             }
@@ -245,12 +242,7 @@ fn run_key(tenant: Option<&Tenant>, run_id: &str) -> anyhow::Result<String> {
 }
 
 fn read_json(text: &str, what: &str) -> anyhow::Result<Value> {
-    let text = if text == "-" {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        text.to_owned()
-    };
-    serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))
+    Ok(crate::input::read_json(text, what)?)
 }
 
 async fn put(cli: &Cli, js: &jetstream::Context, file: &PathBuf) -> anyhow::Result<ExitCode> {
