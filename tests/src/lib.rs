@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 pub mod auth;
 pub mod cluster;
 pub mod tenant;
+pub mod up;
 
 pub use agentry_ctl::server::{NatsServer, Options as NatsOptions};
 pub use auth::{AuthServer, Certs};

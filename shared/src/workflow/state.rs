@@ -299,6 +299,12 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// The run's id (its request id, or for a child run the parent's task
+    /// id) without the tenant: what events, results and `run.id` carry.
+    pub fn id(&self) -> &str {
+        crate::subject::run_id_of_key(&self.run_id)
+    }
+
     /// Whether the run is parked: running, waiting for a signal, and with no
     /// task, child run or retry out. Parked runs do not count against the
     /// engine's active-run limit (docs/reliability.md, "Run limits").
