@@ -324,9 +324,14 @@ async fn dead_replica_runs_are_adopted_and_limit_holds() {
     let counts = subject_counts(&ajs, subject::RESULTS_STREAM, "agentry.results.acme.slot-*").await;
     assert_eq!(counts.len(), RUNS, "{counts:?}");
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
-    for k in &keys {
+    // `run.id` in expressions is the run's id, not its key (docs/tenancy.md).
+    for id in &ids {
         for step in ["a", "b", "c", "d", "e"] {
-            assert_eq!(echo.executions_of(&format!("{k}-{step}")), 1, "{k} {step}");
+            assert_eq!(
+                echo.executions_of(&format!("{id}-{step}")),
+                1,
+                "{id} {step}"
+            );
         }
     }
     drop(engines);
