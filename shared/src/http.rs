@@ -2,6 +2,11 @@
 //! registries and readiness checks of every component in a process, so
 //! `agentry up` serves them all from one address and readiness is the
 //! conjunction of every component's checks.
+//!
+//! Loops register a [`Pulse`]: `/ready` fails while a loop is not running or
+//! its last pull failed; `/health` fails while a loop has been busy (neither
+//! waiting for input nor back for its next item) for longer than the stall
+//! bound: the process is wedged and should be restarted.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +22,8 @@ use futures::future::BoxFuture;
 use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+
+pub use crate::liveness::{LoopState, Pulse, Tracked};
 
 /// One readiness check: `Ok` when ready, `Err(detail)` otherwise.
 pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -34,10 +41,25 @@ impl Flag {
     }
 }
 
-#[derive(Default)]
+/// Default bound on how long a loop may be busy before `/health` fails.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(300);
+
 struct Inner {
     registries: Vec<Registry>,
     checks: Vec<(String, CheckFn)>,
+    loops: Vec<Pulse>,
+    stall_after: Duration,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            registries: Vec::new(),
+            checks: Vec::new(),
+            loops: Vec::new(),
+            stall_after: DEFAULT_STALL_AFTER,
+        }
+    }
 }
 
 /// Registries and readiness checks of the components in this process.
@@ -84,6 +106,99 @@ impl Observer {
         }
     }
 
+    /// Sets how long a loop may stay busy before `/health` reports the
+    /// process wedged.
+    pub fn set_stall_after(&self, d: Duration) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.stall_after = d;
+        }
+    }
+
+    /// Registers a loop: `/ready` needs it running and not failing,
+    /// `/health` needs it not stalled.
+    pub fn add_loop(&self, name: impl Into<String>) -> Pulse {
+        let pulse = Pulse::named(name.into());
+        if let Ok(mut g) = self.inner.lock() {
+            g.loops.push(pulse.clone());
+        }
+        pulse
+    }
+
+    /// Adds a check that a KV bucket answers (its stream info is readable).
+    pub fn add_kv(&self, js: async_nats::jetstream::Context, bucket: &'static str) {
+        self.add_check(
+            format!("kv {bucket}"),
+            Arc::new(move || {
+                let js = js.clone();
+                Box::pin(async move {
+                    let kv = js
+                        .get_key_value(bucket)
+                        .await
+                        .map_err(|e| format!("unavailable: {e}"))?;
+                    kv.status()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("unavailable: {e}"))
+                })
+            }),
+        );
+    }
+
+    /// Adds a check that Redis answers PING within the check bound.
+    pub fn add_redis(&self, name: impl Into<String>, url: &str) {
+        let client = redis::Client::open(url);
+        self.add_check(
+            name,
+            Arc::new(move || {
+                let client = client.clone().map_err(|e| e.to_string());
+                Box::pin(async move {
+                    let client = client.map_err(|e| format!("invalid url: {e}"))?;
+                    let mut conn = client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(|e| format!("unreachable: {e}"))?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("PING failed: {e}"))
+                })
+            }),
+        );
+    }
+
+    /// Every loop's state, by name.
+    pub fn loops(&self) -> Vec<(String, LoopState)> {
+        match self.inner.lock() {
+            Ok(g) => g
+                .loops
+                .iter()
+                .map(|p| (p.name().to_owned(), p.state(g.stall_after)))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Liveness: which loops are stalled (empty when healthy).
+    pub fn health(&self) -> Health {
+        let stalled: Vec<CheckResult> = self
+            .loops()
+            .into_iter()
+            .filter_map(|(name, st)| match st {
+                LoopState::Stalled(d) => Some(CheckResult {
+                    name,
+                    ok: false,
+                    detail: Some(format!("busy for {} ms without progress", d.as_millis())),
+                }),
+                _ => None,
+            })
+            .collect();
+        Health {
+            status: if stalled.is_empty() { "ok" } else { "wedged" }.to_owned(),
+            stalled,
+        }
+    }
+
     /// Adds a flag-backed check and returns the flag.
     pub fn add_flag(&self, name: impl Into<String>) -> Flag {
         let flag = Flag::default();
@@ -127,6 +242,19 @@ impl Observer {
             Err(_) => Vec::new(),
         };
         let mut out = Vec::with_capacity(checks.len());
+        for (name, st) in self.loops() {
+            let (ok, detail) = match st {
+                LoopState::Live => (true, None),
+                LoopState::Stopped => (false, Some("loop not running".to_owned())),
+                LoopState::Failing(e) => (false, Some(format!("pull failing: {e}"))),
+                LoopState::Stalled(d) => (false, Some(format!("stalled for {} ms", d.as_millis()))),
+            };
+            out.push(CheckResult {
+                name: format!("loop {name}"),
+                ok,
+                detail,
+            });
+        }
         for (name, f) in checks {
             let res = tokio::time::timeout(Duration::from_secs(2), f()).await;
             let (ok, detail) = match res {
@@ -188,6 +316,7 @@ impl Observer {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let obs = Self::new();
+        obs.set_stall_after(observe.stall_after()?);
         if let Some(addr) = observe.http_socket()? {
             let bound = obs.clone().spawn(addr, shutdown.clone()).await?;
             tracing::info!(%bound, "serving /health /ready /metrics");
@@ -228,13 +357,26 @@ pub struct Readiness {
     pub checks: Vec<CheckResult>,
 }
 
-async fn health() -> impl IntoResponse {
-    // Answering at all proves the runtime is scheduling tasks.
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        "{\"status\":\"ok\"}",
-    )
+/// Body of `/health`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Health {
+    /// `ok` or `wedged`.
+    pub status: String,
+    /// The loops that stopped making progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalled: Vec<CheckResult>,
+}
+
+async fn health(State(obs): State<Observer>) -> impl IntoResponse {
+    // Answering at all proves the runtime schedules tasks; the loops prove
+    // the component's own work is not stuck.
+    let h = obs.health();
+    let code = if h.stalled.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(h))
 }
 
 async fn ready(State(obs): State<Observer>) -> impl IntoResponse {

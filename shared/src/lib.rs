@@ -16,6 +16,7 @@
 //! - [`connect`]: NATS connection with auth, TLS, backoff and version check;
 //! - [`telemetry`]: tracing subscriber and common metrics;
 //! - [`http`]: `/health`, `/ready`, `/metrics` for one or many components;
+//! - [`liveness`]: per-loop pulses (running, failing, stalled) behind them;
 //! - [`schema`]: embedded JSON Schemas, compiled once;
 //! - [`shutdown`]: SIGTERM/SIGINT to a cancellation token;
 //! - [`workflow`]: workflow definitions, validation and CEL;
@@ -27,6 +28,7 @@ pub mod connect;
 pub mod event;
 pub mod http;
 pub mod id;
+pub mod liveness;
 pub mod quarantine;
 pub mod ratelimit;
 pub mod reason;

@@ -45,6 +45,7 @@ pub const ENGINE_TIMERS_CONSUMER: &str = "engine-timers";
 pub const REGISTRAR_CONSUMER: &str = "registrar";
 pub const SECURITY_EVENTS_CONSUMER: &str = "security-events";
 pub const SECURITY_DLQ_CONSUMER: &str = "security-dlq";
+pub const SECURITY_RESULTS_CONSUMER: &str = "security-results";
 
 pub const AGENTS_BUCKET: &str = "agentry-agents";
 pub const WORKFLOWS_BUCKET: &str = "agentry-workflows";

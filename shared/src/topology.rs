@@ -294,6 +294,15 @@ impl Topology {
                     ..pull(s::SECURITY_DLQ_CONSUMER, s::DLQ_ALL, 30, 5, &[])
                 },
             },
+            // The security monitor's view of task outcomes: its agent user may
+            // not subscribe to `agentry.results.>`, but may pull from this.
+            ConsumerDef {
+                stream: s::RESULTS_STREAM,
+                config: consumer::pull::Config {
+                    deliver_policy: DeliverPolicy::New,
+                    ..pull(s::SECURITY_RESULTS_CONSUMER, s::RESULTS_ALL, 30, 5, &[])
+                },
+            },
         ];
         for cap in BUILTIN_CAPABILITIES {
             if let Ok(cap) = Capability::new(*cap) {

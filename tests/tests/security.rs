@@ -968,10 +968,46 @@ async fn matrix_client_globex() {
     run_role("client_globex").await;
 }
 
-/// agent: pulls tasks, writes results, registry, events, DLQ, KV it owns, serves A2A and $SRV; cannot delete streams, publish tasks, write agentry-agents or read results.
+/// agent (generic, custom agents): pulls tasks, writes results, registry, events, DLQ, serves A2A and $SRV; cannot delegate, touch any bucket but reading agentry-agents, delete streams, publish tasks or read results.
 #[tokio::test]
 async fn matrix_agent() {
     run_role("agent").await;
+}
+
+/// agent_echo: the base agent rights plus delegation (child requests on a tenant subject, the child's result); no buckets, no security consumers.
+#[tokio::test]
+async fn matrix_agent_echo() {
+    run_role("agent_echo").await;
+}
+
+/// agent_weather: the base agent rights only; no delegation, no results, no buckets.
+#[tokio::test]
+async fn matrix_agent_weather() {
+    run_role("agent_weather").await;
+}
+
+/// agent_planning: the base plus delegation; no buckets, no quarantine, no security-results.
+#[tokio::test]
+async fn matrix_agent_planning() {
+    run_role("agent_planning").await;
+}
+
+/// agent_data_analysis: the base plus the artifact object store; no delegation, tickets or quarantine.
+#[tokio::test]
+async fn matrix_agent_data_analysis() {
+    run_role("agent_data_analysis").await;
+}
+
+/// agent_customer_service: the base plus KV agentry-tickets; no incidents, quarantine, delegation or artifacts.
+#[tokio::test]
+async fn matrix_agent_customer_service() {
+    run_role("agent_customer_service").await;
+}
+
+/// agent_security_monitor: the base plus its security-events/-dlq/-results consumers, incidents and the only agent write of agentry-quarantine.
+#[tokio::test]
+async fn matrix_agent_security_monitor() {
+    run_role("agent_security_monitor").await;
 }
 
 /// engine: pulls requests, routes tasks, writes results, runs and DLQ; cannot create or delete streams, write the registry or feed its own queue.
@@ -2294,14 +2330,15 @@ fn redis_cli(redis: &Redis, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A source quarantined in KV agentry-quarantine (written by the agent user, as the security monitor does) is rejected `quarantined`, with a result and a DLQ copy, while other sources pass; an expired quarantine and a released source are admitted again.
+/// A source quarantined in KV agentry-quarantine (written by the agent_security_monitor user, as the security monitor does) is rejected `quarantined`, with a result and a DLQ copy, while other sources pass; an expired quarantine and a released source are admitted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantined_source_is_rejected() {
     let server = AuthServer::start();
     let (_admin, admin_js) = server.setup().await;
     let sys = System::start(&server, |_| {}, false);
     let (c, js) = tenant_client(&server, "acme").await;
-    let agent = jetstream::new(server.client("agent").await);
+    // Only the security monitor's user may write the quarantine.
+    let agent = jetstream::new(server.client("agent_security_monitor").await);
     let kv = agent
         .get_key_value(subject::QUARANTINE_BUCKET)
         .await

@@ -1,6 +1,7 @@
 //! `agentry-agent`: hosts the built-in agents on the agent runtime
 //! (`agentry::agent`). `--agents echo,weather` or `all`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,9 @@ pub struct Config {
     #[command(flatten)]
     pub topology: agentry::topology::Settings,
     /// Agent kinds to run: `all` or a comma-separated list of echo, weather,
-    /// planning, customer_service, data_analysis, security_monitor.
+    /// planning, customer_service, data_analysis, security_monitor. A kind
+    /// connects as its own NATS user when `AGENTRY_NATS_USER_<KIND>` and
+    /// `AGENTRY_NATS_PASSWORD_<KIND>` are set (docs/agents-under-auth.md).
     #[arg(long, env = "AGENTRY_AGENTS", default_value = "all")]
     pub agents: String,
     /// Tasks in flight per agent instance (default: 32 per CPU).
@@ -46,6 +49,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     #[command(flatten)]
     pub builtin: agents::Settings,
+    /// NATS connection per agent kind (least privilege: each built-in kind
+    /// has its own NATS user). Filled by [`run`] from
+    /// `AGENTRY_NATS_USER_<KIND>` / `AGENTRY_NATS_PASSWORD_<KIND>` (see
+    /// [`kind_nats_from_env`]); a kind without an entry uses `nats`.
+    #[arg(skip)]
+    pub kind_nats: BTreeMap<String, config::Nats>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -60,6 +69,7 @@ impl Config {
             observe: config::Observe {
                 http_addr: "off".into(),
                 log_format: config::LogFormat::Text,
+                stall_after: "5m".into(),
             },
             redis: config::Redis::default(),
             topology: agentry::topology::Settings::default(),
@@ -68,11 +78,17 @@ impl Config {
             heartbeat: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             builtin: agents::Settings::default(),
+            kind_nats: BTreeMap::new(),
         }
     }
 
-    fn runtime(&self) -> agent::Config {
-        let mut rc = agent::Config::new(self.nats.clone());
+    /// The connection settings `kind` uses.
+    pub fn nats_for(&self, kind: &str) -> &config::Nats {
+        self.kind_nats.get(kind).unwrap_or(&self.nats)
+    }
+
+    fn runtime(&self, nats: config::Nats) -> agent::Config {
+        let mut rc = agent::Config::new(nats);
         if let Some(c) = self.capacity {
             rc.capacity = c;
         }
@@ -92,6 +108,57 @@ pub enum AgentsError {
     Empty,
     #[error("invalid {kind} agent settings: {detail}")]
     Settings { kind: &'static str, detail: String },
+    #[error("{user_var} and {password_var} go together")]
+    KindCredentials {
+        user_var: String,
+        password_var: String,
+    },
+}
+
+/// The environment variable of `kind`'s setting `what` (`USER`,
+/// `PASSWORD`, `INBOX_PREFIX`): `AGENTRY_NATS_<WHAT>_<KIND>`.
+pub fn kind_var(what: &str, kind: &str) -> String {
+    format!("AGENTRY_NATS_{what}_{}", kind.to_uppercase())
+}
+
+/// Per-kind connection settings from variables read by `var`: for each of
+/// `kinds` with `AGENTRY_NATS_USER_<KIND>` set, `base` with that user, its
+/// `AGENTRY_NATS_PASSWORD_<KIND>` and the inbox prefix
+/// `AGENTRY_NATS_INBOX_PREFIX_<KIND>` (default `_INBOX.<user>`, the prefix
+/// the user may subscribe to). Kinds without a user are left out (they use
+/// `base`).
+pub fn kind_nats_from_env(
+    base: &config::Nats,
+    kinds: &[String],
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, config::Nats>, AgentsError> {
+    let mut out = BTreeMap::new();
+    for kind in kinds {
+        let (user_var, password_var) = (kind_var("USER", kind), kind_var("PASSWORD", kind));
+        match (var(&user_var), var(&password_var)) {
+            (None, None) => {}
+            (Some(user), Some(password)) => {
+                let mut n = base.clone();
+                n.inbox_prefix = Some(
+                    var(&kind_var("INBOX_PREFIX", kind))
+                        .unwrap_or_else(|| agentry::subject::inbox_prefix(&user)),
+                );
+                n.user = Some(user);
+                n.password = Some(password);
+                n.creds = None;
+                n.token = None;
+                n.nkey = None;
+                out.insert(kind.clone(), n);
+            }
+            _ => {
+                return Err(AgentsError::KindCredentials {
+                    user_var,
+                    password_var,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Parses `all` or a comma-separated list of kinds.
@@ -116,21 +183,129 @@ pub fn select(list: &str) -> Result<Vec<String>, AgentsError> {
 }
 
 /// Runs the selected agents with their own HTTP endpoint (per `cfg.observe`).
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let kinds = select(&cfg.agents)?;
+    let from_env = kind_nats_from_env(&cfg.nats, &kinds, |k| std::env::var(k).ok())?;
+    for (kind, nats) in from_env {
+        cfg.kind_nats.entry(kind).or_insert(nats);
+    }
     let obs = Observer::for_component(&cfg.observe, &shutdown).await?;
     run_with(cfg, obs, shutdown).await
 }
 
 /// Runs the selected agents, registering metrics and checks into `obs`.
+///
+/// Kinds that connect with the same settings share one connection; a kind
+/// with its own user (`cfg.kind_nats`) gets its own connection, so each
+/// kind acts only with its user's permissions. One group failing to start
+/// stops the others.
 pub async fn run_with(
     cfg: Config,
     obs: Observer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let kinds = select(&cfg.agents)?;
-    let mut list: Vec<Arc<dyn Agent>> = Vec::new();
+    let mut groups: Vec<(config::Nats, Vec<Arc<dyn Agent>>)> = Vec::new();
     for k in &kinds {
-        list.push(agents::build(k, &cfg.builtin)?);
+        let agent = agents::build(k, &cfg.builtin)?;
+        let nats = cfg.nats_for(k);
+        match groups.iter_mut().find(|(n, _)| same_connection(n, nats)) {
+            Some((_, list)) => list.push(agent),
+            None => groups.push((nats.clone(), vec![agent])),
+        }
     }
-    agent::run(list, cfg.runtime(), obs, shutdown).await
+    let runs = groups.into_iter().map(|(nats, list)| {
+        let rc = cfg.runtime(nats);
+        let (obs, stop) = (obs.clone(), shutdown.clone());
+        async move {
+            let res = agent::run(list, rc, obs, stop.clone()).await;
+            if res.is_err() {
+                stop.cancel();
+            }
+            res
+        }
+    });
+    for res in futures::future::join_all(runs).await {
+        res?;
+    }
+    Ok(())
+}
+
+/// Whether two kinds may share a connection (same identity and server).
+fn same_connection(a: &config::Nats, b: &config::Nats) -> bool {
+    a.url == b.url
+        && a.user == b.user
+        && a.password == b.password
+        && a.creds == b.creds
+        && a.token == b.token
+        && a.nkey == b.nkey
+        && a.inbox_prefix == b.inbox_prefix
+        && a.tls_cert == b.tls_cert
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn per_kind_users_come_from_kind_variables() {
+        let mut base = config::Nats::plain("nats://h:4222");
+        base.user = Some("agent".into());
+        base.password = Some("shared".into());
+        let kinds = select("planning,weather,security_monitor").unwrap();
+        let got = kind_nats_from_env(
+            &base,
+            &kinds,
+            env(&[
+                ("AGENTRY_NATS_USER_PLANNING", "agent_planning"),
+                ("AGENTRY_NATS_PASSWORD_PLANNING", "p1"),
+                (
+                    "AGENTRY_NATS_USER_SECURITY_MONITOR",
+                    "agent_security_monitor",
+                ),
+                ("AGENTRY_NATS_PASSWORD_SECURITY_MONITOR", "p2"),
+                ("AGENTRY_NATS_INBOX_PREFIX_SECURITY_MONITOR", "_INBOX.sec"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(got.len(), 2, "weather keeps the shared user");
+        let p = &got["planning"];
+        assert_eq!(p.user.as_deref(), Some("agent_planning"));
+        assert_eq!(p.password.as_deref(), Some("p1"));
+        assert_eq!(p.inbox_prefix.as_deref(), Some("_INBOX.agent_planning"));
+        assert_eq!(p.url.as_deref(), Some("nats://h:4222"));
+        assert_eq!(
+            got["security_monitor"].inbox_prefix.as_deref(),
+            Some("_INBOX.sec")
+        );
+        let mut cfg = Config::for_url("nats://h:4222", "planning,weather");
+        cfg.kind_nats = got;
+        assert_eq!(cfg.nats_for("weather").user, None);
+        assert_eq!(
+            cfg.nats_for("planning").user.as_deref(),
+            Some("agent_planning")
+        );
+    }
+
+    #[test]
+    fn a_kind_user_without_password_is_an_error() {
+        let base = config::Nats::plain("nats://h:4222");
+        let kinds = select("echo").unwrap();
+        let err = kind_nats_from_env(
+            &base,
+            &kinds,
+            env(&[("AGENTRY_NATS_USER_ECHO", "agent_echo")]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, AgentsError::KindCredentials { .. }), "{err}");
+    }
 }

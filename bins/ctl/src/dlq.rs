@@ -179,6 +179,15 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The tenant of a dead letter: from the request subject it arrived on, or
+/// for a task (`agentry.tasks.<cap>`) from the engine's `tenant` extension.
+fn tenant_of(original_subject: &str, ev: &cloudevents::Event) -> Option<subject::Tenant> {
+    match subject::tenant_of_request(original_subject) {
+        Ok(t) => t,
+        Err(_) => event::ext_str(ev, ext::TENANT).and_then(|t| subject::Tenant::new(t).ok()),
+    }
+}
+
 /// Re-publishes one dead letter; returns (subject, new request id).
 async fn replay_one(
     js: &jetstream::Context,
@@ -209,11 +218,16 @@ async fn replay_one(
                 ev.set_id(new_id.as_str());
                 ev.set_extension(ext::REPLAYOF, old.as_str());
                 ev.remove_extension(ext::DEADLINE);
+                // The tenant stays the original's: a request goes back to
+                // the tenant subject it arrived on, its result to that
+                // tenant's result subject.
+                let tenant = tenant_of(&original_subject, &ev);
                 if event::ext_str(&ev, ext::REPLYTO).is_some() {
-                    ev.set_extension(ext::REPLYTO, subject::results(&new_id));
+                    ev.set_extension(ext::REPLYTO, subject::results_for(tenant.as_ref(), &new_id));
                 }
                 let (mut h, b) = event::encode(&ev, d.mode)?;
-                h.insert(header::MSG_ID, new_id.as_str());
+                let msg_id = subject::request_key(tenant.as_ref(), &new_id);
+                h.insert(header::MSG_ID, msg_id.as_str());
                 (original_subject.clone(), new_id.to_string(), h, b)
             }
             // Undecodable originals go back byte for byte (they will be rejected again, visibly).

@@ -77,6 +77,7 @@ impl Config {
             observe: config::Observe {
                 http_addr: "off".into(),
                 log_format: config::LogFormat::Text,
+                stall_after: "5m".into(),
             },
             redis: config::Redis::default(),
             concurrency: 512,
@@ -153,6 +154,11 @@ pub async fn run_with(
     obs.add_nats("engine nats", client.clone());
     let ready = obs.add_flag("engine consumers bound");
     let js = jetstream::new(client.clone());
+    obs.add_kv(js.clone(), subject::RUNS_BUCKET);
+    obs.add_kv(js.clone(), subject::QUARANTINE_BUCKET);
+    if let Some(url) = &cfg.redis.url {
+        obs.add_redis("engine redis", url);
+    }
     let runs =
         workflow::Runs::open(&js, cfg.max_runs, metrics.runs_active.clone(), &shutdown).await?;
     let engine = Arc::new(Engine {
@@ -211,6 +217,7 @@ pub async fn run_with(
         // waiting for a run permit holds its message; see workflow::limiter).
         tracker.spawn(consume(
             requests,
+            obs.add_loop("engine requests"),
             cfg.concurrency.min(REQUEST_PREFETCH),
             sem,
             stop,
@@ -227,6 +234,7 @@ pub async fn run_with(
         let work = tracker.clone();
         tracker.spawn(consume(
             timers,
+            obs.add_loop("engine timers"),
             64,
             Arc::new(Semaphore::new(64)),
             stop,
@@ -244,6 +252,7 @@ pub async fn run_with(
         // Step results of workflow runs; stops on shutdown, errors handled per message.
         tracker.spawn(consume(
             steps,
+            obs.add_loop("engine steps"),
             64,
             Arc::new(Semaphore::new(64)),
             stop,
@@ -320,6 +329,7 @@ pub(crate) enum Disposition {
 /// a large state machine.
 async fn consume<F, Fut>(
     consumer: PullConsumer,
+    pulse: agentry::http::Pulse,
     batch: usize,
     sem: Arc<Semaphore>,
     stop: CancellationToken,
@@ -339,7 +349,7 @@ async fn consume<F, Fut>(
             .messages()
             .await;
         let mut messages = match stream {
-            Ok(m) => m,
+            Ok(m) => pulse.track(m),
             Err(e) => {
                 warn!(error = %e, "cannot open pull stream, retrying");
                 tokio::select! {
@@ -379,8 +389,12 @@ async fn consume<F, Fut>(
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 None => {
+                    // Also after its consumer was deleted: retry at a calm pace until it is back.
                     warn!("pull stream ended, reopening");
-                    break;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => break,
+                    }
                 }
             }
         }

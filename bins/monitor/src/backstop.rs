@@ -39,7 +39,12 @@ pub async fn run(mon: Arc<Monitor>, shutdown: CancellationToken) -> anyhow::Resu
         let Ok(adv) = serde_json::from_slice::<Advisory>(&msg.payload) else {
             continue;
         };
-        if !adv.stream.starts_with("AGENTRY_") || adv.stream == subject::DLQ_STREAM {
+        // Results are the record, not work: a result the security monitor's
+        // `security-results` consumer failed to ack is never deleted.
+        if !adv.stream.starts_with("AGENTRY_")
+            || adv.stream == subject::DLQ_STREAM
+            || adv.stream == subject::RESULTS_STREAM
+        {
             continue;
         }
         // Let a runtime that is dead-lettering this delivery itself finish first.

@@ -22,6 +22,7 @@ const WATCHED: &[&str] = &[
 pub async fn run(
     mon: Arc<Monitor>,
     _kv: kv::Store,
+    pulse: agentry::http::Pulse,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(mon.cfg.depth_interval);
@@ -29,6 +30,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {
+                pulse.beat();
                 if let Err(e) = refresh(&mon).await {
                     warn!(error = %e, "queue depth refresh failed");
                 }

@@ -56,6 +56,7 @@ impl Config {
             observe: config::Observe {
                 http_addr: "off".into(),
                 log_format: config::LogFormat::Text,
+                stall_after: "5m".into(),
             },
             missed_heartbeats: 3,
             sweep_interval: Duration::from_secs(2),
@@ -89,8 +90,9 @@ pub async fn run_with(
     let client =
         agentry::connect::connect(&cfg.nats, "agentry-monitor", Some(conn), &shutdown).await?;
     obs.add_nats("monitor nats", client.clone());
-    let ready = obs.add_flag("monitor registrar bound");
+    let ready = obs.add_loop("monitor registrar");
     let js = jetstream::new(client.clone());
+    obs.add_kv(js.clone(), subject::AGENTS_BUCKET);
     let kv = loop {
         match js.get_key_value(subject::AGENTS_BUCKET).await {
             Ok(kv) => break kv,
@@ -135,11 +137,21 @@ pub async fn run_with(
     );
     spawn(
         "sweep",
-        Box::pin(sweep::run(mon.clone(), kv.clone(), shutdown.clone())),
+        Box::pin(sweep::run(
+            mon.clone(),
+            kv.clone(),
+            obs.add_loop("monitor sweep"),
+            shutdown.clone(),
+        )),
     );
     spawn(
         "depth",
-        Box::pin(depth::run(mon.clone(), kv, shutdown.clone())),
+        Box::pin(depth::run(
+            mon.clone(),
+            kv,
+            obs.add_loop("monitor depth"),
+            shutdown.clone(),
+        )),
     );
     spawn(
         "backstop",

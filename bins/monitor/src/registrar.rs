@@ -20,7 +20,7 @@ use crate::Monitor;
 pub async fn run(
     mon: Arc<Monitor>,
     kv: kv::Store,
-    ready: agentry::http::Flag,
+    pulse: agentry::http::Pulse,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let consumer: PullConsumer = loop {
@@ -42,7 +42,6 @@ pub async fn run(
             }
         }
     };
-    ready.set(true);
     loop {
         let mut messages = match consumer
             .stream()
@@ -51,7 +50,7 @@ pub async fn run(
             .messages()
             .await
         {
-            Ok(m) => m,
+            Ok(m) => pulse.track(m),
             Err(e) => {
                 warn!(error = %e, "registrar pull failed, retrying");
                 tokio::select! {

@@ -20,6 +20,7 @@ use crate::Monitor;
 pub async fn run(
     mon: Arc<Monitor>,
     kv: kv::Store,
+    pulse: agentry::http::Pulse,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(mon.cfg.sweep_interval);
@@ -27,6 +28,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {
+                pulse.beat();
                 if let Err(e) = sweep(&mon, &kv).await {
                     warn!(error = %e, "registry sweep failed");
                 }

@@ -34,6 +34,11 @@ pub enum A2aError {
     Transport(String),
 }
 
+/// Header carrying the asking task's tenant on an A2A request, so the
+/// answering handler's [`Context::tenant`] (and its own delegations) stay in
+/// that tenant. Agents are trusted peers; clients cannot reach `agentry.a2a`.
+pub const A2A_TENANT_HEADER: &str = "agentry-tenant";
+
 /// Per-task handle given to [`super::Agent::handle`].
 #[derive(Clone)]
 pub struct Context {
@@ -123,6 +128,9 @@ impl Context {
             headers.insert("traceparent", tp.as_str());
         }
         headers.insert("agentry-from", self.inner.agent_id.as_str());
+        if let Some(t) = &self.tenant {
+            headers.insert(A2A_TENANT_HEADER, t.as_str());
+        }
         let body =
             serde_json::to_vec(&serde_json::json!({"capability": capability, "input": input}))
                 .map_err(|e| A2aError::Transport(e.to_string()))?;
@@ -178,8 +186,10 @@ impl Context {
         self.ask(&id, Some(capability), input, timeout).await
     }
 
-    /// Delegates a child task by capability through `agentry.requests`
-    /// (queued, retried and rate limited like any request) and awaits its result.
+    /// Delegates a child task by capability through the request subject of
+    /// the current task's tenant (`agentry.requests[.<tenant>]`: queued,
+    /// retried and rate limited like any request of that tenant) and awaits
+    /// its result on that tenant's result subject.
     pub async fn delegate(
         &self,
         capability: &str,
@@ -213,9 +223,12 @@ impl Context {
         if let Some(parent) = &self.request_id {
             ev.set_extension("parentid", parent.as_str());
         }
-        let out = client::submit(
+        // The child belongs to the parent's tenant: published on
+        // `agentry.requests.<tenant>`, awaited on `agentry.results.<tenant>.<id>`.
+        let out = client::submit_as(
             &self.inner.client,
             &self.inner.js,
+            self.tenant.as_ref(),
             &ev,
             Mode::Binary,
             timeout + Duration::from_secs(2),

@@ -21,7 +21,7 @@ pub mod runtime;
 mod service;
 mod worker;
 
-pub use context::{A2aError, Context};
+pub use context::{A2A_TENANT_HEADER, A2aError, Context};
 pub use runtime::{Config, run};
 
 /// What an agent is and what it can do.
@@ -101,6 +101,13 @@ pub trait Agent: Send + Sync + 'static {
     async fn background(&self, _ctx: Context, _shutdown: CancellationToken) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// Metrics hook: registers the agent's own Prometheus metrics on the
+    /// component's registry (served on its `/metrics`, labelled with
+    /// `component` and `agent_kind`). Called once, before any task or
+    /// [`Agent::background`] runs. Use [`crate::telemetry::register`], which
+    /// logs instead of failing on a duplicate name.
+    fn register_metrics(&self, _registry: &prometheus::Registry) {}
 
     /// Upper bound for one task of this agent when the request sets none.
     fn default_timeout(&self) -> Duration {

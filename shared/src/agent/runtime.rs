@@ -75,6 +75,9 @@ pub async fn run(
     let registry = telemetry::registry("agent", &[("agent_kind", &kinds.join(","))]);
     let conn_metrics = ConnectionMetrics::new(&registry);
     let metrics = Metrics::new(&registry);
+    for a in &agents {
+        a.register_metrics(&registry);
+    }
     obs.add_registry(registry);
     let client = crate::connect::connect(
         &cfg.nats,
@@ -85,6 +88,10 @@ pub async fn run(
     .await?;
     obs.add_nats(format!("agent {} nats", kinds.join(",")), client.clone());
     let js = jetstream::new(client.clone());
+    obs.add_kv(js.clone(), subject::AGENTS_BUCKET);
+    if let Some(url) = &cfg.redis_url {
+        obs.add_redis(format!("agent {} redis", kinds.join(",")), url);
+    }
     let redis = match &cfg.redis_url {
         Some(url) => connect_redis(url).await,
         None => None,
@@ -104,13 +111,18 @@ pub async fn run(
             registry: tokio::sync::OnceCell::new(),
         });
         let ready = obs.add_flag(format!("agent {id} consumers bound"));
+        let pulses: Vec<crate::http::Pulse> = d
+            .capabilities
+            .iter()
+            .map(|cap| obs.add_loop(format!("agent {id} pull {cap}")))
+            .collect();
         let cfg = cfg.clone();
         let shutdown = shutdown.clone();
         // Error policy: an instance that cannot start (consumers, service) stops the
         // whole process via `shutdown`, so an orchestrator restarts it.
         let stop_all = shutdown.clone();
         tracker.spawn(async move {
-            if let Err(e) = run_instance(agent, shared, cfg, ready, shutdown).await {
+            if let Err(e) = run_instance(agent, shared, cfg, ready, pulses, shutdown).await {
                 error!(agent = %id, error = %format!("{e:#}"), "agent instance failed");
                 stop_all.cancel();
             }
@@ -159,6 +171,7 @@ async fn run_instance(
     shared: Arc<Shared>,
     cfg: Config,
     ready: crate::http::Flag,
+    pulses: Vec<crate::http::Pulse>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let d = agent.descriptor();
@@ -235,7 +248,7 @@ async fn run_instance(
     .await
     .map_err(|e| anyhow::anyhow!("starting $SRV service: {e}"))?;
 
-    for (cap, consumer, _, _) in consumers {
+    for ((cap, consumer, _, _), pulse) in consumers.into_iter().zip(pulses) {
         let messages = consumer
             .stream()
             .max_messages_per_batch(capacity)
@@ -247,9 +260,10 @@ async fn run_instance(
         let sem = sem.clone();
         let stop = pull_stop.clone();
         let inner = work.clone();
+        let reopen = consumer.clone();
         // Pull loop: ends on shutdown; errors on the stream are logged and the stream retried by the client.
         work.spawn(async move {
-            let mut messages = messages;
+            let mut messages = pulse.track(messages);
             let mut stopping = false;
             loop {
                 let permit = tokio::select! {
@@ -281,11 +295,28 @@ async fn run_instance(
                     Some(Err(e)) => {
                         warn!(capability = %cap, error = %e, "pull error, continuing");
                         tokio::time::sleep(Duration::from_millis(250)).await;
+                        // The client ends a stream whose consumer was deleted:
+                        // the `None` that follows reopens it.
                     }
-                    None => {
-                        warn!(capability = %cap, "pull stream ended");
-                        break;
+                    None if !stopping => {
+                        warn!(capability = %cap, "pull stream ended, reopening");
+                        tokio::select! {
+                            _ = stop.cancelled() => { stopping = true; continue }
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        match reopen
+                            .stream()
+                            .max_messages_per_batch(capacity)
+                            .heartbeat(Duration::from_secs(5))
+                            .expires(Duration::from_secs(30))
+                            .messages()
+                            .await
+                        {
+                            Ok(m) => messages = pulse.track(m),
+                            Err(e) => warn!(capability = %cap, error = %e, "cannot reopen pull stream, retrying"),
+                        }
                     }
+                    None => break,
                 }
             }
         });

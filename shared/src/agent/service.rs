@@ -149,6 +149,9 @@ async fn call(
         .and_then(|h| h.get("traceparent"))
         .map(|v| v.as_str().to_owned());
     ctx.traceparent = tp.clone();
+    ctx.tenant = headers
+        .and_then(|h| h.get(super::context::A2A_TENANT_HEADER))
+        .and_then(|v| crate::subject::Tenant::new(v.as_str()).ok());
     let task = Task {
         request_id: RequestId::generate(),
         capability: cap,

@@ -74,6 +74,8 @@ impl CustomerService {
     async fn inquiry(&self, task: &Task, ctx: &Context) -> Result<Value, TaskError> {
         let id = super::conversation_id(&task.input)
             .ok_or_else(|| TaskError::invalid_input("customer_inquiry needs a message"))?;
+        // A tenant's conversations live apart from every other tenant's.
+        let id = memory_key(ctx.tenant(), &id);
         let mut memory = self.memory.load(ctx.redis(), &id).await;
         // A redelivered task replaces the turn it added the first time.
         if memory.last_request_id.as_deref() == Some(task.request_id.as_str()) {
@@ -89,7 +91,8 @@ impl CustomerService {
     async fn resolution(&self, task: &Task, ctx: &Context) -> Result<Value, TaskError> {
         let store = self.tickets(ctx).await?;
         let ticket_id = ticket_id_for(task);
-        let current = ticket_store::load(store, &ticket_id).await?;
+        let key = ticket_store::key(ctx.tenant(), &ticket_id);
+        let current = ticket_store::load(store, &key).await?;
         let request_id = task.request_id.as_str();
         if let Some((_, at)) = ticket_store::replay(store, current.as_ref(), request_id).await? {
             // Redelivered: the ticket exists; answer as the first delivery did.
@@ -104,7 +107,7 @@ impl CustomerService {
             super::issue_resolution(&task.input, &ticket_id, now).map_err(logic_error)?;
         ticket_store::mark(&mut ticket, request_id, now);
         output["ticket"] = to_json(&ticket)?;
-        ticket_store::save(store, &ticket, current.as_ref()).await?;
+        ticket_store::save(store, &key, &ticket, current.as_ref()).await?;
         Ok(output)
     }
 
@@ -112,7 +115,8 @@ impl CustomerService {
         let store = self.tickets(ctx).await?;
         let named = task.input.get("ticket_id").and_then(Value::as_str);
         let ticket_id = named.map_or_else(|| ticket_id_for(task), str::to_owned);
-        let current = ticket_store::load(store, &ticket_id).await?;
+        let key = ticket_store::key(ctx.tenant(), &ticket_id);
+        let current = ticket_store::load(store, &key).await?;
         let request_id = task.request_id.as_str();
         let replay = ticket_store::replay(store, current.as_ref(), request_id).await?;
         let (output, ticket) = match replay {
@@ -132,7 +136,7 @@ impl CustomerService {
                         .map_err(logic_error)?;
                 ticket_store::mark(&mut ticket, request_id, now);
                 output["ticket"] = to_json(&ticket)?;
-                ticket_store::save(store, &ticket, current.as_ref()).await?;
+                ticket_store::save(store, &key, &ticket, current.as_ref()).await?;
                 (output, ticket)
             }
         };
@@ -149,6 +153,15 @@ impl CustomerService {
 }
 
 /// `tkt-<request id>`: the ticket a task creates when the input names none.
+/// The memory id of conversation `id` of `tenant`: `<tenant>/<id>`, or the
+/// bare id for untenanted requests (tenant names contain no `/`).
+pub fn memory_key(tenant: Option<&agentry::subject::Tenant>, id: &str) -> String {
+    match tenant {
+        Some(t) => format!("{}/{id}", t.as_str()),
+        None => id.to_owned(),
+    }
+}
+
 pub fn ticket_id_for(task: &Task) -> String {
     format!("tkt-{}", task.request_id)
 }

@@ -1,4 +1,6 @@
-//! Tickets in KV `agentry-tickets` (key = ticket id, value = the ticket JSON).
+//! Tickets in KV `agentry-tickets` (value = the ticket JSON). The key is
+//! [`key`]: the ticket id, prefixed with the tenant for a tenant's tickets,
+//! so one tenant never reads or changes another's ticket of the same id.
 //!
 //! Every history entry a task adds carries the task's request id. A
 //! redelivered task finds its own entry and is answered from the revision
@@ -13,10 +15,20 @@ use futures::StreamExt;
 
 use super::ticket::Ticket;
 
-/// The stored ticket and the revision it was read at.
+/// The stored ticket, the revision it was read at and its KV key.
 pub struct Stored {
     pub ticket: Ticket,
     pub revision: u64,
+    pub key: String,
+}
+
+/// The KV key of ticket `id` of `tenant`: `<tenant>.<id>`, or the bare id
+/// for untenanted (operator, dev-mode) requests.
+pub fn key(tenant: Option<&agentry::subject::Tenant>, id: &str) -> String {
+    match tenant {
+        Some(t) => format!("{}.{id}", t.as_str()),
+        None => id.to_owned(),
+    }
 }
 
 /// The ticket as it was before `request_id` changed it, and when that
@@ -24,7 +36,7 @@ pub struct Stored {
 /// been applied to the ticket.
 pub type Replay = Option<(Option<Ticket>, DateTime<Utc>)>;
 
-/// Reads a ticket.
+/// Reads the ticket stored under `id` (a [`key`]).
 pub async fn load(store: &kv::Store, id: &str) -> Result<Option<Stored>, TaskError> {
     let entry = store
         .entry(id)
@@ -38,6 +50,7 @@ pub async fn load(store: &kv::Store, id: &str) -> Result<Option<Stored>, TaskErr
     Ok(Some(Stored {
         ticket,
         revision: entry.revision,
+        key: id.to_owned(),
     }))
 }
 
@@ -61,7 +74,7 @@ pub async fn replay(
     let Some(current) = current else {
         return Ok(None);
     };
-    let id = current.ticket.ticket_id.as_str();
+    let id = current.key.as_str();
     let mut history = store
         .history(id)
         .await
@@ -99,13 +112,14 @@ pub fn mark(ticket: &mut Ticket, request_id: &str, now: DateTime<Utc>) {
     }
 }
 
-/// Writes `ticket`: created if `previous` is `None`, else updated at its revision.
+/// Writes `ticket` under `id` (a [`key`]): created if `previous` is
+/// `None`, else updated at its revision.
 pub async fn save(
     store: &kv::Store,
+    id: &str,
     ticket: &Ticket,
     previous: Option<&Stored>,
 ) -> Result<(), TaskError> {
-    let id = ticket.ticket_id.as_str();
     let value = serde_json::to_vec(ticket)
         .map_err(|e| TaskError::permanent(format!("ticket {id} does not serialise: {e}")))?;
     let res = match previous {

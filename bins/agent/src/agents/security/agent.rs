@@ -76,14 +76,40 @@ pub fn parse_auto_quarantine(s: &str) -> Result<AutoQuarantine, String> {
 pub struct SecurityMonitor {
     pub(super) config: Config,
     buckets: OnceCell<Buckets>,
+    /// `agentry_security_incidents_total{kind, severity, tenant}`: incidents
+    /// opened, by the monitor's alerts (kind flood, probing,
+    /// failure_anomaly) or by `incident_response` tasks (kind `task`).
+    incidents_total: prometheus::IntCounterVec,
 }
+
+/// Name of the incidents counter (the security dashboard reads it).
+pub const INCIDENTS_TOTAL: &str = "agentry_security_incidents_total";
 
 impl SecurityMonitor {
     pub fn new(config: Config) -> Self {
+        // A constant name and labels: construction fails only on a typo.
+        #[allow(clippy::expect_used)]
+        let incidents_total = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(INCIDENTS_TOTAL, "Security incidents opened"),
+            &["kind", "severity", "tenant"],
+        )
+        .expect("metric");
         Self {
             config,
             buckets: OnceCell::new(),
+            incidents_total,
         }
+    }
+
+    /// Counts an opened incident (`tenant` `None`: untenanted, label `_`).
+    pub(super) fn count_incident(&self, kind: &str, severity: &str, tenant: Option<&str>) {
+        self.incidents_total
+            .with_label_values(&[
+                kind,
+                severity,
+                tenant.unwrap_or(agentry::quarantine::NO_TENANT),
+            ])
+            .inc();
     }
 
     pub(super) async fn buckets(&self, ctx: &Context) -> Result<&Buckets, String> {
@@ -113,19 +139,36 @@ impl SecurityMonitor {
             .get("incident_id")
             .and_then(Value::as_str)
             .map_or_else(|| format!("inc-{}", task.request_id), str::to_owned);
+        // A tenant's task acts only on its own principals and incidents.
+        let mut input = task.input.clone();
+        if let Some(t) = ctx.tenant() {
+            match input.get("tenant").and_then(Value::as_str) {
+                Some(asked) if asked != t.as_str() => {
+                    return Err(TaskError::invalid_input(format!(
+                        "tenant {asked} is not the requesting tenant"
+                    )));
+                }
+                _ => input["tenant"] = Value::from(t.as_str()),
+            }
+        }
         let change = Change {
-            input: &task.input,
+            input: &input,
             incident_id: &incident_id,
             change_id: task.request_id.as_str(),
             announce_opening: true,
         };
-        respond::apply(buckets, ctx, &change)
+        let out = respond::apply(buckets, ctx, &change)
             .await
             .map_err(|e| match e {
                 ApplyError::Logic(l) => logic_error(l),
                 ApplyError::Store(s) if !s.is_transient() => TaskError::permanent(s.to_string()),
                 other => TaskError::retryable(other.to_string()),
-            })
+            })?;
+        if out["event"] == "opened" {
+            let severity = out["incident"]["severity"].as_str().unwrap_or("unknown");
+            self.count_incident("task", severity, input["tenant"].as_str());
+        }
+        Ok(out)
     }
 }
 
@@ -158,6 +201,10 @@ fn logic_error(e: LogicError) -> TaskError {
 
 #[async_trait::async_trait]
 impl Agent for SecurityMonitor {
+    fn register_metrics(&self, registry: &prometheus::Registry) {
+        agentry::telemetry::register(registry, self.incidents_total.clone());
+    }
+
     fn descriptor(&self) -> Descriptor {
         Descriptor {
             kind: "security_monitor".into(),

@@ -125,6 +125,9 @@ pub struct Observation {
     pub at: DateTime<Utc>,
     /// The CloudEvent source of the request, when known.
     pub source: Option<String>,
+    /// The tenant the request arrived for (from its subject; `None`:
+    /// untenanted). Requests are counted per principal (tenant, source).
+    pub tenant: Option<String>,
     pub kind: ObservationKind,
 }
 
@@ -144,6 +147,9 @@ pub struct Alert {
     pub severity: Severity,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The tenant of the principal the alert is about (with `source`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
     pub summary: String,
@@ -341,7 +347,7 @@ impl Detector {
                     ObservationKind::Rejected { reason } => Some(reason.as_str()),
                     _ => None,
                 };
-                alerts.extend(self.observe_request(source, obs.at, reason));
+                alerts.extend(self.observe_request(obs.tenant.as_deref(), source, obs.at, reason));
             }
             ObservationKind::TaskFailed { capability } => {
                 alerts.extend(self.observe_outcome(capability, obs.at, true));
@@ -355,12 +361,18 @@ impl Detector {
 
     fn observe_request(
         &mut self,
+        tenant: Option<&str>,
         source: &str,
         at: DateTime<Utc>,
         rejection: Option<&str>,
     ) -> Vec<Alert> {
         let cfg = self.config.clone();
-        let state = self.source(source);
+        // One state per principal; `_` (no tenant) cannot be a tenant name.
+        let state = self.source(&format!("{}\u{0}{source}", tenant.unwrap_or("_")));
+        let who = match tenant {
+            Some(t) => format!("{source} (tenant {t})"),
+            None => source.to_owned(),
+        };
         let mut alerts = Vec::new();
 
         let counted = state.requests.add(at, rejection.is_some());
@@ -377,13 +389,13 @@ impl Detector {
                 state.last_flood = Some(at);
                 let summary = if by_volume {
                     format!(
-                        "{count} requests from {source} within {} s (limit {})",
+                        "{count} requests from {who} within {} s (limit {})",
                         cfg.flood_window.num_seconds(),
                         cfg.flood_requests
                     )
                 } else {
                     format!(
-                        "{rate_limited} requests from {source} rate limited within {} s (threshold {})",
+                        "{rate_limited} requests from {who} rate limited within {} s (threshold {})",
                         cfg.flood_window.num_seconds(),
                         cfg.flood_rate_limited
                     )
@@ -398,6 +410,7 @@ impl Detector {
                         Severity::High
                     },
                     source: Some(source.to_string()),
+                    tenant: tenant.map(str::to_owned),
                     capability: None,
                     summary,
                     evidence: vec![
@@ -442,9 +455,10 @@ impl Detector {
                     Severity::Medium
                 },
                 source: Some(source.to_string()),
+                tenant: tenant.map(str::to_owned),
                 capability: None,
                 summary: format!(
-                    "{count} invalid requests from {source} within {} s",
+                    "{count} invalid requests from {who} within {} s",
                     cfg.probing_window.num_seconds()
                 ),
                 evidence: reasons
@@ -540,6 +554,7 @@ impl Detector {
                     Severity::Medium
                 },
                 source: None,
+                tenant: None,
                 capability: Some(capability.to_string()),
                 summary,
                 evidence: vec![
@@ -582,6 +597,7 @@ mod tests {
         Observation {
             at,
             source: Some(source.into()),
+            tenant: None,
             kind: ObservationKind::Request,
         }
     }
@@ -590,6 +606,7 @@ mod tests {
         Observation {
             at,
             source: Some(source.into()),
+            tenant: None,
             kind: ObservationKind::Rejected {
                 reason: reason.into(),
             },
@@ -601,6 +618,7 @@ mod tests {
         Observation {
             at,
             source: None,
+            tenant: None,
             kind: if failed {
                 ObservationKind::TaskFailed { capability }
             } else {
@@ -836,6 +854,41 @@ mod tests {
         assert_eq!(alerts[0].severity, Severity::Medium);
     }
 
+    /// Requests count per principal: the same source in two tenants is two
+    /// principals, and an alert names the tenant it is about.
+    #[test]
+    fn sources_count_per_tenant() {
+        let cfg = DetectorConfig::default();
+        let mut d = Detector::new(cfg.clone());
+        let obs = |tenant: &str, i: i64| Observation {
+            at: ms(i),
+            source: Some("/billing".into()),
+            tenant: Some(tenant.into()),
+            kind: ObservationKind::Request,
+        };
+        let half = cfg.flood_requests / 2 + 1;
+        let mut alerts = Vec::new();
+        for i in 0..half {
+            alerts.extend(d.observe(obs("acme", i as i64)));
+            alerts.extend(d.observe(obs("globex", i as i64)));
+        }
+        assert!(
+            alerts.is_empty(),
+            "neither principal alone floods: {alerts:?}"
+        );
+        for i in half..=cfg.flood_requests {
+            alerts.extend(d.observe(obs("globex", i as i64)));
+        }
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].tenant.as_deref(), Some("globex"));
+        assert_eq!(alerts[0].source.as_deref(), Some("/billing"));
+        assert!(
+            alerts[0].summary.contains("tenant globex"),
+            "{}",
+            alerts[0].summary
+        );
+    }
+
     /// Memory is bounded: the least recently seen source is evicted first.
     #[test]
     fn sources_are_bounded() {
@@ -850,7 +903,7 @@ mod tests {
         d.observe(req(ms(10), "a")); // a is now the most recent
         d.observe(req(ms(11), "d")); // evicts b
         assert_eq!(d.tracked_sources(), 3);
-        assert!(d.sources.contains_key("a") && !d.sources.contains_key("b"));
+        assert!(d.sources.contains_key("_\u{0}a") && !d.sources.contains_key("_\u{0}b"));
         for c in ["x", "y", "z"] {
             d.observe(outcome(ms(20), c, false));
         }
@@ -867,6 +920,7 @@ mod tests {
             let o = Observation {
                 at: ms(i),
                 source: None,
+                tenant: None,
                 kind: ObservationKind::Request,
             };
             assert!(d.observe(o).is_empty());

@@ -56,6 +56,10 @@ pub struct Incident {
     pub status: IncidentStatus,
     pub severity: Severity,
     pub source: String,
+    /// The tenant of the principal (tenant, source) the incident is about;
+    /// `None`: untenanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     pub timeline: Vec<TimelineEntry>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -76,6 +80,8 @@ pub enum QuarantineChange {
     /// until `until`.
     Set {
         source: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
         key: String,
         until: DateTime<Utc>,
         incident_id: String,
@@ -84,6 +90,8 @@ pub enum QuarantineChange {
     /// Delete `key`.
     Remove {
         source: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<String>,
         key: String,
         incident_id: String,
     },
@@ -93,6 +101,15 @@ pub enum QuarantineChange {
 /// looks it up with the same function, [`agentry::quarantine::key`]).
 pub fn quarantine_key(source: &str) -> String {
     agentry::quarantine::key(None, source)
+}
+
+/// The KV key of principal (`tenant`, `source`) in `agentry-quarantine`.
+/// `tenant` was validated when the incident was made ([`incident_response`]).
+pub fn principal_key(tenant: Option<&str>, source: &str) -> String {
+    match tenant.and_then(|t| agentry::subject::Tenant::new(t).ok()) {
+        Some(t) => agentry::quarantine::key(Some(&t), source),
+        None => quarantine_key(source),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -113,6 +130,10 @@ struct Input {
     incident_id: Option<String>,
     #[serde(default)]
     source: Option<String>,
+    /// The tenant of the principal (tenant, source); set by the monitor from
+    /// the subject, forced to the caller's tenant for tenant tasks.
+    #[serde(default)]
+    tenant: Option<String>,
     #[serde(default)]
     findings: Vec<Finding>,
     #[serde(default)]
@@ -212,6 +233,18 @@ pub fn incident_response(
         )));
     }
 
+    if let Some(t) = input.tenant.as_deref() {
+        agentry::subject::Tenant::new(t)
+            .map_err(|e| LogicError::InvalidInput(format!("tenant: {e}")))?;
+    }
+    if let (Some(cur), Some(t)) = (current.as_ref(), input.tenant.as_deref())
+        && cur.tenant.as_deref() != Some(t)
+    {
+        return Err(LogicError::InvalidInput(format!(
+            "no incident {} for tenant {t}",
+            cur.id
+        )));
+    }
     let open_new = |source: &str| -> Incident {
         let mut incident = Incident {
             id: input
@@ -221,6 +254,7 @@ pub fn incident_response(
             status: IncidentStatus::Open,
             severity: input.severity.unwrap_or(Severity::Low),
             source: source.to_string(),
+            tenant: input.tenant.clone(),
             timeline: Vec::new(),
             created_at: now,
             updated_at: now,
@@ -312,7 +346,8 @@ pub fn incident_response(
             };
             let change = QuarantineChange::Set {
                 source: inc.source.clone(),
-                key: quarantine_key(&inc.source),
+                tenant: inc.tenant.clone(),
+                key: principal_key(inc.tenant.as_deref(), &inc.source),
                 until,
                 incident_id: inc.id.clone(),
                 reason,
@@ -334,7 +369,8 @@ pub fn incident_response(
             );
             let change = QuarantineChange::Remove {
                 source: inc.source.clone(),
-                key: quarantine_key(&inc.source),
+                tenant: inc.tenant.clone(),
+                key: principal_key(inc.tenant.as_deref(), &inc.source),
                 incident_id: inc.id.clone(),
             };
             ("released", inc, Some(change), true)
@@ -347,7 +383,8 @@ pub fn incident_response(
                 let change =
                     (inc.status == IncidentStatus::Contained).then(|| QuarantineChange::Remove {
                         source: inc.source.clone(),
-                        key: quarantine_key(&inc.source),
+                        tenant: inc.tenant.clone(),
+                        key: principal_key(inc.tenant.as_deref(), &inc.source),
                         incident_id: inc.id.clone(),
                     });
                 inc.status = IncidentStatus::Closed;
@@ -423,6 +460,7 @@ mod tests {
             q,
             Some(QuarantineChange::Set {
                 source: "203.0.113.9".into(),
+                tenant: None,
                 key: "_.203.0.113.9".into(),
                 until: t(36),
                 incident_id: "inc-1".into(),
@@ -500,6 +538,43 @@ mod tests {
         assert_eq!(out["changed"], false);
         assert_eq!(same, inc);
         assert!(q.is_none());
+    }
+
+    /// A tenant's incident quarantines that tenant's principal only, and
+    /// another tenant cannot act on it.
+    #[test]
+    fn incidents_carry_the_tenant() {
+        let (out, inc, q) = incident_response(
+            &json!({"action": "quarantine", "source": "/billing", "tenant": "globex"}),
+            None,
+            t(0),
+            "inc-g",
+        )
+        .unwrap();
+        assert_eq!(out["event"], "contained");
+        assert_eq!(inc.tenant.as_deref(), Some("globex"));
+        match q {
+            Some(QuarantineChange::Set { key, tenant, .. }) => {
+                assert_eq!(key, "globex./billing");
+                assert_eq!(tenant.as_deref(), Some("globex"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = incident_response(
+            &json!({"action": "release", "incident_id": "inc-g", "tenant": "acme"}),
+            Some(inc.clone()),
+            t(1),
+            "inc-g",
+        )
+        .unwrap_err();
+        assert!(matches!(err, LogicError::InvalidInput(_)), "{err:?}");
+        let bad = incident_response(
+            &json!({"action": "open", "source": "/x", "tenant": "Not A Tenant"}),
+            None,
+            t(1),
+            "inc-x",
+        );
+        assert!(matches!(bad, Err(LogicError::InvalidInput(_))), "{bad:?}");
     }
 
     /// Keys are KV-safe and distinct sources get distinct keys.

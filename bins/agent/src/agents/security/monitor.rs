@@ -7,9 +7,15 @@
 //!   left to the results below;
 //! - durable consumer `security-events` on `AGENTRY_EVENTS`:
 //!   `io.agentry.request.accepted` is a `Request` from its source;
-//! - a core subscription on `agentry.results.>` (queue group
-//!   [`RESULTS_QUEUE`]): `task.completed` / `task.failed` are task outcomes
-//!   of their capability.
+//! - durable consumer `security-results` on `AGENTRY_RESULTS`:
+//!   `task.completed` / `task.failed` are task outcomes of their capability
+//!   (a pull consumer, because the agent user may not subscribe to
+//!   `agentry.results.>`).
+//!
+//! Requests and rejections count per principal (tenant, source): the tenant
+//! of an accepted request is the `tenant` of its fact, the tenant of a
+//! rejection is derived from its `Agentry-Dlq-Subject` (the subject it
+//! arrived on).
 //!
 //! Each alert is published as `io.agentry.security.incident`, opens an
 //! incident in KV and, for the configured kinds, quarantines the source.
@@ -44,9 +50,6 @@ use tracing::{debug, info, warn};
 use super::agent::SecurityMonitor;
 use super::detector::{Alert, AlertKind, Detector, Observation, ObservationKind};
 use super::respond::{self, Change};
-
-/// Queue group of the results subscription (one replica sees each result).
-pub const RESULTS_QUEUE: &str = "agentry-security-monitor";
 
 const MAX_REBIND_DELAY: Duration = Duration::from_secs(30);
 
@@ -94,7 +97,7 @@ enum Pumped {
 struct Inputs {
     events: pull::Stream,
     dlq: pull::Stream,
-    results: async_nats::Subscriber,
+    results: pull::Stream,
 }
 
 impl Inputs {
@@ -107,10 +110,12 @@ impl Inputs {
         )
         .await?;
         let dlq = messages(js, subject::DLQ_STREAM, subject::SECURITY_DLQ_CONSUMER).await?;
-        let results = ctx
-            .nats()
-            .queue_subscribe(subject::RESULTS_ALL, RESULTS_QUEUE.to_owned())
-            .await?;
+        let results = messages(
+            js,
+            subject::RESULTS_STREAM,
+            subject::SECURITY_RESULTS_CONSUMER,
+        )
+        .await?;
         Ok(Self {
             events,
             dlq,
@@ -147,11 +152,13 @@ impl Inputs {
                     None => return Pumped::Lost(subject::SECURITY_EVENTS_CONSUMER),
                 },
                 m = self.results.next() => match m {
-                    Some(msg) => {
-                        let obs = from_result(msg.headers.as_ref(), &msg.payload, Utc::now());
+                    Some(Ok(msg)) => {
+                        let obs = from_result(msg.headers.as_ref(), &msg.payload, server_time(&msg));
                         handle(agent, ctx, detector, obs).await;
+                        ack(&msg).await;
                     }
-                    None => return Pumped::Lost("results subscription"),
+                    Some(Err(e)) => warn!(error = %e, "security-results pull error, continuing"),
+                    None => return Pumped::Lost(subject::SECURITY_RESULTS_CONSUMER),
                 },
             }
         }
@@ -216,6 +223,9 @@ async fn act(agent: &SecurityMonitor, ctx: &Context, alert: &Alert) -> anyhow::R
         "severity": alert.severity,
         "note": alert.summary,
     });
+    if let Some(t) = &alert.tenant {
+        input["tenant"] = t.as_str().into();
+    }
     if quarantine {
         input["quarantine_minutes"] = agent.config.quarantine_minutes.into();
     }
@@ -227,6 +237,11 @@ async fn act(agent: &SecurityMonitor, ctx: &Context, alert: &Alert) -> anyhow::R
         announce_opening: false,
     };
     respond::apply(buckets, ctx, &change).await?;
+    agent.count_incident(
+        kind_name(alert.kind),
+        &alert.severity.to_string(),
+        alert.tenant.as_deref(),
+    );
     Ok(())
 }
 
@@ -247,9 +262,12 @@ fn kind_name(kind: AlertKind) -> &'static str {
     }
 }
 
-/// `inc-<kind>-<hash of what it is about>-<alert time in ms>`.
+/// `inc-<kind>-<hash of what it is about, with its tenant>-<alert time in ms>`.
 fn alert_incident_id(alert: &Alert) -> String {
-    let about = alert_subject(alert);
+    let about = match &alert.tenant {
+        Some(t) => format!("{t}\u{0}{}", alert_subject(alert)),
+        None => alert_subject(alert),
+    };
     let hash = about.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
@@ -274,6 +292,9 @@ fn incident_event(ctx: &Context, alert: &Alert, incident_id: &str) -> Value {
     if let Some(s) = &alert.source {
         data["source"] = s.as_str().into();
     }
+    if let Some(t) = &alert.tenant {
+        data["tenant"] = t.as_str().into();
+    }
     if let Some(c) = &alert.capability {
         data["capability"] = c.as_str().into();
     }
@@ -294,8 +315,13 @@ fn from_dlq(headers: Option<&HeaderMap>, at: DateTime<Utc>) -> Option<Observatio
     if !Reason::REJECTIONS.iter().any(|r| r.as_str() == reason) {
         return None;
     }
+    // The tenant comes from the subject the request arrived on (contract 4).
+    let tenant = header_str(headers, header::DLQ_SUBJECT)
+        .and_then(|s| subject::tenant_of_request(s).ok().flatten())
+        .map(|t| t.as_str().to_owned());
     Some(Observation {
         at,
+        tenant,
         source: header_str(headers, header::DLQ_SOURCE).map(str::to_owned),
         kind: ObservationKind::Rejected {
             reason: reason.to_owned(),
@@ -317,6 +343,7 @@ fn from_event(
     let source = data["source"].as_str().filter(|s| !s.is_empty())?;
     Some(Observation {
         at,
+        tenant: data["tenant"].as_str().map(str::to_owned),
         source: Some(source.to_owned()),
         kind: ObservationKind::Request,
     })
@@ -348,6 +375,7 @@ fn from_result(
     Some(Observation {
         at,
         source: None,
+        tenant: None,
         kind: if failed {
             ObservationKind::TaskFailed { capability }
         } else {
@@ -434,6 +462,7 @@ mod tests {
             kind,
             severity: super::super::Severity::Medium,
             source: source.map(str::to_owned),
+            tenant: None,
             capability: cap.map(str::to_owned),
             summary: "s".into(),
             evidence: vec![],

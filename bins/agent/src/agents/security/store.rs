@@ -7,7 +7,7 @@
 //! being applied twice. Incident writes are compare-and-set on the revision
 //! read, so two concurrent changes cannot lose one: the loser is retried.
 
-use agentry::quarantine::{self, QuarantineEntry};
+use agentry::quarantine::QuarantineEntry;
 use async_nats::jetstream::kv::{self, Operation};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -168,14 +168,14 @@ pub async fn apply_quarantine(
     match change {
         QuarantineChange::Set {
             source,
+            tenant,
             key,
             until,
             incident_id,
             reason,
         } => {
-            debug_assert_eq!(key, &quarantine::key(None, source));
             let entry = QuarantineEntry {
-                tenant: None,
+                tenant: tenant.clone(),
                 source: source.clone(),
                 reason: reason.clone(),
                 incident_id: Some(incident_id.clone()),
