@@ -113,6 +113,19 @@ struct Embedded {
     _dir: PathBuf,
 }
 
+/// Waits up to `grace` for `child` to exit (after a SIGTERM), then kills it.
+fn terminate(child: &mut std::process::Child, grace: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The components `--embedded` starts: binary name and extra flags.
 const COMPONENTS: [(&str, &[&str]); 3] = [
     ("agentry-engine", &[]),
@@ -162,9 +175,14 @@ fn embedded_settings(args: &Args) -> agentry::topology::Settings {
 
 impl Drop for Embedded {
     fn drop(&mut self) {
+        // Graceful first (components drain and exit; a profiler wrapping one writes its output).
         for (_, c) in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for (_, c) in &mut self.children {
+            terminate(c, Duration::from_secs(15));
         }
         self.server.kill();
         let _ = std::fs::remove_dir_all(&self._dir);

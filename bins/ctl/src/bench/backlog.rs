@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::{
     Args, COMPONENTS, Embedded, Mode, cpu_seconds, ensure_bench_workflow, publish, setup_raw,
-    spawn_component, spawn_raw_worker,
+    spawn_component, spawn_raw_worker, terminate,
 };
 
 /// Publishes in flight while queueing (PubAcks awaited in batches).
@@ -139,13 +139,10 @@ fn agent_index(emb: &Embedded) -> anyhow::Result<usize> {
 fn stop_agent(emb: &mut Embedded) -> anyhow::Result<()> {
     let i = agent_index(emb)?;
     let child = &mut emb.children[i].1;
-    let status = std::process::Command::new("kill")
+    std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()?;
-    if !status.success() {
-        child.kill()?;
-    }
-    child.wait()?;
+    terminate(child, Duration::from_secs(15));
     Ok(())
 }
 
