@@ -4,8 +4,10 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
+# Where cargo puts binaries (honours CARGO_TARGET_DIR, as cargo does).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: up test deps build reliability check-all bench
+.PHONY: up test deps build build-bench reliability check-all bench
 
 deps:
 	@scripts/install-deps.sh > .deps.env
@@ -14,7 +16,7 @@ build: deps
 	$(CARGO) build --release -p agentry-ctl
 
 up: build
-	@source .deps.env && ./target/release/agentry up $(ARGS)
+	@source .deps.env && $(TARGET_DIR)/release/agentry up $(ARGS)
 
 test: deps
 	@source .deps.env && $(CARGO) test --workspace
@@ -27,8 +29,13 @@ reliability: deps
 	@if cargo +nightly fuzz --version >/dev/null 2>&1; then scripts/fuzz.sh 30; \
 	 else echo "reliability: cargo-fuzz not installed (cargo install cargo-fuzz), fuzzing skipped"; fi
 
-bench: build
-	@source .deps.env && ./target/release/agentry bench --embedded --compare raw $(ARGS)
+# `bench --embedded` starts agentry-engine, agentry-monitor and agentry-agent
+# as child processes from beside the agentry binary: build them too.
+build-bench: deps
+	$(CARGO) build --release -p agentry-ctl -p agentry-engine -p agentry-monitor -p agentry-agent
+
+bench: build-bench
+	@source .deps.env && $(TARGET_DIR)/release/agentry bench --embedded --compare raw $(ARGS)
 
 # Static checks of schemas, observability and deployment artefacts.
 check-all:

@@ -222,11 +222,12 @@ class Run:
         check(res.type == "io.agentry.task.failed", f"result {res.type}")
         self.schemas.validate("events/io.agentry.task.failed.json", res.data)
         check(res.data["error"]["code"] == "retries_exhausted", f"error {res.data['error']}")
-        check(res.data["attempts"] == MAX_DELIVER, f"attempts {res.data['attempts']} (max_deliver {MAX_DELIVER})")
+        # The attempt-limit rule: the handler runs max_deliver - 1 times; the last delivery only records.
+        check(res.data["attempts"] == MAX_DELIVER - 1, f"attempts {res.data['attempts']} (max_deliver {MAX_DELIVER})")
         check(perm.type == "io.agentry.task.failed" and perm.data["error"]["retryable"] is False
               and perm.data["attempts"] == 1, f"permanent failure {perm.data}")
         dlq = {m.headers.get("Agentry-Dlq-Request-Id"): m for m in await self.obs.dlq()}
-        for rid, attempts in ((res.request_id, MAX_DELIVER), (perm.request_id, 1)):
+        for rid, attempts in ((res.request_id, MAX_DELIVER - 1), (perm.request_id, 1)):
             m = dlq.get(rid)
             check(m is not None, f"no DLQ copy of {rid}")
             h = m.headers

@@ -113,6 +113,8 @@ pub async fn options(
                         }
                     }
                     Event::Closed => tracing::info!(connection = %name, "nats connection closed"),
+                    // An orderly close we asked for (`Client::drain`), not trouble.
+                    Event::Draining => tracing::info!(connection = %name, "nats connection draining"),
                     Event::SlowConsumer(sid) => {
                         tracing::warn!(connection = %name, sid, "slow consumer: messages dropped by client")
                     }

@@ -225,6 +225,13 @@ pub fn split_run_key(key: &str) -> Result<(Option<Tenant>, RunId), IdError> {
     }
 }
 
+/// The run id in a [`run_key`]: the part after `<tenant>.` (the key itself
+/// when untenanted). This is what events, results and `run.id` carry; the
+/// key stays internal to `agentry-runs` and derived names.
+pub fn run_id_of_key(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(_, id)| id)
+}
+
 /// Where the step results of run `key` ([`run_key`]) go:
 /// `agentry.steps[.<tenant>].<run-id>`.
 pub fn steps_for_key(key: &str) -> Result<String, IdError> {
@@ -382,6 +389,8 @@ mod tests {
         assert_eq!(split_run_key("acme.r1"), Ok((Some(acme_t()), run.clone())));
         assert_eq!(split_run_key("r1"), Ok((None, run.clone())));
         assert!(split_run_key("acme.r1.x").is_err());
+        assert_eq!(run_id_of_key("acme.r1"), "r1");
+        assert_eq!(run_id_of_key("r1"), "r1");
         assert!(split_run_key("Acme.r1").is_err());
         assert_eq!(steps_for_key("acme.r1").unwrap(), "agentry.steps.acme.r1");
         assert_eq!(steps_for_key("r1").unwrap(), "agentry.steps.r1");

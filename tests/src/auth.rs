@@ -4,7 +4,10 @@
 //! (`$AGENTRY_PW_<USER>` -> user `<user>`), the store in a temp dir.
 //!
 //! Roles connect with [`AuthServer::nats`] (settings as the binaries take
-//! them) or [`AuthServer::client`]; tenants are the `client_<tenant>` users.
+//! them), [`AuthServer::env`] (child processes) or [`AuthServer::client`];
+//! components get test-tuned configs for their role
+//! ([`AuthServer::engine_config`], [`AuthServer::agent_config`], ...);
+//! tenants are the `client_<tenant>` users ([`AuthServer::tenant`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,11 +15,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentry::subject;
+use agentry::subject::{self, Tenant};
 use agentry::topology::{Topology, ensure};
 use async_nats::jetstream;
 use serde_json::Value;
 
+use crate::tenant::TenantClient;
 use crate::{repo_root, test_settings};
 
 /// Every user of `nats/accounts.conf`, read from its `$AGENTRY_PW_<USER>`
@@ -40,6 +44,97 @@ pub fn users() -> Vec<String> {
     users.sort();
     users.dedup();
     users
+}
+
+/// A generated password for every user of `nats/accounts.conf` (letters
+/// in each, so the config parser reads it as a string).
+pub fn generate_passwords() -> HashMap<String, String> {
+    users()
+        .into_iter()
+        .map(|u| {
+            let pw = format!("pw{}", uuid::Uuid::new_v4().simple());
+            (u, pw)
+        })
+        .collect()
+}
+
+/// The kinds of a comma-separated `--agents` list.
+pub fn kinds_of(agents: &str) -> impl Iterator<Item = &str> {
+    agents.split(',').map(str::trim).filter(|k| !k.is_empty())
+}
+
+/// `AGENTRY_NATS_{USER,PASSWORD,INBOX_PREFIX}_<KIND>` for each of `agents`
+/// whose `agent_<kind>` user exists in `passwords`.
+pub fn kind_env(agents: &str, passwords: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for kind in kinds_of(agents) {
+        let user = format!("agent_{kind}");
+        if let Some(pw) = passwords.get(&user) {
+            let upper = kind.to_uppercase();
+            env.push((format!("AGENTRY_NATS_USER_{upper}"), user.clone()));
+            env.push((format!("AGENTRY_NATS_PASSWORD_{upper}"), pw.clone()));
+            env.push((
+                format!("AGENTRY_NATS_INBOX_PREFIX_{upper}"),
+                subject::inbox_prefix(&user),
+            ));
+        }
+    }
+    env
+}
+
+/// The user of an agent process serving `agents` (comma-separated kinds):
+/// `agent_<kind>` for a single kind when `has_user` says it exists, else `agent`.
+pub fn agent_role_of(agents: &str, has_user: impl Fn(&str) -> bool) -> String {
+    let kinds: Vec<&str> = kinds_of(agents).collect();
+    match kinds.as_slice() {
+        [kind] if has_user(&format!("agent_{kind}")) => format!("agent_{kind}"),
+        _ => "agent".to_owned(),
+    }
+}
+
+/// Connection settings for `role` at `url` with `passwords` (no TLS).
+pub fn role_nats(
+    url: &str,
+    passwords: &HashMap<String, String>,
+    role: &str,
+) -> agentry::config::Nats {
+    let mut n = agentry::config::Nats::plain(url.to_owned());
+    n.user = Some(role.to_owned());
+    n.password = Some(
+        passwords
+            .get(role)
+            .unwrap_or_else(|| panic!("no user {role:?} in nats/accounts.conf"))
+            .clone(),
+    );
+    n.inbox_prefix = Some(subject::inbox_prefix(role));
+    n
+}
+
+/// The environment a component child process reads `nats` from.
+pub fn nats_env(nats: &agentry::config::Nats) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            env.push((k.to_owned(), v));
+        }
+    };
+    put("AGENTRY_NATS_URL", nats.url.clone());
+    put("AGENTRY_NATS_USER", nats.user.clone());
+    put("AGENTRY_NATS_PASSWORD", nats.password.clone());
+    put("AGENTRY_NATS_INBOX_PREFIX", nats.inbox_prefix.clone());
+    put(
+        "AGENTRY_NATS_TLS_CA",
+        nats.tls_ca.as_ref().map(|p| p.display().to_string()),
+    );
+    put(
+        "AGENTRY_NATS_TLS_CERT",
+        nats.tls_cert.as_ref().map(|p| p.display().to_string()),
+    );
+    put(
+        "AGENTRY_NATS_TLS_KEY",
+        nats.tls_key.as_ref().map(|p| p.display().to_string()),
+    );
+    env
 }
 
 /// A CA with server and client certificates (`nats/certs/gen-dev-certs.sh`),
@@ -95,7 +190,68 @@ pub struct AuthServer {
     pub port: u16,
     passwords: HashMap<String, String>,
     pub certs: Option<Arc<Certs>>,
+    conf: String,
     _dir: tempfile::TempDir,
+}
+
+/// Starts nats-server with `nats/<conf>` in `dir` (store, log, ports file),
+/// on `port` or a free one; returns the child and its client port once the
+/// server listens.
+fn spawn_server(
+    conf: &str,
+    dir: &Path,
+    passwords: &HashMap<String, String>,
+    certs: Option<&Certs>,
+    port: Option<u16>,
+) -> (Child, u16) {
+    let ports = dir.join("ports");
+    let _ = std::fs::remove_dir_all(&ports);
+    std::fs::create_dir_all(&ports).expect("ports dir");
+    let bin = agentry_ctl::server::find_binary().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = Command::new(bin);
+    let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+    cmd.arg("-c")
+        .arg(repo_root().join("nats").join(conf))
+        .args(["-p", &port_arg, "-m", "-1", "--ports_file_dir"])
+        .arg(&ports)
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .args(std::env::var_os("AGENTRY_TEST_NATS_TRACE").map(|_| "-DV"))
+        .env("AGENTRY_NATS_STORE", dir.join("store"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (user, pw) in passwords {
+        cmd.env(format!("AGENTRY_PW_{}", user.to_uppercase()), pw);
+    }
+    if let Some(c) = certs {
+        cmd.env("AGENTRY_NATS_SERVER_CERT", c.good.join("server.pem"))
+            .env("AGENTRY_NATS_SERVER_KEY", c.good.join("server-key.pem"))
+            .env("AGENTRY_NATS_SERVER_CA", c.ca());
+    }
+    let child = cmd.spawn().expect("start nats-server");
+    let start = Instant::now();
+    let port = loop {
+        if let Some(port) = listening_port(&ports) {
+            break port;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "nats-server with {conf} did not start; log: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (child, port)
+}
+
+/// The client port from the ports file nats-server writes once it listens.
+fn listening_port(ports: &Path) -> Option<u16> {
+    std::fs::read_dir(ports).ok()?.flatten().find_map(|e| {
+        let text = std::fs::read_to_string(e.path()).ok()?;
+        let v = serde_json::from_str::<Value>(&text).ok()?;
+        v["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
+    })
 }
 
 impl AuthServer {
@@ -116,55 +272,16 @@ impl AuthServer {
             dir.disable_cleanup(true);
             eprintln!("nats-server dir ({conf}): {}", dir.path().display());
         }
-        let ports = dir.path().join("ports");
-        std::fs::create_dir_all(&ports).expect("ports dir");
-        let passwords: HashMap<String, String> = users()
-            .into_iter()
-            .map(|u| {
-                let pw = format!("pw{}", uuid::Uuid::new_v4().simple());
-                (u, pw)
-            })
-            .collect();
-        let bin = agentry_ctl::server::find_binary().unwrap_or_else(|e| panic!("{e}"));
-        let mut cmd = Command::new(bin);
-        cmd.arg("-c")
-            .arg(repo_root().join("nats").join(conf))
-            .args(["-p", "-1", "-m", "-1", "--ports_file_dir"])
-            .arg(&ports)
-            .arg("-l")
-            .arg(dir.path().join("server.log"))
-            .args(std::env::var_os("AGENTRY_TEST_NATS_TRACE").map(|_| "-DV"))
-            .env("AGENTRY_NATS_STORE", dir.path().join("store"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (user, pw) in &passwords {
-            cmd.env(format!("AGENTRY_PW_{}", user.to_uppercase()), pw);
-        }
-        if let Some(c) = &certs {
-            cmd.env("AGENTRY_NATS_SERVER_CERT", c.good.join("server.pem"))
-                .env("AGENTRY_NATS_SERVER_KEY", c.good.join("server-key.pem"))
-                .env("AGENTRY_NATS_SERVER_CA", c.ca());
-        }
-        let child = cmd.spawn().expect("start nats-server");
-        let mut port = 0u16;
-        let start = Instant::now();
-        while port == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "nats-server with {conf} did not start; log: {}",
-                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-            );
-            for e in std::fs::read_dir(&ports).expect("ports dir").flatten() {
-                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                if let Ok(v) = serde_json::from_str::<Value>(&text)
-                    && let Some(u) = v["nats"][0].as_str()
-                    && let Some(p) = u.rsplit(':').next().and_then(|p| p.parse().ok())
-                {
-                    port = p;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let passwords = generate_passwords();
+        let (child, port) = spawn_server(conf, dir.path(), &passwords, certs.as_deref(), None);
+        if std::env::var_os("AGENTRY_TEST_KEEP").is_some() {
+            // What a person needs to connect to the kept store afterwards
+            // (`nats-server -c nats/dev-auth.conf` with these variables).
+            let vars: String = passwords
+                .iter()
+                .map(|(u, pw)| format!("AGENTRY_PW_{}={pw}\n", u.to_uppercase()))
+                .collect();
+            let _ = std::fs::write(dir.path().join("passwords.env"), vars);
         }
         Self {
             child,
@@ -172,8 +289,29 @@ impl AuthServer {
             port,
             passwords,
             certs,
+            conf: conf.to_owned(),
             _dir: dir,
         }
+    }
+
+    /// Stops the server (SIGKILL); [`AuthServer::restart`] brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server (SIGKILL, if running) and starts it again on the same port with
+    /// the same store, config and passwords; returns once it listens.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, _) = spawn_server(
+            &self.conf,
+            self._dir.path(),
+            &self.passwords,
+            self.certs.as_deref(),
+            Some(self.port),
+        );
+        self.child = child;
     }
 
     /// The generated password of `role` (panics for a user the accounts file lacks).
@@ -191,12 +329,15 @@ impl AuthServer {
 
     /// Connection settings for `role` as the agentry binaries take them.
     pub fn nats(&self, role: &str) -> agentry::config::Nats {
-        let mut n = agentry::config::Nats::plain(self.url.clone());
-        n.user = Some(role.to_owned());
-        n.password = Some(self.password(role));
-        n.inbox_prefix = Some(subject::inbox_prefix(role));
+        let mut n = role_nats(&self.url, &self.passwords, role);
         if let Some(c) = &self.certs {
-            let (cert, key) = Certs::pair(&c.good, role);
+            // `verify: true`: any certificate of the CA will do, the password
+            // names the user; the script makes certificates for the generic
+            // roles, so a per-kind agent user presents the `agent` one.
+            let (mut cert, mut key) = Certs::pair(&c.good, role);
+            if !cert.exists() && role.starts_with("agent_") {
+                (cert, key) = Certs::pair(&c.good, "agent");
+            }
             n.tls_ca = Some(c.ca());
             n.tls_cert = Some(cert);
             n.tls_key = Some(key);
@@ -206,26 +347,81 @@ impl AuthServer {
 
     /// Environment for a component child process connecting as `role`.
     pub fn env(&self, role: &str) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("AGENTRY_NATS_URL".to_owned(), self.url.clone()),
-            ("AGENTRY_NATS_USER".to_owned(), role.to_owned()),
-            ("AGENTRY_NATS_PASSWORD".to_owned(), self.password(role)),
-            (
-                "AGENTRY_NATS_INBOX_PREFIX".to_owned(),
-                subject::inbox_prefix(role),
-            ),
-        ];
-        if let Some(c) = &self.certs {
-            let (cert, key) = Certs::pair(&c.good, role);
-            for (k, v) in [
-                ("AGENTRY_NATS_TLS_CA", c.ca()),
-                ("AGENTRY_NATS_TLS_CERT", cert),
-                ("AGENTRY_NATS_TLS_KEY", key),
-            ] {
-                env.push((k.to_owned(), v.display().to_string()));
+        nats_env(&self.nats(role))
+    }
+
+    /// `env` as the borrowed pairs [`crate::ChildProc::spawn`] takes.
+    pub fn env_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    /// The user an agent process serving `agents` (comma-separated kinds)
+    /// connects as: `agent_<kind>` for a single kind when the accounts file
+    /// has that user, otherwise the generic `agent` (custom agents, SDKs,
+    /// several kinds in one process).
+    pub fn agent_role(&self, agents: &str) -> String {
+        agent_role_of(agents, |u| self.has_user(u))
+    }
+
+    /// [`crate::engine_config`] connecting as `engine`.
+    pub fn engine_config(&self) -> agentry_engine::Config {
+        let mut c = crate::engine_config(&self.url);
+        c.nats = self.nats("engine");
+        c
+    }
+
+    /// [`crate::monitor_config`] connecting as `monitor`.
+    pub fn monitor_config(&self) -> agentry_monitor::Config {
+        let mut c = crate::monitor_config(&self.url);
+        c.nats = self.nats("monitor");
+        c
+    }
+
+    /// [`crate::agent_config`] connecting as [`AuthServer::agent_role`];
+    /// in a process serving several kinds, each kind that has its own user
+    /// connects as that user (`kind_nats`, what `AGENTRY_NATS_USER_<KIND>`
+    /// sets for the binary).
+    pub fn agent_config(&self, agents: &str) -> agentry_agent::Config {
+        let mut c = crate::agent_config(&self.url, agents);
+        c.nats = self.nats(&self.agent_role(agents));
+        for kind in kinds_of(agents) {
+            let user = format!("agent_{kind}");
+            if self.has_user(&user) {
+                c.kind_nats.insert(kind.to_owned(), self.nats(&user));
             }
         }
+        c
+    }
+
+    /// Connection settings of the agent role for `agents` (SDK-level agents).
+    pub fn agent_nats(&self, agents: &str) -> agentry::config::Nats {
+        self.nats(&self.agent_role(agents))
+    }
+
+    /// Environment for an `agentry-agent` child process serving `agents`:
+    /// [`AuthServer::agent_role`] as the base user, and
+    /// `AGENTRY_NATS_{USER,PASSWORD,INBOX_PREFIX}_<KIND>` for each kind that
+    /// has its own user.
+    pub fn agent_env(&self, agents: &str) -> Vec<(String, String)> {
+        let mut env = self.env(&self.agent_role(agents));
+        env.extend(kind_env(agents, &self.passwords));
         env
+    }
+
+    /// A connected client of tenant `name` (user `client_<name>`).
+    pub async fn tenant(&self, name: &str) -> TenantClient {
+        let tenant = Tenant::new(name).unwrap_or_else(|e| panic!("tenant {name:?}: {e}"));
+        let client = self.client(&format!("client_{name}")).await;
+        let js = jetstream::new(client.clone());
+        TenantClient { tenant, client, js }
+    }
+
+    /// An admin connection for inspection (streams, KV, consumers), without
+    /// creating anything.
+    pub async fn admin(&self) -> (async_nats::Client, jetstream::Context) {
+        let admin = self.client("admin").await;
+        let js = jetstream::new(admin.clone());
+        (admin, js)
     }
 
     pub async fn client(&self, role: &str) -> async_nats::Client {

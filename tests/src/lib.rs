@@ -2,31 +2,48 @@
 //! loopback ports with temporary stores, killed and cleaned up on drop (also
 //! when a test panics), plus helpers to run components and wait on
 //! observable conditions instead of sleeping.
+//!
+//! The default server is the production one: [`AuthServer::start`] runs
+//! `nats/dev-auth.conf` (the accounts and permissions of
+//! `nats/accounts.conf`), and every component connects as its own role
+//! ([`AuthServer::engine_config`], [`AuthServer::monitor_config`],
+//! [`AuthServer::agent_config`], [`AuthServer::env`] for child processes),
+//! clients as tenants ([`AuthServer::tenant`]). The open server without
+//! auth, [`DevNats`], is for tests about dev mode (named `dev_mode_*`).
+//! See `docs/testing.md`.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod auth;
+pub mod cluster;
+pub mod tenant;
+pub mod up;
 
 pub use agentry_ctl::server::{NatsServer, Options as NatsOptions};
 pub use auth::{AuthServer, Certs};
+pub use cluster::Cluster;
 use tempfile::TempDir;
+pub use tenant::TenantClient;
 
-/// A single JetStream server with its own temp store.
-pub struct Nats {
+/// A single JetStream server WITHOUT auth (dev mode: `agentry up`, the open
+/// `nats/dev.conf`), with its own temp store. Only for tests about dev mode;
+/// everything else uses [`AuthServer`].
+pub struct DevNats {
     pub server: NatsServer,
     _dir: TempDir,
 }
 
-impl Nats {
+impl DevNats {
     pub fn start() -> Self {
         Self::start_with(Vec::new())
     }
 
     pub fn start_with(extra_args: Vec<String>) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = keep_if_asked(tempfile::tempdir().expect("temp dir"), "dev nats-server");
         let server = NatsServer::start(NatsOptions {
             dir: dir.path().to_owned(),
             extra_args,
@@ -61,6 +78,16 @@ impl Nats {
     }
 }
 
+/// With `AGENTRY_TEST_KEEP` set, `dir` (stores, logs) survives the test and
+/// its path is printed.
+pub(crate) fn keep_if_asked(mut dir: TempDir, what: &str) -> TempDir {
+    if std::env::var_os("AGENTRY_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("{what} dir: {}", dir.path().display());
+    }
+    dir
+}
+
 /// Topology settings for tests: short AckWait so redelivery drills are quick.
 pub fn test_settings() -> agentry::topology::Settings {
     agentry::topology::Settings {
@@ -75,67 +102,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-/// A 3-node JetStream cluster on loopback.
-pub struct Cluster {
-    pub nodes: Vec<NatsServer>,
-    pub urls: Vec<String>,
-    _dir: TempDir,
-    confs: Vec<(PathBuf, u16)>,
-}
-
-impl Cluster {
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let route_urls: Vec<String> = routes
-            .iter()
-            .map(|p| format!("nats-route://127.0.0.1:{p}"))
-            .collect();
-        let mut nodes = Vec::new();
-        let mut confs = Vec::new();
-        for i in 0..3 {
-            let node_dir = dir.path().join(format!("n{i}"));
-            std::fs::create_dir_all(&node_dir).expect("node dir");
-            let conf = node_dir.join("node.conf");
-            // The store dir comes from `-sd` (NatsServer passes it); a `store_dir`
-            // here too would be a "duplicate store_dir" start-up error.
-            let text = format!(
-                "server_name: n{i}\ncluster {{\n  name: agentry-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
-                routes[i],
-                route_urls.join(", ")
-            );
-            std::fs::write(&conf, text).expect("write conf");
-            confs.push((conf.clone(), clients[i]));
-            let server = NatsServer::start(NatsOptions {
-                port: Some(clients[i]),
-                dir: node_dir,
-                extra_args: vec!["-c".into(), conf.display().to_string()],
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-            nodes.push(server);
-        }
-        let urls = nodes.iter().map(|n| n.url.clone()).collect();
-        Self {
-            nodes,
-            urls,
-            _dir: dir,
-            confs,
-        }
-    }
-
-    pub fn url_list(&self) -> String {
-        self.urls.join(",")
-    }
-
-    /// Restarts node `i` with its config and store.
-    pub fn restart(&mut self, i: usize) {
-        self.nodes[i].restart().unwrap_or_else(|e| panic!("{e}"));
-        let _ = &self.confs;
-    }
 }
 
 /// A private redis-server.
@@ -360,7 +326,11 @@ pub struct ChildProc {
 }
 
 impl ChildProc {
-    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+    pub fn spawn<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        name: &str,
+        args: &[&str],
+        envs: &[(K, V)],
+    ) -> Self {
         let mut cmd = Command::new(bin(name));
         cmd.args(args).stdin(Stdio::null());
         for (k, v) in envs {
@@ -379,7 +349,12 @@ impl ChildProc {
     }
 
     /// Like [`ChildProc::spawn`], with stdout and stderr appended to `log`.
-    pub fn spawn_logged(name: &str, args: &[&str], envs: &[(&str, &str)], log: &Path) -> Self {
+    pub fn spawn_logged<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        name: &str,
+        args: &[&str],
+        envs: &[(K, V)],
+        log: &Path,
+    ) -> Self {
         let file = std::fs::File::create(log).expect("log file");
         let err = file.try_clone().expect("log file");
         let mut cmd = Command::new(bin(name));

@@ -1,7 +1,9 @@
 //! The built-in weather, planning and data_analysis agents end to end: a
 //! real nats-server, the engine and the agents in-process, the weather agent
-//! pointed at the in-process Open-Meteo fixture. Every request goes through
-//! `agentry.requests` like a client's.
+//! pointed at the in-process Open-Meteo fixture. Under the production
+//! accounts: each agent kind runs as its own role's user (one agent process
+//! per kind, as deployed), every request comes from tenant `acme` on
+//! `agentry.requests.acme`, inspection is done as `admin`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,11 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agentry::client::{self, Outcome};
-use agentry::event::Mode;
 use agentry::http::Observer;
 use agentry::id::RequestId;
 use agentry_agent::agents::weather::fixture::{FixtureControl, Server};
-use agentry_tests::{Nats, Redis, eventually, repo_root, test_settings};
+use agentry_tests::{AuthServer, Redis, TenantClient, eventually, repo_root, test_settings};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
@@ -34,11 +35,16 @@ const CAPABILITIES: [&str; 6] = [
 /// A fixed fixture clock: 13:07 in Berlin.
 const FROZEN: &str = "2026-01-15T12:07:00Z";
 
-/// nats-server with the topology, the weather fixture, the engine and the
-/// agents `weather,planning,data_analysis,echo`, all stopped by `stop`.
+/// The agent kinds under test, one process (and NATS user) each.
+const KINDS: [&str; 4] = ["weather", "planning", "data_analysis", "echo"];
+
+/// nats-server with the production accounts and the topology, the weather
+/// fixture, the engine and the agents of [`KINDS`], all stopped by `stop`.
 struct Stack {
-    _nats: Nats,
-    client: async_nats::Client,
+    _nats: AuthServer,
+    /// Tenant `acme`, the client.
+    acme: TenantClient,
+    /// Admin, for inspection.
     js: async_nats::jetstream::Context,
     fixture: Server,
     token: CancellationToken,
@@ -56,9 +62,8 @@ impl Stack {
         topology: agentry::topology::Settings,
         tweak: impl FnOnce(&mut agentry_agent::Config),
     ) -> Self {
-        let nats = Nats::start();
-        let client = nats.client().await;
-        let js = async_nats::jetstream::new(client.clone());
+        let nats = AuthServer::start();
+        let (_admin, js) = nats.admin().await;
         agentry::topology::ensure(&js, &agentry::topology::Topology::new(&topology))
             .await
             .unwrap();
@@ -66,37 +71,49 @@ impl Stack {
         control.freeze_clock(FROZEN.parse().unwrap());
         let fixture = Server::start_with(control).await.unwrap();
 
-        let url = nats.url();
-        let mut agents =
-            agentry_agent::Config::for_url(&url, "weather,planning,data_analysis,echo");
+        let mut agents = agentry_agent::Config::for_url(&nats.url, "");
         agents.topology = topology;
         agents.heartbeat = Duration::from_secs(1);
         agents.builtin.weather_base_url = Some(fixture.base_url());
         tweak(&mut agents);
 
         let token = CancellationToken::new();
-        let engine_obs = Observer::new();
-        let agent_obs = Observer::new();
-        let handles = vec![
-            tokio::spawn(agentry_engine::run_with(
-                agentry_engine::Config::for_url(&url),
-                engine_obs.clone(),
+        let mut engine = agentry_engine::Config::for_url(&nats.url);
+        engine.nats = nats.nats("engine");
+        let mut observers = vec![Observer::new()];
+        let mut handles = vec![tokio::spawn(agentry_engine::run_with(
+            engine,
+            observers[0].clone(),
+            token.child_token(),
+        ))];
+        for kind in KINDS {
+            let mut cfg = agents.clone();
+            cfg.agents = kind.into();
+            cfg.nats = nats.agent_nats(kind);
+            let obs = Observer::new();
+            observers.push(obs.clone());
+            handles.push(tokio::spawn(agentry_agent::run_with(
+                cfg,
+                obs,
                 token.child_token(),
-            )),
-            tokio::spawn(agentry_agent::run_with(
-                agents,
-                agent_obs.clone(),
-                token.child_token(),
-            )),
-        ];
+            )));
+        }
         eventually(Duration::from_secs(30), "engine and agents ready", || {
-            let (e, a) = (engine_obs.clone(), agent_obs.clone());
-            async move { e.readiness().await.ready && a.readiness().await.ready }
+            let observers = observers.clone();
+            async move {
+                for o in &observers {
+                    if !o.readiness().await.ready {
+                        return false;
+                    }
+                }
+                true
+            }
         })
         .await;
+        let acme = nats.tenant("acme").await;
         Self {
             _nats: nats,
-            client,
+            acme,
             js,
             fixture,
             token,
@@ -108,19 +125,14 @@ impl Stack {
         self.fixture.control()
     }
 
-    /// Submits a task through `agentry.requests` and waits for its result.
+    /// Submits a task as tenant `acme` and waits for its result.
     async fn submit(&self, capability: &str, input: Value, timeout_ms: Option<u64>) -> Outcome {
         let id = RequestId::generate();
         let event = client::task_request(&id, SOURCE, capability, input, timeout_ms);
-        client::submit(
-            &self.client,
-            &self.js,
-            &event,
-            Mode::Binary,
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{capability}: {e}"))
+        self.acme
+            .submit(&event, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{capability}: {e}"))
     }
 
     async fn stop(self) {
@@ -428,9 +440,10 @@ async fn weather_timeout_fails_cleanly() {
         message.contains("open-meteo geocoding API did not answer within 300ms"),
         "{message}"
     );
-    // One HTTP attempt per delivery (no client retries), three deliveries.
-    assert_eq!(outcome.data["attempts"], 3);
-    assert_eq!(stack.control().request_count(), 3);
+    // One HTTP attempt per delivery (no client retries); three deliveries,
+    // of which the handler runs on max_deliver - 1 (docs/reliability.md).
+    assert_eq!(outcome.data["attempts"], 2);
+    assert_eq!(stack.control().request_count(), 2);
     stack.control().clear_faults();
     stack.stop().await;
 }
@@ -560,15 +573,11 @@ async fn large_chart_becomes_an_artifact() {
     let input = json!({"chart": "scatter", "title": "Large", "series": series});
     let id = RequestId::generate();
     let event = client::task_request(&id, SOURCE, "visualization", input, None);
-    let outcome = client::submit(
-        &stack.client,
-        &stack.js,
-        &event,
-        Mode::Binary,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let outcome = stack
+        .acme
+        .submit(&event, Duration::from_secs(60))
+        .await
+        .unwrap();
     let out = output_of("visualization", &outcome);
     assert!(out.get("svg").is_none(), "no inline svg");
     let artifact = &out["artifact"];

@@ -314,8 +314,8 @@ async fn check_performance_fails_when_requests_are_refused() {
 /// Dev mode (a server without accounts): security fails without
 /// credentials, and only warns with `--dev`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_security_fails_without_credentials_unless_dev() {
-    let nats = Nats::start();
+async fn dev_mode_check_security_fails_without_credentials_unless_dev() {
+    let nats = DevNats::start();
     let (_client, _js) = nats.with_topology().await;
     let env = vec![("AGENTRY_NATS_URL".to_owned(), nats.url())];
     let http = "127.0.0.1:1".to_owned();

@@ -1,6 +1,9 @@
 //! customer_service and security_monitor end to end: every task example of
 //! their six capabilities, conversation memory in Redis, escalation events
 //! and tickets, quarantine and release, and continuous probing detection.
+//! Under the production accounts: the engine and each agent kind as their
+//! roles (one agent process per kind), tenant `acme` as the client and
+//! operator, tenant `globex` as the attacker, `admin` for inspection.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,12 +11,13 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agentry::client::{self, Outcome, task_request};
+use agentry::client::{Outcome, task_request};
 use agentry::event::{self, Limits, Mode};
 use agentry::http::Observer;
 use agentry::id::RequestId;
+use agentry::subject::Tenant;
 use agentry::{quarantine, subject};
-use agentry_tests::{InProcess, Nats, Redis, agent_config, engine_config, eventually, repo_root};
+use agentry_tests::{AuthServer, InProcess, Redis, TenantClient, eventually, repo_root};
 use async_nats::jetstream;
 use cloudevents::AttributesReader;
 use futures::StreamExt;
@@ -29,18 +33,24 @@ const CAPABILITIES: [&str; 6] = [
     "incident_response",
 ];
 
-/// Engine plus the two agents, in process; `redis` for conversation memory.
-fn start(sys: &mut InProcess, url: &str, redis: Option<&Redis>) {
-    let u = url.to_owned();
-    sys.spawn(move |t| agentry_engine::run_with(engine_config(&u), Observer::new(), t));
-    let mut cfg = agent_config(url, "customer_service,security_monitor");
-    cfg.redis.url = redis.map(|r| r.url.clone());
-    sys.spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
+/// Engine plus the two agents (one process and user each), in process;
+/// `redis` for conversation memory.
+fn start(sys: &mut InProcess, nats: &AuthServer, redis: Option<&Redis>) {
+    let cfg = nats.engine_config();
+    sys.spawn(move |t| agentry_engine::run_with(cfg, Observer::new(), t));
+    for kind in ["customer_service", "security_monitor"] {
+        let mut cfg = nats.agent_config(kind);
+        cfg.redis.url = redis.map(|r| r.url.clone());
+        sys.spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
+    }
+}
+
+fn tenant(name: &str) -> Tenant {
+    Tenant::new(name).unwrap()
 }
 
 async fn submit(
-    nats: &async_nats::Client,
-    js: &jetstream::Context,
+    client: &TenantClient,
     id: &str,
     source: &str,
     capability: &str,
@@ -48,7 +58,8 @@ async fn submit(
 ) -> Outcome {
     let id = RequestId::new(id).expect("request id");
     let ev = task_request(&id, source, capability, input, None);
-    client::submit(nats, js, &ev, Mode::Binary, Duration::from_secs(60))
+    client
+        .submit(&ev, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{capability} {id}: {e}"))
 }
@@ -56,19 +67,13 @@ async fn submit(
 /// Submits harmless tasks from `source` (fresh ids) until one gets a result
 /// of type `ty`: the engine reads the quarantine bucket through a watch, so
 /// a change reaches it shortly after the KV write. Returns that result.
-async fn until_outcome(
-    nats: &async_nats::Client,
-    js: &jetstream::Context,
-    source: &str,
-    ty: &str,
-) -> Outcome {
+async fn until_outcome(client: &TenantClient, source: &str, ty: &str) -> Outcome {
     // Fresh ids across calls: a repeated id would be deduplicated, not answered.
     static SEQ: AtomicU64 = AtomicU64::new(0);
     for _ in 0..100 {
         let id = format!("probe-{}", SEQ.fetch_add(1, Ordering::Relaxed));
         let out = submit(
-            nats,
-            js,
+            client,
             &id,
             source,
             "threat_detection",
@@ -273,7 +278,8 @@ fn assert_example(name: &str, id: &str, input: &Value, out: &Value) {
         "incident_response.quarantine" => {
             assert_eq!(out["event"], "contained", "{out:#}");
             assert_eq!(out["quarantine"]["op"], "set");
-            assert_eq!(out["quarantine"]["key"], "_.203.0.113.9");
+            // incident_response acts for the caller's tenant (acme)
+            assert_eq!(out["quarantine"]["key"], "acme.203.0.113.9");
             let left = rfc3339_ms(&out["quarantine"]["until"]) - now_ms();
             assert!(
                 left > 118 * MINUTE_MS && left <= 120 * MINUTE_MS,
@@ -292,15 +298,15 @@ fn assert_example(name: &str, id: &str, input: &Value, out: &Value) {
 /// Every valid example of the six capabilities completes with a schema-valid output; every invalid one fails with invalid_input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_examples_complete_or_fail_as_documented() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start(&mut sys, &nats.url(), None);
+    start(&mut sys, &nats, None);
 
     // The close example names an incident: open it first.
     let out = submit(
-        &client,
-        &js,
+        &acme,
         "setup-open",
         "/tests/setup",
         "incident_response",
@@ -318,7 +324,7 @@ async fn task_examples_complete_or_fail_as_documented() {
         let id = format!("ex-{i}");
         // One source per example: the invalid ones must not add up to probing.
         let source = format!("/tests/examples/{name}");
-        let out = submit(&client, &js, &id, &source, cap, data["input"].clone()).await;
+        let out = submit(&acme, &id, &source, cap, data["input"].clone()).await;
         if name.ends_with(".invalid") {
             assert_eq!(out.ty, "io.agentry.task.failed", "{name}: {:#}", out.data);
             assert_eq!(
@@ -378,20 +384,20 @@ async fn redis_cmd(port: u16, args: &[&str]) -> Option<String> {
 /// A follow-up question uses the order number remembered in Redis, where the conversation is stored with a TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_up_uses_conversation_memory_in_redis() {
-    let nats = Nats::start();
+    let nats = AuthServer::start();
     let redis = Redis::start();
-    let (client, js) = nats.with_topology().await;
+    nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start(&mut sys, &nats.url(), Some(&redis));
+    start(&mut sys, &nats, Some(&redis));
 
-    let first = submit(&client, &js, "mem-1", "/tests/memory", "customer_inquiry", json!({"message": "I returned order #4471092 two weeks ago and I still have no refund", "conversation_id": "conv-mem-1"})).await;
+    let first = submit(&acme, "mem-1", "/tests/memory", "customer_inquiry", json!({"message": "I returned order #4471092 two weeks ago and I still have no refund", "conversation_id": "conv-mem-1"})).await;
     let first = completed(&first, "customer_inquiry");
     assert_eq!(first["entities"]["order_number"], "4471092");
     assert_eq!(first["turn"], 1);
 
     let follow = submit(
-        &client,
-        &js,
+        &acme,
         "mem-2",
         "/tests/memory",
         "customer_inquiry",
@@ -409,7 +415,7 @@ async fn follow_up_uses_conversation_memory_in_redis() {
     );
     assert_eq!(follow["turn"], 2);
 
-    let stored = redis_cmd(redis.port, &["GET", "agentry:conv:conv-mem-1"])
+    let stored = redis_cmd(redis.port, &["GET", "agentry:conv:acme/conv-mem-1"])
         .await
         .expect("conversation in Redis");
     let stored: Value = serde_json::from_str(&stored).expect("json");
@@ -417,7 +423,7 @@ async fn follow_up_uses_conversation_memory_in_redis() {
     assert_eq!(stored["turns"].as_array().map(Vec::len), Some(2));
     assert_eq!(stored["turns"][1]["text"], "what about my order?");
     assert_eq!(stored["last_request_id"], "mem-2");
-    let ttl: i64 = redis_cmd(redis.port, &["TTL", "agentry:conv:conv-mem-1"])
+    let ttl: i64 = redis_cmd(redis.port, &["TTL", "agentry:conv:acme/conv-mem-1"])
         .await
         .expect("ttl")
         .parse()
@@ -429,15 +435,16 @@ async fn follow_up_uses_conversation_memory_in_redis() {
 /// An angry enterprise message escalates as p1: io.agentry.escalation.created is published and the ticket is stored in KV.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn angry_enterprise_message_escalates() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start(&mut sys, &nats.url(), None);
-    let mut events = client
+    start(&mut sys, &nats, None);
+    let mut events = admin
         .subscribe(subject::events_for_type("io.agentry.escalation.created"))
         .await
         .unwrap();
-    client.flush().await.unwrap();
+    admin.flush().await.unwrap();
 
     let input = json!({
         "message": "This is UNACCEPTABLE!!! Your support has ignored us for three weeks. I want to complain to a manager.",
@@ -445,15 +452,7 @@ async fn angry_enterprise_message_escalates() {
         "customer_id": "acme-corp",
         "reason": "third contact about the same outage"
     });
-    let out = submit(
-        &client,
-        &js,
-        "esc-1",
-        "/tests/escalation",
-        "escalation",
-        input,
-    )
-    .await;
+    let out = submit(&acme, "esc-1", "/tests/escalation", "escalation", input).await;
     let out = completed(&out, "escalation");
     assert_eq!(out["escalated"], true, "{out:#}");
     assert_eq!(out["priority"], "p1");
@@ -476,8 +475,13 @@ async fn angry_enterprise_message_escalates() {
     assert_eq!(data["request_id"], "esc-1");
 
     let kv = js.get_key_value(subject::TICKETS_BUCKET).await.unwrap();
-    let ticket: Value =
-        serde_json::from_slice(&kv.get("tkt-esc-1").await.unwrap().expect("ticket in KV")).unwrap();
+    let ticket: Value = serde_json::from_slice(
+        &kv.get("acme.tkt-esc-1")
+            .await
+            .unwrap()
+            .expect("ticket in KV"),
+    )
+    .unwrap();
     assert_eq!(ticket["status"], "escalated");
     assert_eq!(ticket["priority"], "p1");
     assert_eq!(ticket["queue"], "management");
@@ -488,22 +492,26 @@ async fn angry_enterprise_message_escalates() {
 /// incident_response quarantines a source (KV entry, event) and releases it (entry deleted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_then_release() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start(&mut sys, &nats.url(), None);
-    let mut events = client.subscribe("agentry.events.source.>").await.unwrap();
-    client.flush().await.unwrap();
+    start(&mut sys, &nats, None);
+    let mut events = admin.subscribe("agentry.events.source.>").await.unwrap();
+    admin.flush().await.unwrap();
     let kv = js.get_key_value(subject::QUARANTINE_BUCKET).await.unwrap();
     let source = "/clients/mallory";
 
-    let out = submit(&client, &js, "q-1", "/tests/operator", "incident_response", json!({"action": "quarantine", "source": source, "quarantine_minutes": 30, "note": "credential stuffing"})).await;
+    let out = submit(&acme, "q-1", "/tests/operator", "incident_response", json!({"action": "quarantine", "source": source, "quarantine_minutes": 30, "note": "credential stuffing"})).await;
     let out = completed(&out, "incident_response");
     assert_eq!(out["event"], "contained", "{out:#}");
     assert_eq!(out["incident"]["id"], "inc-q-1");
-    assert_eq!(out["quarantine"]["key"], quarantine::key(None, source));
+    assert_eq!(
+        out["quarantine"]["key"],
+        quarantine::key(Some(&tenant("acme")), source)
+    );
 
-    let entry = quarantine::lookup(&kv, None, source)
+    let entry = quarantine::lookup(&kv, Some(&tenant("acme")), source)
         .await
         .unwrap()
         .expect("quarantined");
@@ -528,7 +536,7 @@ async fn quarantine_then_release() {
     assert_eq!(stored["status"], "contained");
 
     // The engine refuses the quarantined source...
-    let refused = until_outcome(&client, &js, source, "io.agentry.request.rejected").await;
+    let refused = until_outcome(&acme, source, "io.agentry.request.rejected").await;
     assert_eq!(refused.data["reason"], "quarantined", "{:#}", refused.data);
     assert!(
         refused.data["detail"]
@@ -540,8 +548,7 @@ async fn quarantine_then_release() {
     );
 
     let out = submit(
-        &client,
-        &js,
+        &acme,
         "q-2",
         "/tests/operator",
         "incident_response",
@@ -551,13 +558,13 @@ async fn quarantine_then_release() {
     let out = completed(&out, "incident_response");
     assert_eq!(out["event"], "released", "{out:#}");
     assert!(
-        quarantine::lookup(&kv, None, source)
+        quarantine::lookup(&kv, Some(&tenant("acme")), source)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        kv.get(quarantine::key(None, source))
+        kv.get(quarantine::key(Some(&tenant("acme")), source))
             .await
             .unwrap()
             .is_none(),
@@ -576,7 +583,7 @@ async fn quarantine_then_release() {
     );
 
     // ...and accepts it again once released.
-    let accepted = until_outcome(&client, &js, source, "io.agentry.task.completed").await;
+    let accepted = until_outcome(&acme, source, "io.agentry.task.completed").await;
     assert_eq!(accepted.data["output"]["summary"]["unparsed_lines"], 1);
     sys.stop().await;
 }
@@ -584,15 +591,16 @@ async fn quarantine_then_release() {
 /// Eight malformed requests from one source reach the DLQ and, within seconds, a probing incident is published and the source quarantined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probing_is_detected_from_the_dlq() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (admin, js) = nats.setup().await;
+    let globex = nats.tenant("globex").await;
     let mut sys = InProcess::new();
-    start(&mut sys, &nats.url(), None);
-    let mut incidents = client
+    start(&mut sys, &nats, None);
+    let mut incidents = admin
         .subscribe(subject::events_for_type("io.agentry.security.incident"))
         .await
         .unwrap();
-    client.flush().await.unwrap();
+    admin.flush().await.unwrap();
     // No need to wait for the monitor: its durable consumer `security-dlq`
     // exists since the topology was created and keeps what arrives meanwhile.
     for n in 0..8 {
@@ -602,7 +610,9 @@ async fn probing_is_detected_from_the_dlq() {
         h.insert("ce-source", "/attacker");
         h.insert("ce-type", "io.agentry.nope");
         h.insert("ce-datacontenttype", "application/json");
-        js.publish_with_headers(subject::REQUESTS, h, "{}".into())
+        globex
+            .js
+            .publish_with_headers(globex.requests_subject(), h, "{}".into())
             .await
             .unwrap()
             .await
@@ -639,9 +649,9 @@ async fn probing_is_detected_from_the_dlq() {
     let kv = js.get_key_value(subject::QUARANTINE_BUCKET).await.unwrap();
     let inc_kv = js.get_key_value(subject::INCIDENTS_BUCKET).await.unwrap();
     eventually(Duration::from_secs(10), "attacker quarantined", || {
-        let kv = kv.clone();
+        let (kv, t) = (kv.clone(), globex.tenant.clone());
         async move {
-            quarantine::lookup(&kv, None, "/attacker")
+            quarantine::lookup(&kv, Some(&t), "/attacker")
                 .await
                 .ok()
                 .flatten()
@@ -649,7 +659,7 @@ async fn probing_is_detected_from_the_dlq() {
         }
     })
     .await;
-    let entry = quarantine::lookup(&kv, None, "/attacker")
+    let entry = quarantine::lookup(&kv, Some(&globex.tenant), "/attacker")
         .await
         .unwrap()
         .unwrap();
@@ -671,7 +681,7 @@ async fn probing_is_detected_from_the_dlq() {
     assert_eq!(stored["source"], "/attacker");
 
     // The loop is closed: the engine now refuses even a valid request from it.
-    let refused = until_outcome(&client, &js, "/attacker", "io.agentry.request.rejected").await;
+    let refused = until_outcome(&globex, "/attacker", "io.agentry.request.rejected").await;
     assert_eq!(refused.data["reason"], "quarantined", "{:#}", refused.data);
     sys.stop().await;
 }
@@ -687,7 +697,10 @@ async fn publish_task(
 ) {
     let rid = RequestId::new(id).unwrap();
     let mut ev = task_request(&rid, "/tests/redelivery", capability, input, None);
-    ev.set_extension(event::ext::REPLYTO, subject::results(&rid));
+    // As the engine routes a request of tenant acme.
+    let acme = tenant("acme");
+    ev.set_extension(event::ext::TENANT, acme.as_str());
+    ev.set_extension(event::ext::REPLYTO, subject::results_for(Some(&acme), &rid));
     let (mut h, body) = event::encode(&ev, Mode::Binary).unwrap();
     h.insert(event::header::MSG_ID, format!("{id}-{copy}").as_str());
     js.publish_with_headers(format!("agentry.tasks.{capability}"), h, body)
@@ -724,19 +737,29 @@ async fn drained(js: &jetstream::Context, capability: &str) {
 /// A task delivered twice changes its ticket and its incident once: the second delivery is recognised by its request id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_tasks_are_applied_once() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (admin, js) = nats.setup().await;
+    let _acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start(&mut sys, &nats.url(), None);
-    let mut results = client.subscribe("agentry.results.>").await.unwrap();
-    client.flush().await.unwrap();
+    start(&mut sys, &nats, None);
+    // Tasks are published as the engine publishes them (only it may).
+    let engine_js = jetstream::new(nats.client("engine").await);
+    let mut results = admin.subscribe("agentry.results.>").await.unwrap();
+    admin.flush().await.unwrap();
 
     let esc =
         json!({"intent": "complaint", "sentiment": -0.8, "tier": "premium", "customer_id": "c-9"});
     let inc = json!({"action": "quarantine", "source": "/clients/twice", "quarantine_minutes": 10});
     for copy in ["a", "b"] {
-        publish_task(&js, "dup-esc", "escalation", esc.clone(), copy).await;
-        publish_task(&js, "dup-inc", "incident_response", inc.clone(), copy).await;
+        publish_task(&engine_js, "dup-esc", "escalation", esc.clone(), copy).await;
+        publish_task(
+            &engine_js,
+            "dup-inc",
+            "incident_response",
+            inc.clone(),
+            copy,
+        )
+        .await;
     }
     for _ in 0..2 {
         let msg = tokio::time::timeout(Duration::from_secs(30), results.next())
@@ -756,16 +779,24 @@ async fn redelivered_tasks_are_applied_once() {
 
     // One result each: the first wins.
     for id in ["dup-esc", "dup-inc"] {
-        let subj = format!("agentry.results.{id}");
+        let subj = subject::results_for(
+            Some(&tenant("acme")),
+            &RequestId::new(id.to_string()).unwrap(),
+        );
         let counts = agentry_tests::subject_counts(&js, subject::RESULTS_STREAM, &subj).await;
         assert_eq!(counts.get(&subj), Some(&1), "{subj}");
     }
 
     // 32 (sentiment) + 20 (complaint) + 14 (premium) = 66: p2, applied once (a repeat would add 10).
     let tickets = js.get_key_value(subject::TICKETS_BUCKET).await.unwrap();
-    let ticket: Value =
-        serde_json::from_slice(&tickets.get("tkt-dup-esc").await.unwrap().expect("ticket"))
-            .unwrap();
+    let ticket: Value = serde_json::from_slice(
+        &tickets
+            .get("acme.tkt-dup-esc")
+            .await
+            .unwrap()
+            .expect("ticket"),
+    )
+    .unwrap();
     let history = ticket["history"].as_array().unwrap();
     assert_eq!(history.len(), 2, "{ticket:#}");
     assert!(history.iter().all(|h| h["request_id"] == "dup-esc"));
@@ -789,7 +820,7 @@ async fn redelivered_tasks_are_applied_once() {
     assert_eq!(actions, ["open", "quarantine"], "{incident:#}");
     let kv = js.get_key_value(subject::QUARANTINE_BUCKET).await.unwrap();
     assert_eq!(
-        quarantine::lookup(&kv, None, "/clients/twice")
+        quarantine::lookup(&kv, Some(&tenant("acme")), "/clients/twice")
             .await
             .unwrap()
             .unwrap()
@@ -803,14 +834,14 @@ async fn redelivered_tasks_are_applied_once() {
 /// With Redis configured but down, inquiries still complete and the conversation is remembered in process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_degrades_to_in_process_memory() {
-    let nats = Nats::start();
+    let nats = AuthServer::start();
     let mut redis = Redis::start();
-    let (client, js) = nats.with_topology().await;
+    let (_admin, _js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start(&mut sys, &nats.url(), Some(&redis));
+    start(&mut sys, &nats, Some(&redis));
     let out = submit(
-        &client,
-        &js,
+        &acme,
         "down-0",
         "/tests/outage",
         "customer_inquiry",
@@ -820,11 +851,10 @@ async fn redis_outage_degrades_to_in_process_memory() {
     assert_eq!(completed(&out, "customer_inquiry")["turn"], 1);
     redis.kill();
 
-    let first = submit(&client, &js, "down-1", "/tests/outage", "customer_inquiry", json!({"message": "I returned order #5550123 and still have no refund", "conversation_id": "conv-down"})).await;
+    let first = submit(&acme, "down-1", "/tests/outage", "customer_inquiry", json!({"message": "I returned order #5550123 and still have no refund", "conversation_id": "conv-down"})).await;
     assert_eq!(completed(&first, "customer_inquiry")["turn"], 1);
     let follow = submit(
-        &client,
-        &js,
+        &acme,
         "down-2",
         "/tests/outage",
         "customer_inquiry",
@@ -840,28 +870,35 @@ async fn redis_outage_degrades_to_in_process_memory() {
 /// A scripted flood from one source (rate limit 100/min) raises a flood incident within seconds and quarantines the source, while another source is unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_is_detected() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
-    let url = nats.url();
+    let nats = AuthServer::start();
+    let (admin, js) = nats.setup().await;
+    let globex = nats.tenant("globex").await;
     let mut sys = InProcess::new();
-    let mut engine = engine_config(&url);
+    let mut engine = nats.engine_config();
     engine.rate_limit = 100;
     sys.spawn(move |t| agentry_engine::run_with(engine, Observer::new(), t));
-    let cfg = agent_config(&url, "echo,security_monitor");
-    sys.spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
-    let mut incidents = client
+    for kind in ["echo", "security_monitor"] {
+        let cfg = nats.agent_config(kind);
+        sys.spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
+    }
+    let mut incidents = admin
         .subscribe(subject::events_for_type("io.agentry.security.incident"))
         .await
         .unwrap();
-    client.flush().await.unwrap();
+    admin.flush().await.unwrap();
     let mut acks = Vec::new();
     for n in 0..300 {
         let id = RequestId::new(format!("flood{n}")).unwrap();
         let ev = task_request(&id, "/flooder", "echo", json!({"n": n}), None);
         let (mut h, body) = event::encode(&ev, Mode::Binary).unwrap();
-        h.insert(event::header::MSG_ID, id.as_str());
+        h.insert(
+            event::header::MSG_ID,
+            subject::request_key(Some(&globex.tenant), &id).as_str(),
+        );
         acks.push(
-            js.publish_with_headers(subject::REQUESTS, h, body)
+            globex
+                .js
+                .publish_with_headers(globex.requests_subject(), h, body)
                 .await
                 .unwrap(),
         );
@@ -892,9 +929,9 @@ async fn flood_is_detected() {
     .unwrap();
     let kv = js.get_key_value(subject::QUARANTINE_BUCKET).await.unwrap();
     eventually(Duration::from_secs(10), "flooder quarantined", || {
-        let kv = kv.clone();
+        let (kv, t) = (kv.clone(), globex.tenant.clone());
         async move {
-            quarantine::lookup(&kv, None, "/flooder")
+            quarantine::lookup(&kv, Some(&t), "/flooder")
                 .await
                 .ok()
                 .flatten()
@@ -902,8 +939,8 @@ async fn flood_is_detected() {
         }
     })
     .await;
-    // Another source still gets served.
-    let ok = submit(&client, &js, "calm-1", "/calm", "echo", json!({})).await;
+    // Another source of the same tenant still gets served.
+    let ok = submit(&globex, "calm-1", "/calm", "echo", json!({})).await;
     assert_eq!(ok.ty, "io.agentry.task.completed");
     sys.stop().await;
 }

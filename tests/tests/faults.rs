@@ -3,6 +3,9 @@
 //! request ends with exactly one terminal result (completed, failed, or an
 //! explicit rejection such as `queue_full`), none lost, none duplicated,
 //! and the services reconnect on their own. Assertions read AGENTRY_RESULTS.
+//! Under the production accounts: engine, monitor and agents as their roles
+//! (child processes get their user from the environment), requests from
+//! tenant `acme`, results counted as `admin`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::collections::HashMap;
@@ -16,22 +19,40 @@ use agentry::subject;
 use agentry_tests::*;
 use serde_json::json;
 
-/// Publishes `n` echo requests `<prefix>-<i>`, retrying each publish (same
-/// id, so JetStream dedups) until the server acknowledges it or `give_up`.
+const TENANT: &str = "acme";
+
+fn acme() -> subject::Tenant {
+    subject::Tenant::new(TENANT).unwrap()
+}
+
+/// A connection as `nats` says (user, password, inbox prefix) that keeps
+/// retrying and reconnecting, as a load generator must across restarts.
+async fn connect(nats: &agentry::config::Nats) -> async_nats::Client {
+    let mut opts = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .max_reconnects(None);
+    if let (Some(u), Some(p)) = (&nats.user, &nats.password) {
+        opts = opts.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(prefix) = &nats.inbox_prefix {
+        opts = opts.custom_inbox_prefix(prefix.clone());
+    }
+    opts.connect(agentry::connect::servers(nats.url.as_deref().unwrap()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Publishes `n` echo requests `<prefix>-<i>` as tenant `acme` (`client`
+/// holds its settings), retrying each publish (same id, so JetStream
+/// dedups) until the server acknowledges it or `give_up`.
 async fn load(
-    url: &str,
+    client: &agentry::config::Nats,
     prefix: &str,
     n: usize,
     input: serde_json::Value,
     give_up: Duration,
 ) -> usize {
-    let nc = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(agentry::connect::servers(url).unwrap())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(nc);
+    let js = async_nats::jetstream::new(connect(client).await);
     let mut accepted = 0;
     for i in 0..n {
         let id = RequestId::new(format!("{prefix}-{i}")).unwrap();
@@ -40,7 +61,7 @@ async fn load(
         loop {
             match tokio::time::timeout(
                 Duration::from_secs(3),
-                client::publish_request(&js, &ev, Mode::Binary),
+                client::publish_request_as(&js, Some(&acme()), &ev, Mode::Binary),
             )
             .await
             {
@@ -56,20 +77,22 @@ async fn load(
     accepted
 }
 
-/// Waits until `n` results with `prefix` are stored; returns per-subject counts.
-async fn results(url: &str, prefix: &str, n: usize, limit: Duration) -> HashMap<String, usize> {
-    let nc = async_nats::ConnectOptions::new()
-        .connect(agentry::connect::servers(url).unwrap())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(nc);
+/// Waits until `n` of `acme`'s results with `prefix` are stored (read as
+/// `admin`, whose settings `admin` holds); returns per-subject counts.
+async fn results(
+    admin: &agentry::config::Nats,
+    prefix: &str,
+    n: usize,
+    limit: Duration,
+) -> HashMap<String, usize> {
+    let js = async_nats::jetstream::new(connect(admin).await);
     let start = Instant::now();
     loop {
         let counts: HashMap<String, usize> =
             subject_counts(&js, subject::RESULTS_STREAM, subject::RESULTS_ALL)
                 .await
                 .into_iter()
-                .filter(|(k, _)| k.starts_with(&format!("agentry.results.{prefix}-")))
+                .filter(|(k, _)| k.starts_with(&format!("agentry.results.{TENANT}.{prefix}-")))
                 .collect();
         if counts.len() >= n || start.elapsed() > limit {
             return counts;
@@ -89,27 +112,27 @@ fn assert_exactly_once(counts: &HashMap<String, usize>, n: usize, what: &str) {
     assert!(dup.is_empty(), "{what}: duplicated results {dup:?}");
 }
 
-fn child_engine(url: &str) -> ChildProc {
+/// `agentry-engine` as user `engine` (`env` from [`AuthServer::env`] or [`Cluster::env`]).
+fn child_engine(env: &[(String, String)]) -> ChildProc {
     ChildProc::spawn(
         "agentry-engine",
         &[
-            "--nats-url",
-            url,
             "--http-addr",
             "off",
             "--rate-limit",
             "4000000000",
+            "--rate-limit-tenant",
+            "0",
         ],
-        &[],
+        env,
     )
 }
 
-fn child_agent(url: &str) -> ChildProc {
+/// `agentry-agent --agents echo` as the echo agent's user.
+fn child_agent(env: &[(String, String)]) -> ChildProc {
     ChildProc::spawn(
         "agentry-agent",
         &[
-            "--nats-url",
-            url,
             "--agents",
             "echo",
             "--http-addr",
@@ -117,24 +140,24 @@ fn child_agent(url: &str) -> ChildProc {
             "--heartbeat",
             "1s",
         ],
-        &[],
+        env,
     )
 }
 
 /// (b) kill -9 of the engine under load, then a restart: every request gets exactly one result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_engine_under_load() {
-    let nats = Nats::start();
-    nats.with_topology().await;
-    let url = nats.url();
-    let mut engine = child_engine(&url);
-    let _agent = child_agent(&url);
+    let nats = AuthServer::start();
+    nats.setup().await;
+    let (client, admin) = (nats.nats("client_acme"), nats.nats("admin"));
+    let mut engine = child_engine(&nats.env("engine"));
+    let _agent = child_agent(&nats.agent_env("echo"));
     let n = 600;
     let loader = tokio::spawn({
-        let url = url.clone();
+        let client = client.clone();
         async move {
             load(
-                &url,
+                &client,
                 "ke",
                 n,
                 json!({"sleep_ms": 1}),
@@ -146,10 +169,10 @@ async fn kill9_engine_under_load() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     engine.kill9();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _engine2 = child_engine(&url);
+    let _engine2 = child_engine(&nats.env("engine"));
     assert_eq!(loader.await.unwrap(), n);
     assert_exactly_once(
-        &results(&url, "ke", n, Duration::from_secs(90)).await,
+        &results(&admin, "ke", n, Duration::from_secs(90)).await,
         n,
         "engine kill -9",
     );
@@ -158,18 +181,18 @@ async fn kill9_engine_under_load() {
 /// (a) kill -9 of an agent under load: its tasks are redelivered to the other agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_agent_under_load() {
-    let nats = Nats::start();
-    nats.with_topology().await;
-    let url = nats.url();
-    let _engine = child_engine(&url);
-    let mut a = child_agent(&url);
-    let _b = child_agent(&url);
+    let nats = AuthServer::start();
+    nats.setup().await;
+    let (client, admin) = (nats.nats("client_acme"), nats.nats("admin"));
+    let _engine = child_engine(&nats.env("engine"));
+    let mut a = child_agent(&nats.agent_env("echo"));
+    let _b = child_agent(&nats.agent_env("echo"));
     let n = 400;
     let loader = tokio::spawn({
-        let url = url.clone();
+        let client = client.clone();
         async move {
             load(
-                &url,
+                &client,
                 "ka",
                 n,
                 json!({"sleep_ms": 20}),
@@ -183,7 +206,7 @@ async fn kill9_agent_under_load() {
     assert_eq!(loader.await.unwrap(), n);
     // Redelivery after AckWait (5 s in test settings).
     assert_exactly_once(
-        &results(&url, "ka", n, Duration::from_secs(90)).await,
+        &results(&admin, "ka", n, Duration::from_secs(90)).await,
         n,
         "agent kill -9",
     );
@@ -192,44 +215,30 @@ async fn kill9_agent_under_load() {
 /// (c) kill -9 of the monitor: the registry recovers after restart and requests keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_monitor() {
-    let nats = Nats::start();
-    let (_c, js) = nats.with_topology().await;
-    let url = nats.url();
-    let _engine = child_engine(&url);
-    let _agent = child_agent(&url);
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.setup().await;
+    let (client, admin) = (nats.nats("client_acme"), nats.nats("admin"));
+    let _engine = child_engine(&nats.env("engine"));
+    let _agent = child_agent(&nats.agent_env("echo"));
     let mut monitor = ChildProc::spawn(
         "agentry-monitor",
-        &[
-            "--nats-url",
-            &url,
-            "--http-addr",
-            "off",
-            "--sweep-interval",
-            "300ms",
-        ],
-        &[],
+        &["--http-addr", "off", "--sweep-interval", "300ms"],
+        &nats.env("monitor"),
     );
     let reg = wait_for_agents(&js, "echo", 1).await;
     monitor.kill9();
     let n = 200;
     assert_eq!(
-        load(&url, "km", n, json!({}), Duration::from_secs(30)).await,
+        load(&client, "km", n, json!({}), Duration::from_secs(30)).await,
         n
     );
     let _monitor2 = ChildProc::spawn(
         "agentry-monitor",
-        &[
-            "--nats-url",
-            &url,
-            "--http-addr",
-            "off",
-            "--sweep-interval",
-            "300ms",
-        ],
-        &[],
+        &["--http-addr", "off", "--sweep-interval", "300ms"],
+        &nats.env("monitor"),
     );
     assert_exactly_once(
-        &results(&url, "km", n, Duration::from_secs(60)).await,
+        &results(&admin, "km", n, Duration::from_secs(60)).await,
         n,
         "monitor kill -9",
     );
@@ -241,17 +250,17 @@ async fn kill9_monitor() {
 /// (d) nats-server restart (file store) under load: services reconnect, nothing lost or duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_under_load() {
-    let mut nats = Nats::start();
-    nats.with_topology().await;
-    let url = nats.url();
-    let _engine = child_engine(&url);
-    let _agent = child_agent(&url);
+    let mut nats = AuthServer::start();
+    nats.setup().await;
+    let (client, admin) = (nats.nats("client_acme"), nats.nats("admin"));
+    let _engine = child_engine(&nats.env("engine"));
+    let _agent = child_agent(&nats.agent_env("echo"));
     let n = 400;
     let loader = tokio::spawn({
-        let url = url.clone();
+        let client = client.clone();
         async move {
             load(
-                &url,
+                &client,
                 "nr",
                 n,
                 json!({"sleep_ms": 2}),
@@ -261,10 +270,10 @@ async fn nats_restart_under_load() {
         }
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
-    nats.server.restart().unwrap();
+    nats.restart();
     assert_eq!(loader.await.unwrap(), n);
     assert_exactly_once(
-        &results(&url, "nr", n, Duration::from_secs(120)).await,
+        &results(&admin, "nr", n, Duration::from_secs(120)).await,
         n,
         "nats-server restart",
     );
@@ -274,13 +283,8 @@ async fn nats_restart_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_node_loss() {
     let mut cluster = Cluster::start();
-    let urls = cluster.url_list();
-    let nc = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(agentry::connect::servers(&urls).unwrap())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(nc);
+    let (client, admin) = (cluster.nats("client_acme"), cluster.nats("admin"));
+    let js = async_nats::jetstream::new(connect(&admin).await);
     let settings = agentry::topology::Settings {
         replicas: 3,
         task_ack_wait_secs: 5,
@@ -307,14 +311,14 @@ async fn cluster_node_loss() {
         .unwrap()
         .clone();
     assert_eq!(info.config.num_replicas, 3);
-    let _engine = child_engine(&urls);
-    let _agent = child_agent(&urls);
+    let _engine = child_engine(&cluster.env("engine"));
+    let _agent = child_agent(&cluster.agent_env("echo"));
     let n = 300;
     let loader = tokio::spawn({
-        let urls = urls.clone();
+        let client = client.clone();
         async move {
             load(
-                &urls,
+                &client,
                 "cl",
                 n,
                 json!({"sleep_ms": 2}),
@@ -329,7 +333,7 @@ async fn cluster_node_loss() {
     assert_eq!(loader.await.unwrap(), n);
     cluster.restart(2);
     assert_exactly_once(
-        &results(&urls, "cl", n, Duration::from_secs(120)).await,
+        &results(&admin, "cl", n, Duration::from_secs(120)).await,
         n,
         "cluster node loss",
     );
@@ -338,34 +342,34 @@ async fn cluster_node_loss() {
 /// (f) Redis killed and restarted: rate limiting fails open and requests keep completing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_loss() {
-    let nats = Nats::start();
-    nats.with_topology().await;
-    let url = nats.url();
+    let nats = AuthServer::start();
+    nats.setup().await;
+    let (client, admin) = (nats.nats("client_acme"), nats.nats("admin"));
     let mut redis = Redis::start();
     let mut sys = InProcess::new();
-    let mut ecfg = engine_config(&url);
+    let mut ecfg = nats.engine_config();
     ecfg.redis.url = Some(redis.url.clone());
     sys.spawn(move |t| agentry_engine::run_with(ecfg, Observer::new(), t));
-    let mut acfg = agent_config(&url, "echo");
+    let mut acfg = nats.agent_config("echo");
     acfg.redis.url = Some(redis.url.clone());
     sys.spawn(move |t| agentry_agent::run_with(acfg, Observer::new(), t));
     assert_eq!(
-        load(&url, "rd1", 100, json!({}), Duration::from_secs(30)).await,
+        load(&client, "rd1", 100, json!({}), Duration::from_secs(30)).await,
         100
     );
     redis.kill();
     assert_eq!(
-        load(&url, "rd2", 100, json!({}), Duration::from_secs(30)).await,
+        load(&client, "rd2", 100, json!({}), Duration::from_secs(30)).await,
         100
     );
     redis.restart();
     assert_eq!(
-        load(&url, "rd3", 100, json!({}), Duration::from_secs(30)).await,
+        load(&client, "rd3", 100, json!({}), Duration::from_secs(30)).await,
         100
     );
     for p in ["rd1", "rd2", "rd3"] {
         assert_exactly_once(
-            &results(&url, p, 100, Duration::from_secs(60)).await,
+            &results(&admin, p, 100, Duration::from_secs(60)).await,
             100,
             "redis loss",
         );
@@ -379,9 +383,9 @@ async fn redis_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long drill (100,000 requests): run by `make reliability`, which .ci/run runs"]
 async fn burst_against_bounded_queues() {
-    let nats = Nats::start();
-    let nc = nats.client().await;
-    let js = async_nats::jetstream::new(nc.clone());
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.admin().await;
+    let acme = nats.tenant(TENANT).await;
     let settings = agentry::topology::Settings {
         requests_max_msgs: 20_000,
         tasks_max_per_capability: 5_000,
@@ -391,9 +395,9 @@ async fn burst_against_bounded_queues() {
     agentry::topology::ensure(&js, &agentry::topology::Topology::new(&settings))
         .await
         .unwrap();
-    let url = nats.url();
-    let _engine = child_engine(&url);
-    let _agent = child_agent(&url);
+    let admin = nats.nats("admin");
+    let _engine = child_engine(&nats.env("engine"));
+    let _agent = child_agent(&nats.agent_env("echo"));
     let n = 100_000usize;
     let mut refused = 0usize;
     let mut acks = Vec::with_capacity(n);
@@ -401,9 +405,13 @@ async fn burst_against_bounded_queues() {
         let id = RequestId::new(format!("bu-{i}")).unwrap();
         let ev = task_request(&id, "/burst", "echo", json!({"sleep_ms": 5}), None);
         let (mut h, body) = agentry::event::encode(&ev, Mode::Binary).unwrap();
-        h.insert(agentry::event::header::MSG_ID, id.as_str());
+        h.insert(
+            agentry::event::header::MSG_ID,
+            subject::request_key(Some(&acme.tenant), &id).as_str(),
+        );
         acks.push(
-            js.publish_with_headers(subject::REQUESTS, h, body)
+            acme.js
+                .publish_with_headers(acme.requests_subject(), h, body)
                 .await
                 .unwrap(),
         );
@@ -422,6 +430,6 @@ async fn burst_against_bounded_queues() {
     }
     assert!(refused > 0, "the bounded request queue never pushed back");
     let accepted = n - refused;
-    let counts = results(&url, "bu", accepted, Duration::from_secs(600)).await;
+    let counts = results(&admin, "bu", accepted, Duration::from_secs(600)).await;
     assert_exactly_once(&counts, accepted, "burst");
 }

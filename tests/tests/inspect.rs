@@ -1,11 +1,12 @@
 //! The README's `nats` CLI inspections, proven with the same JetStream API
 //! calls the CLI makes (there is no Go toolchain here to run the CLI itself).
+//! Under the production accounts: the operator inspects as `admin`, the
+//! requests come from tenant `acme`, components run as their roles.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::time::Duration;
 
-use agentry::client::{self, task_request};
-use agentry::event::Mode;
+use agentry::client::task_request;
 use agentry::http::Observer;
 use agentry::id::RequestId;
 use agentry_tests::*;
@@ -15,37 +16,33 @@ use serde_json::json;
 /// `nats stream ls`, `consumer report AGENTRY_TASKS`, `kv ls/get agentry-agents`, `stream view AGENTRY_DLQ`, `micro ls`, result fetch by id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_cli_inspections() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
-    let url = nats.url();
+    let nats = AuthServer::start();
+    let (admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    let u = url.clone();
-    sys.spawn(move |t| agentry_engine::run_with(engine_config(&u), Observer::new(), t));
-    let u = url.clone();
-    sys.spawn(move |t| agentry_monitor::run_with(monitor_config(&u), Observer::new(), t));
-    let u = url.clone();
-    sys.spawn(move |t| agentry_agent::run_with(agent_config(&u, "echo"), Observer::new(), t));
+    let cfg = nats.engine_config();
+    sys.spawn(move |t| agentry_engine::run_with(cfg, Observer::new(), t));
+    let cfg = nats.monitor_config();
+    sys.spawn(move |t| agentry_monitor::run_with(cfg, Observer::new(), t));
+    let cfg = nats.agent_config("echo");
+    sys.spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
     let id = RequestId::new("inspect-1").unwrap();
-    let out = client::submit(
-        &client,
-        &js,
-        &task_request(&id, "/cli", "echo", json!({"x": 1}), None),
-        Mode::Binary,
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    let out = acme
+        .submit(
+            &task_request(&id, "/cli", "echo", json!({"x": 1}), None),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
     assert!(out.is_success());
     let bad = RequestId::new("inspect-2").unwrap();
-    let rej = client::submit(
-        &client,
-        &js,
-        &task_request(&bad, "/cli", "nope_cap", json!({}), None),
-        Mode::Binary,
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    let rej = acme
+        .submit(
+            &task_request(&bad, "/cli", "nope_cap", json!({}), None),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
     assert_eq!(rej.data["reason"], "unknown_capability");
 
     // nats stream ls
@@ -93,11 +90,12 @@ async fn nats_cli_inspections() {
         m.headers.get("Agentry-Dlq-Reason").map(|v| v.as_str()),
         Some("unknown_capability")
     );
-    // nats stream get AGENTRY_RESULTS --last-for agentry.results.inspect-1
-    let r = client::fetch_result(&js, &id).await.unwrap();
+    // nats stream get AGENTRY_RESULTS --last-for agentry.results.acme.inspect-1
+    // (what the tenant itself may send: a direct get on its own subject)
+    let r = acme.fetch_result(&id).await.unwrap();
     assert_eq!(r.ty, "io.agentry.task.completed");
     // nats micro ls
-    let info = client.request("$SRV.INFO.echo", "".into()).await.unwrap();
+    let info = admin.request("$SRV.INFO.echo", "".into()).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
     assert_eq!(v["name"], "echo");
     assert!(

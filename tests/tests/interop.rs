@@ -1,11 +1,15 @@
 //! Interop with the official Python CloudEvents SDK over NATS, both directions, both modes.
+//! Under the production accounts: the Python side is tenant `acme`'s client
+//! (it publishes requests on `agentry.requests.acme` and reads results on
+//! `agentry.results.acme.>`); the Rust side is `admin` (reading) and
+//! `engine` (publishing results).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use agentry::event::{self, Limits, Mode};
-use agentry_tests::{Nats, repo_root};
+use agentry_tests::{AuthServer, repo_root};
 use cloudevents::AttributesReader;
 use futures::StreamExt;
 
@@ -20,17 +24,28 @@ fn script() -> String {
         .to_string()
 }
 
+/// The server URL with `role`'s credentials in it (how nats-py takes them).
+fn url_as(nats: &AuthServer, role: &str) -> String {
+    nats.url.replacen(
+        "nats://",
+        &format!("nats://{role}:{}@", nats.password(role)),
+        1,
+    )
+}
+
 /// Events published by the Python SDK in both modes decode in agentry.
 #[tokio::test]
 async fn python_sdk_to_agentry() {
-    let nats = Nats::start();
-    let client = nats.client().await;
+    let nats = AuthServer::start();
+    let client = nats.client("admin").await;
+    let acme_url = url_as(&nats, "client_acme");
     for mode in ["binary", "structured"] {
-        let subject = format!("interop.py.{mode}");
+        // Only the tenant's request subject is the Python client's to publish on.
+        let subject = "agentry.requests.acme".to_owned();
         let mut sub = client.subscribe(subject.clone()).await.unwrap();
         client.flush().await.unwrap();
         let out = Command::new(python())
-            .args([&script(), "publish", &nats.url(), &subject, mode])
+            .args([&script(), "publish", &acme_url, &subject, mode])
             .output()
             .unwrap();
         assert!(
@@ -70,12 +85,13 @@ async fn python_sdk_to_agentry() {
 /// Events encoded by agentry in both modes decode with the Python SDK.
 #[tokio::test]
 async fn agentry_to_python_sdk() {
-    let nats = Nats::start();
-    let client = nats.client().await;
+    let nats = AuthServer::start();
+    let client = nats.client("engine").await;
+    let acme_url = url_as(&nats, "client_acme");
     for mode in [Mode::Binary, Mode::Structured] {
-        let subject = format!("interop.rs.{mode:?}");
+        let subject = format!("agentry.results.acme.interop-{mode:?}").to_lowercase();
         let mut child = Command::new(python())
-            .args([&script(), "receive", &nats.url(), &subject, "2"])
+            .args([&script(), "receive", &acme_url, &subject, "2"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,11 +1,13 @@
 //! Readiness follows NATS, `agentry status` shows it, and the client's trace
-//! id appears in the engine's and the agent's logs for that request.
+//! id appears in the engine's and the agent's logs for that request. Under
+//! the production accounts: components as their roles, tenant `acme` submits,
+//! `agentry status` runs as `admin`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::time::Duration;
 
-use agentry::client::{self, task_request};
-use agentry::event::{Mode, ext};
+use agentry::client::task_request;
+use agentry::event::ext;
 use agentry::http::Observer;
 use agentry::id::RequestId;
 use agentry_tests::*;
@@ -30,9 +32,9 @@ async fn get(addr: &str, path: &str) -> (u16, String) {
 /// /ready goes 503 within seconds of stopping nats-server, back to 200 after its restart; `agentry status` shows both; /metrics carries the catalogue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_nats() {
-    let mut nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
-    let url = nats.url();
+    let mut nats = AuthServer::start();
+    nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let obs = Observer::new();
     let mut sys = InProcess::new();
     let addr = obs
@@ -41,12 +43,12 @@ async fn readiness_follows_nats() {
         .await
         .unwrap()
         .to_string();
-    let (u, o) = (url.clone(), obs.clone());
-    sys.spawn(move |t| agentry_engine::run_with(engine_config(&u), o, t));
-    let (u, o) = (url.clone(), obs.clone());
-    sys.spawn(move |t| agentry_monitor::run_with(monitor_config(&u), o, t));
-    let (u, o) = (url.clone(), obs.clone());
-    sys.spawn(move |t| agentry_agent::run_with(agent_config(&u, "echo"), o, t));
+    let (c, o) = (nats.engine_config(), obs.clone());
+    sys.spawn(move |t| agentry_engine::run_with(c, o, t));
+    let (c, o) = (nats.monitor_config(), obs.clone());
+    sys.spawn(move |t| agentry_monitor::run_with(c, o, t));
+    let (c, o) = (nats.agent_config("echo"), obs.clone());
+    sys.spawn(move |t| agentry_agent::run_with(c, o, t));
     let a = addr.clone();
     eventually(Duration::from_secs(15), "ready", || {
         let a = a.clone();
@@ -56,19 +58,15 @@ async fn readiness_follows_nats() {
     assert_eq!(get(&addr, "/health").await.0, 200);
     // Drive a task so task metrics exist, then check the catalogue names.
     let id = RequestId::generate();
-    let out = client::submit(
-        &client,
-        &js,
-        &task_request(&id, "/obs", "echo", json!({}), None),
-        Mode::Binary,
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    let out = acme
+        .submit(
+            &task_request(&id, "/obs", "echo", json!({}), None),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
     assert!(out.is_success());
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, metrics) = get(&addr, "/metrics").await;
-    for name in [
+    let names = [
         "agentry_build_info",
         "agentry_requests_total",
         "agentry_tasks_total",
@@ -79,19 +77,33 @@ async fn readiness_follows_nats() {
         "agentry_queue_ack_pending",
         "agentry_ready",
         "process_resident_memory_bytes",
-    ] {
-        assert!(metrics.contains(name), "/metrics lacks {name}");
-    }
+    ];
+    // Gauges such as queue depth appear with the monitor's next sample.
+    let a = addr.clone();
+    eventually(
+        Duration::from_secs(10),
+        "/metrics has the catalogue",
+        || {
+            let a = a.clone();
+            async move {
+                let (_, metrics) = get(&a, "/metrics").await;
+                names.iter().all(|n| metrics.contains(n))
+            }
+        },
+    )
+    .await;
+    let (_, metrics) = get(&addr, "/metrics").await;
     assert!(
         metrics.contains("component=\"engine\"")
             && metrics.contains("component=\"agent\"")
             && metrics.contains("component=\"monitor\"")
     );
 
-    let status = |addr: String, url: String| async move {
+    let status = |addr: String, env: Vec<(String, String)>| async move {
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(bin("agentry"))
-                .args(["--nats-url", &url, "--json", "status", "--http", &addr])
+                .envs(env)
+                .args(["--json", "status", "--http", &addr])
                 .output()
                 .unwrap()
         })
@@ -99,7 +111,7 @@ async fn readiness_follows_nats() {
         .unwrap()
     };
     let started = std::time::Instant::now();
-    nats.server.kill();
+    nats.kill();
     let a = addr.clone();
     eventually(
         Duration::from_secs(10),
@@ -117,14 +129,14 @@ async fn readiness_follows_nats() {
         200,
         "liveness must not follow NATS"
     );
-    nats.server.restart().unwrap();
+    nats.restart();
     let a = addr.clone();
     eventually(Duration::from_secs(20), "/ready back to 200", || {
         let a = a.clone();
         async move { get(&a, "/ready").await.0 == 200 }
     })
     .await;
-    let out = status(addr.clone(), url.clone()).await;
+    let out = status(addr.clone(), nats.env("admin")).await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(v["components"][0]["ready"], "ready", "{v}");
@@ -141,28 +153,35 @@ async fn readiness_follows_nats() {
 /// A trace id set by the client appears in the engine's and the agent's logs for that request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_id_reaches_engine_and_agent_logs() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
-    let url = nats.url();
+    let nats = AuthServer::start();
+    nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let dir = tempfile::tempdir().unwrap();
-    let env = [("RUST_LOG", "info,agentry=debug,agentry_engine=debug")];
+    let log_env = (
+        "RUST_LOG".to_owned(),
+        "info,agentry=debug,agentry_engine=debug".to_owned(),
+    );
+    let mut engine_env = nats.env("engine");
+    engine_env.push(log_env.clone());
+    let mut agent_env = nats.agent_env("echo");
+    agent_env.push(log_env);
     let _engine = ChildProc::spawn_logged(
         "agentry-engine",
         &[
-            "--nats-url",
-            &url,
             "--http-addr",
             "off",
             "--rate-limit",
             "4000000000",
+            "--rate-limit-tenant",
+            "0",
         ],
-        &env,
+        &engine_env,
         &dir.path().join("engine.log"),
     );
     let _agent = ChildProc::spawn_logged(
         "agentry-agent",
-        &["--nats-url", &url, "--agents", "echo", "--http-addr", "off"],
-        &env,
+        &["--agents", "echo", "--http-addr", "off"],
+        &agent_env,
         &dir.path().join("agent.log"),
     );
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -172,24 +191,35 @@ async fn trace_id_reaches_engine_and_agent_logs() {
         ext::TRACEPARENT,
         format!("00-{trace_id}-00f067aa0ba902b7-01"),
     );
-    let out = client::submit(&client, &js, &ev, Mode::Binary, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let out = acme.submit(&ev, Duration::from_secs(30)).await.unwrap();
     assert!(out.is_success());
     assert_eq!(
         agentry::event::ext_str(&out.event, ext::TRACEPARENT).as_deref(),
         Some(format!("00-{trace_id}-00f067aa0ba902b7-01").as_str()),
         "result carries the trace context"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
     for log in ["engine.log", "agent.log"] {
-        let text = std::fs::read_to_string(dir.path().join(log)).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.contains(trace_id) && l.contains(id.as_str()));
+        let path = dir.path().join(log);
+        let traced = || {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains(trace_id) && l.contains(id.as_str()))
+        };
+        // Logs are written asynchronously: wait for the line (the assert
+        // below names what is missing instead of timing out silently).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            eventually(Duration::from_secs(11), "traced line", || {
+                let found = traced();
+                async move { found }
+            }),
+        )
+        .await;
         assert!(
-            line.is_some(),
-            "{log} has no line with trace {trace_id} and request {id}:\n{text}"
+            traced(),
+            "{log} has no line with trace {trace_id} and request {id}:\n{}",
+            std::fs::read_to_string(&path).unwrap_or_default()
         );
     }
 }

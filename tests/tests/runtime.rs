@@ -1,4 +1,6 @@
 //! Agent runtime, routing, registry and DLQ end to end (issue: agent runtime).
+//! Under the production accounts: engine, monitor and agents as their roles,
+//! requests from tenant `acme`, inspection as `admin`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::collections::HashMap;
@@ -14,27 +16,24 @@ use agentry_tests::*;
 use futures::StreamExt;
 use serde_json::json;
 
-async fn submit(
-    nats: &async_nats::Client,
-    js: &async_nats::jetstream::Context,
-    input: serde_json::Value,
-) -> client::Outcome {
+async fn submit(tenant: &TenantClient, input: serde_json::Value) -> client::Outcome {
     let id = RequestId::generate();
     let ev = task_request(&id, "/tests", "echo", input, None);
-    client::submit(nats, js, &ev, Mode::Binary, Duration::from_secs(30))
+    tenant
+        .submit(&ev, Duration::from_secs(30))
         .await
         .expect("result")
 }
 
-fn start_core(sys: &mut InProcess, url: &str) {
-    let u = url.to_owned();
-    sys.spawn(move |t| agentry_engine::run_with(engine_config(&u), Observer::new(), t));
-    let u = url.to_owned();
-    sys.spawn(move |t| agentry_monitor::run_with(monitor_config(&u), Observer::new(), t));
+fn start_core(sys: &mut InProcess, nats: &AuthServer) {
+    let cfg = nats.engine_config();
+    sys.spawn(move |t| agentry_engine::run_with(cfg, Observer::new(), t));
+    let cfg = nats.monitor_config();
+    sys.spawn(move |t| agentry_monitor::run_with(cfg, Observer::new(), t));
 }
 
-fn start_echo(sys: &mut InProcess, url: &str, echo: agentry_agent::agents::Echo) {
-    let cfg = agent_config(url, "echo");
+fn start_echo(sys: &mut InProcess, nats: &AuthServer, echo: agentry_agent::agents::Echo) {
+    let cfg = nats.agent_config("echo");
     sys.spawn(move |t| async move {
         let mut rc = agentry::agent::Config::new(cfg.nats.clone());
         rc.capacity = 16;
@@ -52,14 +51,15 @@ fn start_echo(sys: &mut InProcess, url: &str, echo: agentry_agent::agents::Echo)
 /// An echo task returns its result; the same request id submitted twice executes once and stores one result.
 #[tokio::test]
 async fn echo_result_and_dedup() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start_core(&mut sys, &nats.url());
+    start_core(&mut sys, &nats);
     let echo = agentry_agent::agents::Echo::default();
-    start_echo(&mut sys, &nats.url(), echo.clone());
+    start_echo(&mut sys, &nats, echo.clone());
 
-    let out = submit(&client, &js, json!({"message": "hello"})).await;
+    let out = submit(&acme, json!({"message": "hello"})).await;
     assert_eq!(out.ty, "io.agentry.task.completed");
     assert_eq!(out.data["output"]["echo"]["message"], "hello");
 
@@ -71,38 +71,64 @@ async fn echo_result_and_dedup() {
         json!({"counter_key": "dedup-1"}),
         None,
     );
-    client::publish_request(&js, &ev, Mode::Binary)
-        .await
-        .unwrap();
-    client::publish_request(&js, &ev, Mode::Structured)
-        .await
-        .unwrap();
-    let out = client::submit(&client, &js, &ev, Mode::Binary, Duration::from_secs(20))
+    acme.publish(&ev, Mode::Binary).await.unwrap();
+    acme.publish(&ev, Mode::Structured).await.unwrap();
+    let out = acme
+        .submit_mode(&ev, Mode::Binary, Duration::from_secs(20))
         .await
         .unwrap();
     assert!(out.is_success());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every copy handed to the engine and every task taken has been settled.
+    eventually(
+        Duration::from_secs(10),
+        "requests and tasks settled",
+        || {
+            let js = js.clone();
+            async move {
+                let settled = |i: async_nats::jetstream::consumer::Info| {
+                    i.num_pending == 0 && i.num_ack_pending == 0
+                };
+                let req = js
+                    .get_stream_no_info(subject::REQUESTS_STREAM)
+                    .await
+                    .unwrap();
+                let tasks = js.get_stream_no_info(subject::TASKS_STREAM).await.unwrap();
+                req.consumer_info(subject::ENGINE_CONSUMER)
+                    .await
+                    .map(settled)
+                    .unwrap_or(false)
+                    && tasks
+                        .consumer_info("cap-echo")
+                        .await
+                        .map(settled)
+                        .unwrap_or(false)
+            }
+        },
+    )
+    .await;
     assert_eq!(echo.executions_of("dedup-1"), 1, "executed more than once");
-    let counts = subject_counts(&js, subject::RESULTS_STREAM, "agentry.results.dedup-1").await;
-    assert_eq!(counts.get("agentry.results.dedup-1"), Some(&1));
+    let results = acme.results_subject(&id);
+    let counts = subject_counts(&js, subject::RESULTS_STREAM, &results).await;
+    assert_eq!(counts.get(&results), Some(&1));
     sys.stop().await;
 }
 
 /// Two echo agents share 1,000 tasks; every request gets exactly one result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_share_work() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start_core(&mut sys, &nats.url());
+    start_core(&mut sys, &nats);
     let a = agentry_agent::agents::Echo::default();
     let b = agentry_agent::agents::Echo::default();
-    start_echo(&mut sys, &nats.url(), a.clone());
-    start_echo(&mut sys, &nats.url(), b.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    start_echo(&mut sys, &nats, a.clone());
+    start_echo(&mut sys, &nats, b.clone());
+    wait_for_agents(&js, "echo", 2).await;
 
-    let mut sub = client.subscribe("agentry.results.>").await.unwrap();
-    client.flush().await.unwrap();
+    let mut sub = acme.client.subscribe(acme.results_all()).await.unwrap();
+    acme.client.flush().await.unwrap();
     let n = 1000;
     let mut acks = Vec::new();
     for i in 0..n {
@@ -115,9 +141,13 @@ async fn two_agents_share_work() {
             None,
         );
         let (mut h, body) = event::encode(&ev, Mode::Binary).unwrap();
-        h.insert(event::header::MSG_ID, id.as_str());
+        h.insert(
+            event::header::MSG_ID,
+            subject::request_key(Some(&acme.tenant), &id).as_str(),
+        );
         acks.push(
-            js.publish_with_headers(subject::REQUESTS, h, body)
+            acme.js
+                .publish_with_headers(acme.requests_subject(), h, body)
                 .await
                 .unwrap(),
         );
@@ -147,31 +177,27 @@ async fn two_agents_share_work() {
     for (agent, count) in &by_agent {
         assert!(*count >= 100, "agent {agent} did only {count} of {n}");
     }
-    let counts = subject_counts(&js, subject::RESULTS_STREAM, "agentry.results.>").await;
+    let counts = subject_counts(&js, subject::RESULTS_STREAM, &acme.results_all()).await;
     assert_eq!(counts.len(), n);
     assert!(counts.values().all(|c| *c == 1));
     sys.stop().await;
 }
 
-/// A retryable failure is retried up to max_deliver, then dead-lettered with a failed result; replay with the handler fixed succeeds.
+/// A retryable failure is retried up to max_deliver - 1 attempts (the last delivery is reserved for recording, docs/reliability.md), then dead-lettered with a failed result; replay with the handler fixed succeeds.
 #[tokio::test]
 async fn retries_then_dlq_then_replay() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start_core(&mut sys, &nats.url());
+    start_core(&mut sys, &nats);
     let echo = agentry_agent::agents::Echo::default();
-    start_echo(&mut sys, &nats.url(), echo.clone());
+    start_echo(&mut sys, &nats, echo.clone());
 
-    let out = submit(
-        &client,
-        &js,
-        json!({"fail": "retryable", "counter_key": "never"}),
-    )
-    .await;
+    let out = submit(&acme, json!({"fail": "retryable", "counter_key": "never"})).await;
     assert_eq!(out.ty, "io.agentry.task.failed");
     assert_eq!(out.data["error"]["code"], "retries_exhausted");
-    assert_eq!(out.data["attempts"], 5);
+    assert_eq!(out.data["attempts"], 4);
 
     let dlq = js.get_stream_no_info(subject::DLQ_STREAM).await.unwrap();
     let msg = dlq
@@ -180,7 +206,7 @@ async fn retries_then_dlq_then_replay() {
         .unwrap();
     assert_eq!(
         msg.headers.get("Agentry-Dlq-Attempts").map(|v| v.as_str()),
-        Some("5")
+        Some("4")
     );
     assert_eq!(
         msg.headers
@@ -196,14 +222,8 @@ async fn retries_then_dlq_then_replay() {
     echo.healed
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let replayed = std::process::Command::new(bin("agentry"))
-        .args([
-            "--nats-url",
-            &nats.url(),
-            "--json",
-            "dlq",
-            "replay",
-            &msg.sequence.to_string(),
-        ])
+        .envs(nats.env("admin"))
+        .args(["--json", "dlq", "replay", &msg.sequence.to_string()])
         .output()
         .unwrap();
     assert!(
@@ -217,13 +237,13 @@ async fn retries_then_dlq_then_replay() {
         new_id.as_str(),
         format!("{}-r{}", out.request_id, msg.sequence)
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut got = None;
-    while got.is_none() && std::time::Instant::now() < deadline {
-        got = client::fetch_result(&js, &new_id).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let got = got.unwrap();
+    // The replay keeps the tenant: its result is the tenant's to read.
+    eventually(Duration::from_secs(20), "replayed result for acme", || {
+        let (acme, new_id) = (acme.clone(), new_id.clone());
+        async move { acme.fetch_result(&new_id).await.is_some() }
+    })
+    .await;
+    let got = acme.fetch_result(&new_id).await.unwrap();
     assert!(got.is_success(), "{:?}", got.data);
     assert_eq!(
         event::ext_str(&got.event, "requestid").as_deref(),
@@ -240,15 +260,8 @@ async fn retries_then_dlq_then_replay() {
     );
     // `agentry dlq list` shows it.
     let list = std::process::Command::new(bin("agentry"))
-        .args([
-            "--nats-url",
-            &nats.url(),
-            "--json",
-            "dlq",
-            "list",
-            "--reason",
-            "task_failed",
-        ])
+        .envs(nats.env("admin"))
+        .args(["--json", "dlq", "list", "--reason", "task_failed"])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
@@ -259,19 +272,15 @@ async fn retries_then_dlq_then_replay() {
 /// A task taking 3x AckWait completes once, with no redelivery, thanks to progress acks.
 #[tokio::test]
 async fn long_task_with_progress_is_not_redelivered() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start_core(&mut sys, &nats.url());
+    start_core(&mut sys, &nats);
     let echo = agentry_agent::agents::Echo::default();
-    start_echo(&mut sys, &nats.url(), echo.clone());
+    start_echo(&mut sys, &nats, echo.clone());
     // test_settings(): task AckWait 5 s.
-    let out = submit(
-        &client,
-        &js,
-        json!({"sleep_ms": 15_000, "counter_key": "long"}),
-    )
-    .await;
+    let out = submit(&acme, json!({"sleep_ms": 15_000, "counter_key": "long"})).await;
     assert!(out.is_success());
     assert_eq!(out.data["attempts"], 1);
     assert_eq!(echo.executions_of("long"), 1);
@@ -284,20 +293,15 @@ async fn long_task_with_progress_is_not_redelivered() {
 /// Every running agent answers $SRV.PING; $SRV.STATS counts endpoint requests; A2A asks by id and delegates by capability across processes; a missing target is a clear error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_api_and_a2a() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start_core(&mut sys, &nats.url());
-    start_echo(
-        &mut sys,
-        &nats.url(),
-        agentry_agent::agents::Echo::default(),
-    );
+    start_core(&mut sys, &nats);
+    start_echo(&mut sys, &nats, agentry_agent::agents::Echo::default());
     let _child = ChildProc::spawn(
         "agentry-agent",
         &[
-            "--nats-url",
-            &nats.url(),
             "--agents",
             "echo",
             "--http-addr",
@@ -305,15 +309,15 @@ async fn service_api_and_a2a() {
             "--heartbeat",
             "1s",
         ],
-        &[],
+        &nats.agent_env("echo"),
     );
     let reg = wait_for_agents(&js, "echo", 2).await;
     let agents = reg.find("echo").await.unwrap();
 
-    // $SRV.PING from a plain client: every agent answers.
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
-    client
+    // $SRV.PING from the operator (admin): every agent answers.
+    let inbox = admin.new_inbox();
+    let mut replies = admin.subscribe(inbox.clone()).await.unwrap();
+    admin
         .publish_with_reply("$SRV.PING", inbox.clone(), "".into())
         .await
         .unwrap();
@@ -340,24 +344,21 @@ async fn service_api_and_a2a() {
     // A2A: ask the *other* agent by id (across processes) and delegate by capability.
     let (first, second) = (&agents[0], &agents[1]);
     let ask = submit(
-        &client,
-        &js,
+        &acme,
         json!({"call": {"ask": second.id, "input": {"hi": 1}}}),
     )
     .await;
     assert!(ask.is_success(), "{:?}", ask.data);
     assert_eq!(ask.data["output"]["called"]["agent_id"], second.id.as_str());
     let del = submit(
-        &client,
-        &js,
+        &acme,
         json!({"call": {"delegate": "echo", "input": {"nested": true}}}),
     )
     .await;
     assert!(del.is_success(), "{:?}", del.data);
     assert_eq!(del.data["output"]["called"]["echo"]["nested"], true);
     let missing = submit(
-        &client,
-        &js,
+        &acme,
         json!({"call": {"ask": "echo-000000", "input": {}, "timeout_ms": 500}}),
     )
     .await;
@@ -372,8 +373,7 @@ async fn service_api_and_a2a() {
         "{msg}"
     );
     let slow = submit(
-        &client,
-        &js,
+        &acme,
         json!({"call": {"ask": first.id, "input": {"sleep_ms": 3000}, "timeout_ms": 300}}),
     )
     .await;
@@ -387,37 +387,48 @@ async fn service_api_and_a2a() {
         slow.data
     );
 
-    // $SRV.STATS counts requests on the a2a endpoint of the agent we asked.
-    tokio::time::sleep(Duration::from_secs(3)).await; // the slow ask's reply is counted when it is sent
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
-    client
-        .publish_with_reply("$SRV.STATS.echo", inbox, "".into())
-        .await
-        .unwrap();
-    let mut total = 0u64;
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(700), replies.next()).await {
-        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        for ep in v["endpoints"].as_array().cloned().unwrap_or_default() {
-            total += ep["num_requests"].as_u64().unwrap_or(0);
-        }
-    }
-    assert!(total >= 2, "STATS counted {total} requests");
+    // $SRV.STATS counts requests on the a2a endpoint of the agent we asked
+    // (the slow ask is counted when its late reply is sent).
+    eventually(
+        Duration::from_secs(10),
+        "STATS counts 2 a2a requests",
+        || {
+            let admin = admin.clone();
+            async move {
+                let inbox = admin.new_inbox();
+                let mut replies = admin.subscribe(inbox.clone()).await.unwrap();
+                admin
+                    .publish_with_reply("$SRV.STATS.echo", inbox, "".into())
+                    .await
+                    .unwrap();
+                let mut total = 0u64;
+                while let Ok(Some(m)) =
+                    tokio::time::timeout(Duration::from_millis(700), replies.next()).await
+                {
+                    let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                    for ep in v["endpoints"].as_array().cloned().unwrap_or_default() {
+                        total += ep["num_requests"].as_u64().unwrap_or(0);
+                    }
+                }
+                total >= 2
+            }
+        },
+    )
+    .await;
     sys.stop().await;
 }
 
 /// kill -9 of an agent holding in-flight tasks: every task completes elsewhere exactly once; the dead agent expires within 3 heartbeats with an expired event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start_core(&mut sys, &nats.url());
+    start_core(&mut sys, &nats);
     let mut victim = ChildProc::spawn(
         "agentry-agent",
         &[
-            "--nats-url",
-            &nats.url(),
             "--agents",
             "echo",
             "--http-addr",
@@ -427,22 +438,20 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
             "--capacity",
             "20",
         ],
-        &[],
+        &nats.agent_env("echo"),
     );
     let reg = wait_for_agents(&js, "echo", 1).await;
     let victim_id = reg.find("echo").await.unwrap()[0].id.clone();
-    let mut expired = client
+    let mut expired = admin
         .subscribe(format!("agentry.registry.{victim_id}"))
         .await
         .unwrap();
 
-    let mut sub = client.subscribe("agentry.results.>").await.unwrap();
+    let mut sub = acme.client.subscribe(acme.results_all()).await.unwrap();
     for i in 0..10 {
         let id = RequestId::new(format!("k9-{i}")).unwrap();
         let ev = task_request(&id, "/tests", "echo", json!({"sleep_ms": 2000}), None);
-        client::publish_request(&js, &ev, Mode::Binary)
-            .await
-            .unwrap();
+        acme.publish(&ev, Mode::Binary).await.unwrap();
     }
     // Wait until the victim holds them.
     eventually(
@@ -461,11 +470,7 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
     )
     .await;
     victim.kill9();
-    start_echo(
-        &mut sys,
-        &nats.url(),
-        agentry_agent::agents::Echo::default(),
-    );
+    start_echo(&mut sys, &nats, agentry_agent::agents::Echo::default());
 
     let mut seen = HashMap::new();
     while seen.len() < 10 {
@@ -483,7 +488,7 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
         *seen.entry(msg.subject.to_string()).or_insert(0) += 1;
     }
     assert!(seen.values().all(|c| *c == 1));
-    let counts = subject_counts(&js, subject::RESULTS_STREAM, "agentry.results.>").await;
+    let counts = subject_counts(&js, subject::RESULTS_STREAM, &acme.results_all()).await;
     assert!(counts.values().all(|c| *c == 1) && counts.len() == 10);
 
     // Expired within 3 heartbeat intervals (plus the sweep period), with an event.
@@ -509,15 +514,14 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
 /// SIGTERM: the agent finishes in-flight work, deregisters, exits 0, and nothing is redelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_deregisters() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start_core(&mut sys, &nats.url());
+    start_core(&mut sys, &nats);
     let mut agent = ChildProc::spawn(
         "agentry-agent",
         &[
-            "--nats-url",
-            &nats.url(),
             "--agents",
             "echo",
             "--http-addr",
@@ -525,15 +529,14 @@ async fn sigterm_drains_and_deregisters() {
             "--heartbeat",
             "1s",
         ],
-        &[],
+        &nats.agent_env("echo"),
     );
     let reg = wait_for_agents(&js, "echo", 1).await;
     let id = reg.find("echo").await.unwrap()[0].id.clone();
-    let mut sub = client.subscribe("agentry.results.>").await.unwrap();
+    let mut sub = acme.client.subscribe(acme.results_all()).await.unwrap();
     for i in 0..5 {
         let rid = RequestId::new(format!("term-{i}")).unwrap();
-        client::publish_request(
-            &js,
+        acme.publish(
             &task_request(&rid, "/tests", "echo", json!({"sleep_ms": 1500}), None),
             Mode::Binary,
         )
@@ -593,26 +596,24 @@ async fn sigterm_drains_and_deregisters() {
 /// Unknown capabilities are rejected; invalid events are rejected and dead-lettered without crashing the engine.
 #[tokio::test]
 async fn routing_rejections() {
-    let nats = Nats::start();
-    let (client, js) = nats.with_topology().await;
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.setup().await;
+    let acme = nats.tenant("acme").await;
     let mut sys = InProcess::new();
-    start_core(&mut sys, &nats.url());
+    start_core(&mut sys, &nats);
     let id = RequestId::new("nocap-1").unwrap();
-    let out = client::submit(
-        &client,
-        &js,
-        &task_request(&id, "/tests", "no_such_cap", json!({}), None),
-        Mode::Binary,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let out = acme
+        .submit(
+            &task_request(&id, "/tests", "no_such_cap", json!({}), None),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
     assert_eq!(out.ty, "io.agentry.request.rejected");
     assert_eq!(out.data["reason"], "unknown_capability");
     // A known capability with zero live agents stays queued (scale from zero).
     let id = RequestId::new("queued-1").unwrap();
-    client::publish_request(
-        &js,
+    acme.publish(
         &task_request(&id, "/tests", "plan_tasks", json!({"tasks": []}), None),
         Mode::Binary,
     )
@@ -635,23 +636,19 @@ async fn routing_rejections() {
     h.insert("ce-id", "bad-1");
     h.insert("ce-source", "/tests");
     h.insert("ce-type", "io.agentry.nope");
-    js.publish_with_headers(subject::REQUESTS, h, "{}".into())
+    acme.js
+        .publish_with_headers(acme.requests_subject(), h, "{}".into())
         .await
         .unwrap()
         .await
         .unwrap();
+    let bad = RequestId::new("bad-1").unwrap();
     eventually(Duration::from_secs(10), "rejection stored", || {
-        let js = js.clone();
-        async move {
-            client::fetch_result(&js, &RequestId::new("bad-1").unwrap())
-                .await
-                .is_some()
-        }
+        let (acme, bad) = (acme.clone(), bad.clone());
+        async move { acme.fetch_result(&bad).await.is_some() }
     })
     .await;
-    let r = client::fetch_result(&js, &RequestId::new("bad-1").unwrap())
-        .await
-        .unwrap();
+    let r = acme.fetch_result(&bad).await.unwrap();
     assert_eq!(r.data["reason"], "unknown_type");
     let dlq = js.get_stream_no_info(subject::DLQ_STREAM).await.unwrap();
     assert!(

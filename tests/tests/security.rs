@@ -1084,8 +1084,7 @@ impl System {
         tune: impl FnOnce(&mut agentry_engine::Config),
         monitor: bool,
     ) -> Self {
-        let mut cfg = engine_config(&server.url);
-        cfg.nats = server.nats("engine");
+        let mut cfg = server.engine_config();
         tune(&mut cfg);
         let engine_obs = Observer::new();
         let engine_stop = tokio_util::sync::CancellationToken::new();
@@ -1095,7 +1094,7 @@ impl System {
             engine_stop.clone(),
         ));
         let mut others = InProcess::new();
-        let nats = server.nats("agent");
+        let nats = server.agent_nats("echo");
         others.spawn(move |t| async move {
             let mut rc = agentry::agent::Config::new(nats);
             rc.capacity = 32;
@@ -1105,8 +1104,7 @@ impl System {
             agentry::agent::run(vec![Arc::new(echo)], rc, Observer::new(), t).await
         });
         if monitor {
-            let mut mc = monitor_config(&server.url);
-            mc.nats = server.nats("monitor");
+            let mc = server.monitor_config();
             others.spawn(move |t| agentry_monitor::run_with(mc, Observer::new(), t));
         }
         Self {

@@ -1,16 +1,16 @@
-//! `agentry setup` semantics and the `nats/` files, against a real server.
+//! `agentry setup` semantics and the `nats/` files, against a real server
+//! with the production accounts (setup is the `admin` role's job).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use agentry::topology::{self, Change, Settings, Topology, TopologyError};
-use agentry_tests::{Nats, bin, repo_root};
+use agentry_tests::{AuthServer, bin, repo_root};
 use async_nats::jetstream::stream;
 
 /// A second `ensure` changes nothing; a conflicting stream is refused naming the field.
 #[tokio::test]
 async fn setup_is_idempotent_and_names_conflicts() {
-    let nats = Nats::start();
-    let client = nats.client().await;
-    let js = async_nats::jetstream::new(client);
+    let nats = AuthServer::start();
+    let (_admin, js) = nats.admin().await;
     let topo = Topology::new(&Settings::default());
     let first = topology::ensure(&js, &topo).await.unwrap();
     assert!(first.items.iter().all(|(_, c)| *c == Change::Created));
@@ -63,10 +63,11 @@ async fn setup_is_idempotent_and_names_conflicts() {
 /// The CLI says "nothing changed" on a second run and exits non-zero on a conflict.
 #[tokio::test]
 async fn setup_cli_messages_and_exit_codes() {
-    let nats = Nats::start();
+    let nats = AuthServer::start();
+    let admin_env = nats.env("admin");
     let run = |args: &[&str]| {
         std::process::Command::new(bin("agentry"))
-            .args(["--nats-url", &nats.url()])
+            .envs(admin_env.iter().cloned())
             .args(args)
             .output()
             .expect("run agentry")
@@ -80,8 +81,7 @@ async fn setup_cli_messages_and_exit_codes() {
     let second = run(&["setup"]);
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stdout).contains("nothing changed"));
-    let client = nats.client().await;
-    let js = async_nats::jetstream::new(client);
+    let (_admin, js) = nats.admin().await;
     js.delete_stream("AGENTRY_EVENTS").await.unwrap();
     js.create_stream(stream::Config {
         name: "AGENTRY_EVENTS".into(),

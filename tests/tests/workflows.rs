@@ -1,7 +1,10 @@
 //! The durable workflow engine end to end (issue 4): a real nats-server, the
 //! engine in-process or as `agentry-engine` child processes, echo agents
 //! whose executions are counted, and the built-in agents for the domain
-//! examples.
+//! examples. Under the production accounts: the engine and each agent kind
+//! as their roles, runs started by tenant `acme` (run keys `acme.<id>`,
+//! results on `agentry.results.acme.<id>`), definitions, inspection and
+//! the CLI as `admin`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::collections::{HashMap, HashSet};
@@ -22,10 +25,31 @@ use serde_json::{Value, json};
 const SOURCE: &str = "/tests/workflows";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// One test's system: nats-server with the topology, the engine and an echo agent in-process.
+/// The tenant every run of these tests belongs to.
+const TENANT: &str = "acme";
+
+/// The key of run `run` of [`TENANT`] in `agentry-runs` (and its `run_id`
+/// in events): `acme.<id>`. A key passes through unchanged.
+fn key(run: &str) -> String {
+    if run.starts_with(&format!("{TENANT}.")) {
+        return run.to_owned();
+    }
+    let tenant = agentry::subject::Tenant::new(TENANT).unwrap();
+    subject::run_key(Some(&tenant), &agentry::RunId::new(run).unwrap())
+}
+
+/// The run id of `run` (a key `acme.<id>` or an id).
+fn bare(run: &str) -> &str {
+    run.strip_prefix(&format!("{TENANT}.")).unwrap_or(run)
+}
+
+/// One test's system: nats-server with the production accounts and the
+/// topology, the engine and an echo agent in-process.
 struct Sys {
-    nats: Nats,
-    client: async_nats::Client,
+    nats: AuthServer,
+    /// The client: tenant `acme`.
+    acme: TenantClient,
+    /// Admin: definitions and inspection.
     js: async_nats::jetstream::Context,
     parts: InProcess,
     echo: Echo,
@@ -37,17 +61,18 @@ impl Sys {
     }
 
     async fn start_with(max_runs: usize, engine: bool) -> Self {
-        let nats = Nats::start();
-        let (client, js) = nats.with_topology().await;
+        let nats = AuthServer::start();
+        let (_admin, js) = nats.setup().await;
+        let acme = nats.tenant(TENANT).await;
         let mut parts = InProcess::new();
         if engine {
-            start_engine(&mut parts, &nats.url(), max_runs);
+            start_engine(&mut parts, &nats, max_runs);
         }
         let echo = Echo::default();
-        start_echo(&mut parts, &nats.url(), echo.clone(), 32);
+        start_echo(&mut parts, &nats, echo.clone(), 32);
         Self {
             nats,
-            client,
+            acme,
             js,
             parts,
             echo,
@@ -68,15 +93,11 @@ impl Sys {
 
     async fn run_id(&self, id: &RequestId, name: &str, input: Value) -> Outcome {
         let ev = client::workflow_request(id, SOURCE, name, None, input);
-        let out = client::submit(
-            &self.client,
-            &self.js,
-            &ev,
-            Mode::Binary,
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("workflow result");
+        let out = self
+            .acme
+            .submit(&ev, Duration::from_secs(60))
+            .await
+            .expect("workflow result");
         // Results match their published schema.
         let schema = agentry::schema::global().event(&out.ty).unwrap();
         if let Err(e) = agentry::schema::check(schema, &out.data) {
@@ -89,9 +110,7 @@ impl Sys {
     async fn start_run(&self, id: &str, name: &str, input: Value) {
         let id = RequestId::new(id).unwrap();
         let ev = client::workflow_request(&id, SOURCE, name, None, input);
-        client::publish_request(&self.js, &ev, Mode::Binary)
-            .await
-            .unwrap();
+        self.acme.publish(&ev, Mode::Binary).await.unwrap();
     }
 
     async fn state(&self, run: &str) -> RunState {
@@ -116,16 +135,16 @@ impl Sys {
 
 fn start_engine(
     parts: &mut InProcess,
-    url: &str,
+    nats: &AuthServer,
     max_runs: usize,
 ) -> tokio_util::sync::CancellationToken {
-    let mut cfg = engine_config(url);
+    let mut cfg = nats.engine_config();
     cfg.max_runs = max_runs;
     parts.spawn(move |t| agentry_engine::run_with(cfg, Observer::new(), t))
 }
 
-fn start_echo(parts: &mut InProcess, url: &str, echo: Echo, capacity: usize) {
-    let cfg = agent_config(url, "echo");
+fn start_echo(parts: &mut InProcess, nats: &AuthServer, echo: Echo, capacity: usize) {
+    let cfg = nats.agent_config("echo");
     parts.spawn(move |t| async move {
         let mut rc = agentry::agent::Config::new(cfg.nats.clone());
         rc.capacity = capacity;
@@ -135,9 +154,10 @@ fn start_echo(parts: &mut InProcess, url: &str, echo: Echo, capacity: usize) {
     });
 }
 
+/// The state of `acme`'s run `run` (an id or a key).
 async fn run_state(js: &async_nats::jetstream::Context, run: &str) -> Option<RunState> {
     let kv = js.get_key_value(subject::RUNS_BUCKET).await.ok()?;
-    let bytes = kv.get(run).await.ok()??;
+    let bytes = kv.get(key(run)).await.ok()??;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -168,9 +188,6 @@ async fn events(js: &async_nats::jetstream::Context, run: Option<&str>) -> Vec<L
         let Ok(Some(Ok(msg))) = next else { break };
         let d = event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()).unwrap();
         let data = event::data_json(&d.event).unwrap();
-        if run.is_some_and(|r| data["run_id"] != r) {
-            continue;
-        }
         // Every lifecycle event matches its published schema.
         let ty = d.event.ty();
         let schema = agentry::schema::global()
@@ -178,6 +195,11 @@ async fn events(js: &async_nats::jetstream::Context, run: Option<&str>) -> Vec<L
             .unwrap_or_else(|| panic!("no schema for {ty}"));
         if let Err(e) = agentry::schema::check(schema, &data) {
             panic!("{ty} does not match its schema: {e}\n{data}");
+        }
+        // Events name a run by its id (the tenant's request id), not by its
+        // key in `agentry-runs`.
+        if run.is_some_and(|r| data["run_id"] != bare(r)) {
+            continue;
         }
         out.push(Lifecycle {
             ty: d.event.ty().to_owned(),
@@ -238,15 +260,7 @@ async fn dag_fan_out_runs_in_parallel() {
     let id = RequestId::generate();
     let mut ev = client::workflow_request(&id, SOURCE, "fan_out", None, json!({"n": 2}));
     ev.set_extension("traceparent", TRACEPARENT);
-    let out = client::submit(
-        &sys.client,
-        &sys.js,
-        &ev,
-        Mode::Binary,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let out = sys.acme.submit(&ev, Duration::from_secs(60)).await.unwrap();
     assert_eq!(out.ty, "io.agentry.workflow.completed", "{:?}", out.data);
     assert_eq!(
         out.data["output"],
@@ -316,10 +330,10 @@ async fn dag_fan_out_runs_in_parallel() {
     sys.parts.stop().await;
 }
 
-/// Runs the `agentry` CLI against `url` (off the async runtime); (exit code, stdout, stderr).
-async fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
+/// Runs the `agentry` CLI as `admin` (off the async runtime); (exit code, stdout, stderr).
+async fn cli(nats: &AuthServer, args: &[&str]) -> (i32, String, String) {
     let mut cmd = std::process::Command::new(bin("agentry"));
-    cmd.arg("--nats-url").arg(url).args(args);
+    cmd.envs(nats.env("admin")).args(args);
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
@@ -348,12 +362,12 @@ fn expectation(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_skips_and_invalid_definitions_are_refused() {
     let sys = Sys::start().await;
-    let url = sys.nats.url();
+    let nats = &sys.nats;
     let diamond = repo_root().join("schemas/examples/workflows/echo_diamond.yaml");
-    let (code, out, err) = cli(&url, &["workflow", "put", diamond.to_str().unwrap()]).await;
+    let (code, out, err) = cli(nats, &["workflow", "put", diamond.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("created echo_diamond.1"), "{out}");
-    let (code, out, _) = cli(&url, &["workflow", "put", diamond.to_str().unwrap()]).await;
+    let (code, out, _) = cli(nats, &["workflow", "put", diamond.to_str().unwrap()]).await;
     assert_eq!(code, 0);
     assert!(out.contains("unchanged echo_diamond.1"), "{out}");
     let out = sys.run("echo_diamond", json!({"n": 0})).await;
@@ -381,7 +395,7 @@ async fn when_skips_and_invalid_definitions_are_refused() {
     for path in &files {
         let expected = expectation(&std::fs::read_to_string(path).unwrap());
         let (code, out, err) =
-            cli(&url, &["--json", "workflow", "put", path.to_str().unwrap()]).await;
+            cli(nats, &["--json", "workflow", "put", path.to_str().unwrap()]).await;
         assert_eq!(code, 1, "{}: {out}{err}", path.display());
         let v: Value =
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("{}: {e}: {out}", path.display()));
@@ -418,7 +432,7 @@ async fn when_skips_and_invalid_definitions_are_refused() {
     );
     // Humans get one line per error: path, message, kind.
     let (code, out, _) = cli(
-        &url,
+        nats,
         &[
             "workflow",
             "put",
@@ -576,7 +590,7 @@ steps:
 async fn cancel_and_failure_compensate_in_reverse() {
     let sys = Sys::start().await;
     sys.put(SAGA).await;
-    let url = sys.nats.url();
+    let nats = &sys.nats;
     sys.start_run("saga-cancel", "saga", json!({"ship_ms": 3000}))
         .await;
     let js = sys.js.clone();
@@ -592,10 +606,12 @@ async fn cancel_and_failure_compensate_in_reverse() {
     })
     .await;
     let (code, out, err) = cli(
-        &url,
+        nats,
         &[
             "workflow",
             "cancel",
+            "--tenant",
+            "acme",
             "saga-cancel",
             "--reason",
             "customer changed their mind",
@@ -606,7 +622,9 @@ async fn cancel_and_failure_compensate_in_reverse() {
     let run = sys
         .wait_status("saga-cancel", RunStatus::Cancelled, Duration::from_secs(20))
         .await;
-    let result = client::fetch_result(&sys.js, &RequestId::new("saga-cancel").unwrap())
+    let result = sys
+        .acme
+        .fetch_result(&RequestId::new("saga-cancel").unwrap())
         .await
         .unwrap();
     assert_eq!(result.ty, "io.agentry.workflow.cancelled");
@@ -662,11 +680,11 @@ async fn cancel_and_failure_compensate_in_reverse() {
 }
 
 /// An `agentry-engine` child process (killable with SIGKILL).
-fn engine_process(url: &str) -> ChildProc {
+fn engine_process(nats: &AuthServer) -> ChildProc {
     ChildProc::spawn(
         "agentry-engine",
-        &["--nats-url", url, "--http-addr", "off"],
-        &[],
+        &["--http-addr", "off"],
+        &nats.env("engine"),
     )
 }
 
@@ -692,7 +710,7 @@ output: "{'published': steps.publish.status == 'completed', 'by': steps.approve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signal_survives_engine_restart_and_times_out() {
     let sys = Sys::start_with(100, false).await;
-    let url = sys.nats.url();
+    let nats = &sys.nats;
     sys.put(APPROVAL).await;
     sys.put(
         &APPROVAL
@@ -700,7 +718,7 @@ async fn signal_survives_engine_restart_and_times_out() {
             .replace("timeout: 10m", "timeout: 1s"),
     )
     .await;
-    let mut engine = engine_process(&url);
+    let mut engine = engine_process(nats);
     sys.start_run("sig-wait", "approval", json!({"doc": "q3-report"}))
         .await;
     sys.start_run("sig-late", "approval_short", json!({"doc": "memo"}))
@@ -725,15 +743,28 @@ async fn signal_survives_engine_restart_and_times_out() {
     )
     .await;
     engine.kill9();
-    let (code, _, err) = cli(&url, &["workflow", "signal", "no-such-run", "approve"]).await;
-    assert_eq!(code, 1);
-    assert!(err.contains("no workflow run no-such-run"), "{err}");
-    let _engine = engine_process(&url);
-    let (code, out, err) = cli(
-        &url,
+    let (code, _, err) = cli(
+        nats,
         &[
             "workflow",
             "signal",
+            "--tenant",
+            "acme",
+            "no-such-run",
+            "approve",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no workflow run no-such-run"), "{err}");
+    let _engine = engine_process(nats);
+    let (code, out, err) = cli(
+        nats,
+        &[
+            "workflow",
+            "signal",
+            "--tenant",
+            "acme",
             "sig-wait",
             "approve",
             "--payload",
@@ -750,7 +781,9 @@ async fn signal_survives_engine_restart_and_times_out() {
         Some(json!({"published": true, "by": "ana", "doc": "q3-report"}))
     );
     assert_eq!(run.definition, "approval.1");
-    let result = client::fetch_result(&sys.js, &RequestId::new("sig-wait").unwrap())
+    let result = sys
+        .acme
+        .fetch_result(&RequestId::new("sig-wait").unwrap())
         .await
         .unwrap();
     assert_eq!(result.ty, "io.agentry.workflow.completed");
@@ -785,11 +818,14 @@ output: "steps.c.output.echo.n"
 "#;
 
 /// Waits for a completed result of every id; panics on any other outcome.
-async fn all_completed(js: &async_nats::jetstream::Context, ids: &[String], limit: Duration) {
+async fn all_completed(acme: &TenantClient, ids: &[String], limit: Duration) {
     eventually(limit, "every run completed", || async {
         let mut done = 0;
         for id in ids {
-            if let Some(o) = client::fetch_result(js, &RequestId::new(id.as_str()).unwrap()).await {
+            if let Some(o) = acme
+                .fetch_result(&RequestId::new(id.as_str()).unwrap())
+                .await
+            {
                 assert_eq!(o.ty, "io.agentry.workflow.completed", "{id}: {:?}", o.data);
                 done += 1;
             }
@@ -803,9 +839,9 @@ async fn all_completed(js: &async_nats::jetstream::Context, ids: &[String], limi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_engine_with_50_runs_in_flight() {
     let sys = Sys::start_with(100, false).await;
-    let url = sys.nats.url();
+    let nats = &sys.nats;
     sys.put(CHAIN).await;
-    let mut engine = engine_process(&url);
+    let mut engine = engine_process(nats);
     let ids: Vec<String> = (0..50).map(|i| format!("k9-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
         sys.start_run(id, "chain", json!({"n": i})).await;
@@ -818,10 +854,12 @@ async fn kill9_engine_with_50_runs_in_flight() {
     engine.kill9();
     let done_at_kill = sys.echo.executions.lock().map(|m| m.len()).unwrap();
     assert!(done_at_kill < 150, "everything finished before the kill");
-    let _engine = engine_process(&url);
-    all_completed(&sys.js, &ids, Duration::from_secs(120)).await;
+    let _engine = engine_process(nats);
+    all_completed(&sys.acme, &ids, Duration::from_secs(120)).await;
     for (i, id) in ids.iter().enumerate() {
-        let o = client::fetch_result(&sys.js, &RequestId::new(id.as_str()).unwrap())
+        let o = sys
+            .acme
+            .fetch_result(&RequestId::new(id.as_str()).unwrap())
             .await
             .unwrap();
         assert_eq!(o.data["output"], json!(i + 2));
@@ -833,7 +871,12 @@ async fn kill9_engine_with_50_runs_in_flight() {
             );
         }
     }
-    let counts = subject_counts(&sys.js, subject::RESULTS_STREAM, "agentry.results.k9-*").await;
+    let counts: HashMap<String, usize> =
+        subject_counts(&sys.js, subject::RESULTS_STREAM, &sys.acme.results_all())
+            .await
+            .into_iter()
+            .filter(|(s, _)| s.starts_with("agentry.results.acme.k9-"))
+            .collect();
     assert_eq!(counts.len(), 50);
     assert!(counts.values().all(|n| *n == 1));
     sys.parts.stop().await;
@@ -852,12 +895,12 @@ fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_200_runs() {
     let mut sys = Sys::start_with(100, false).await;
-    let url = sys.nats.url();
+    let nats = &sys.nats;
     sys.put(&CHAIN.replace("sleep_ms: \"150\"", "sleep_ms: \"5\""))
         .await;
     let observers = [Observer::new(), Observer::new()];
     for obs in &observers {
-        let (cfg, obs) = (engine_config(&url), obs.clone());
+        let (cfg, obs) = (nats.engine_config(), obs.clone());
         sys.parts
             .spawn(move |t| agentry_engine::run_with(cfg, obs, t));
     }
@@ -877,10 +920,18 @@ async fn two_replicas_share_200_runs() {
             json!({"n": i}),
         );
         let (mut h, body) = event::encode(&ev, Mode::Binary).unwrap();
-        h.insert(event::header::MSG_ID, id.as_str());
+        h.insert(
+            event::header::MSG_ID,
+            subject::request_key(
+                Some(&sys.acme.tenant),
+                &RequestId::new(id.as_str()).unwrap(),
+            )
+            .as_str(),
+        );
         acks.push(
-            sys.js
-                .publish_with_headers(subject::REQUESTS, h, body)
+            sys.acme
+                .js
+                .publish_with_headers(sys.acme.requests_subject(), h, body)
                 .await
                 .unwrap(),
         );
@@ -888,7 +939,7 @@ async fn two_replicas_share_200_runs() {
     for a in acks {
         a.await.unwrap();
     }
-    all_completed(&sys.js, &ids, Duration::from_secs(120)).await;
+    all_completed(&sys.acme, &ids, Duration::from_secs(120)).await;
     let started: Vec<f64> = observers
         .iter()
         .map(|o| {
@@ -916,7 +967,12 @@ async fn two_replicas_share_200_runs() {
         })
         .sum();
     assert_eq!(finished, 200.0);
-    let counts = subject_counts(&sys.js, subject::RESULTS_STREAM, "agentry.results.two-*").await;
+    let counts: HashMap<String, usize> =
+        subject_counts(&sys.js, subject::RESULTS_STREAM, &sys.acme.results_all())
+            .await
+            .into_iter()
+            .filter(|(s, _)| s.starts_with("agentry.results.acme.two-"))
+            .collect();
     assert_eq!(counts.len(), 200);
     assert!(counts.values().all(|n| *n == 1));
     let evs = events(&sys.js, None).await;
@@ -969,7 +1025,7 @@ async fn max_runs_bounds_concurrency() {
     for (i, id) in ids.iter().enumerate() {
         sys.start_run(id, "short", json!({"n": i})).await;
     }
-    all_completed(&sys.js, &ids, Duration::from_secs(90)).await;
+    all_completed(&sys.acme, &ids, Duration::from_secs(90)).await;
     let mut intervals = Vec::new();
     for id in &ids {
         let run = sys.state(id).await;
@@ -989,13 +1045,11 @@ async fn max_runs_bounds_concurrency() {
 async fn single_task_has_workflow_guarantees_without_run_state() {
     let sys = Sys::start().await;
     let submit = |input: Value, timeout_ms: Option<u64>| {
-        let (client, js) = (sys.client.clone(), sys.js.clone());
+        let acme = sys.acme.clone();
         async move {
             let id = RequestId::generate();
             let ev = client::task_request(&id, SOURCE, "echo", input, timeout_ms);
-            client::submit(&client, &js, &ev, Mode::Binary, Duration::from_secs(30))
-                .await
-                .unwrap()
+            acme.submit(&ev, Duration::from_secs(30)).await.unwrap()
         }
     };
     let retried = submit(
@@ -1022,7 +1076,8 @@ async fn single_task_has_workflow_guarantees_without_run_state() {
         let counts = subject_counts(
             &sys.js,
             subject::RESULTS_STREAM,
-            &format!("agentry.results.{}", o.request_id),
+            &sys.acme
+                .results_subject(&RequestId::new(o.request_id.as_str()).unwrap()),
         )
         .await;
         assert_eq!(counts.values().sum::<usize>(), 1, "{}", o.request_id);
@@ -1051,7 +1106,7 @@ async fn single_task_has_workflow_guarantees_without_run_state() {
     let kv = sys.js.get_key_value(subject::RUNS_BUCKET).await.unwrap();
     let keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
     assert_eq!(keys.len(), 15);
-    assert!(!keys.contains(&retried.request_id) && !keys.contains(&late.request_id));
+    assert!(!keys.contains(&key(&retried.request_id)) && !keys.contains(&key(&late.request_id)));
     sys.parts.stop().await;
 }
 
@@ -1112,10 +1167,10 @@ async fn foreach_and_child_workflows() {
     assert_eq!(max_overlap(&windows), 2, "{windows:?}");
     // The child is a run of its own, pointing back at its parent step.
     let child_id = run.steps["child"].unit.child_run.clone().unwrap();
-    assert_eq!(child_id, format!("{}-child-1", out.request_id));
+    assert_eq!(child_id, key(&format!("{}-child-1", out.request_id)));
     let child = sys.state(&child_id).await;
     assert_eq!(child.status, RunStatus::Completed);
-    assert_eq!(child.parent.as_ref().unwrap().run_id, out.request_id);
+    assert_eq!(child.parent.as_ref().unwrap().run_id, key(&out.request_id));
     assert_eq!(child.depth, 1);
     let evs = events(&sys.js, Some(&child_id)).await;
     assert_eq!(
@@ -1149,8 +1204,9 @@ async fn duplicate_requests_and_rejections() {
     for msg_id in ["dup-1", "dup-1-again"] {
         let (mut h, body) = event::encode(&ev, Mode::Binary).unwrap();
         h.insert(event::header::MSG_ID, msg_id);
-        sys.js
-            .publish_with_headers(subject::REQUESTS, h, body)
+        sys.acme
+            .js
+            .publish_with_headers(sys.acme.requests_subject(), h, body)
             .await
             .unwrap()
             .await
@@ -1167,8 +1223,9 @@ async fn duplicate_requests_and_rejections() {
             .count(),
         1
     );
-    let counts = subject_counts(&sys.js, subject::RESULTS_STREAM, "agentry.results.dup-1").await;
-    assert_eq!(counts.get("agentry.results.dup-1"), Some(&1));
+    let results = sys.acme.results_subject(&id);
+    let counts = subject_counts(&sys.js, subject::RESULTS_STREAM, &results).await;
+    assert_eq!(counts.get(&results), Some(&1));
     let out = sys.run("no_such_workflow", json!({})).await;
     assert_eq!(out.ty, "io.agentry.request.rejected");
     assert_eq!(out.data["reason"], "unknown_workflow");
@@ -1179,15 +1236,7 @@ async fn duplicate_requests_and_rejections() {
         "io.agentry.workflow.cancel",
         json!({"run_id": "nope"}),
     );
-    let out = client::submit(
-        &sys.client,
-        &sys.js,
-        &ev,
-        Mode::Binary,
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    let out = sys.acme.submit(&ev, Duration::from_secs(20)).await.unwrap();
     assert_eq!(out.data["reason"], "unknown_run");
     sys.put("name: typed\nversion: 1\ninput_schema: { type: object, required: [n] }\nsteps:\n  - id: a\n    capability: echo\n").await;
     let out = sys.run("typed", json!({"m": 1})).await;
@@ -1220,16 +1269,16 @@ async fn large_outputs_live_in_the_object_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_lists_and_shows() {
     let sys = Sys::start().await;
-    let url = sys.nats.url();
+    let nats = &sys.nats;
     sys.put(CHAIN).await;
     sys.put(&CHAIN.replace("version: 1", "version: 2")).await;
-    let (code, out, _) = cli(&url, &["--json", "workflow", "list"]).await;
+    let (code, out, _) = cli(nats, &["--json", "workflow", "list"]).await;
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["name"], "chain");
     assert_eq!(v[0]["versions"], json!([1, 2]));
     let (code, out, _) = cli(
-        &url,
+        nats,
         &["--json", "workflow", "get", "chain", "--version", "1"],
     )
     .await;
@@ -1238,11 +1287,13 @@ async fn cli_lists_and_shows() {
     assert_eq!(v["version"], 1);
     assert_eq!(v["steps"].as_array().unwrap().len(), 3);
     let (code, out, err) = cli(
-        &url,
+        nats,
         &[
             "--json",
             "workflow",
             "run",
+            "--tenant",
+            "acme",
             "chain",
             "--input",
             r#"{"n": 40}"#,
@@ -1257,14 +1308,22 @@ async fn cli_lists_and_shows() {
     assert_eq!(v["data"]["output"], 42);
     assert_eq!(v["data"]["version"], 2);
     let (code, out, _) = cli(
-        &url,
-        &["--json", "workflow", "runs", "--status", "completed"],
+        nats,
+        &[
+            "--json",
+            "workflow",
+            "runs",
+            "--tenant",
+            "acme",
+            "--status",
+            "completed",
+        ],
     )
     .await;
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["run_id"], "cli-run");
-    let (code, out, _) = cli(&url, &["workflow", "show", "cli-run"]).await;
+    let (code, out, _) = cli(nats, &["workflow", "show", "--tenant", "acme", "cli-run"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("status    completed"), "{out}");
     let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("STEP")).collect();
@@ -1280,7 +1339,7 @@ async fn cli_lists_and_shows() {
         table[1].starts_with("a ") && table[1].contains("completed"),
         "{out}"
     );
-    let (code, _, err) = cli(&url, &["workflow", "show", "missing"]).await;
+    let (code, _, err) = cli(nats, &["workflow", "show", "--tenant", "acme", "missing"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no workflow run missing"));
     sys.parts.stop().await;
@@ -1327,17 +1386,23 @@ async fn wait_for_signal_step(js: &async_nats::jetstream::Context, run: &str, st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domain_examples_run_on_the_real_agents() {
     let sys = Sys::start().await;
-    let url = sys.nats.url();
+    let nats = &sys.nats;
     let fixture = agentry_agent::agents::weather::fixture::Server::start()
         .await
         .unwrap();
     let mut parts = InProcess::new();
-    let mut cfg = agent_config(
-        &url,
-        "weather,planning,customer_service,data_analysis,security_monitor",
-    );
-    cfg.builtin.weather_base_url = Some(fixture.base_url());
-    parts.spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
+    // One agent process per kind, each as its own user (as deployed).
+    for kind in [
+        "weather",
+        "planning",
+        "customer_service",
+        "data_analysis",
+        "security_monitor",
+    ] {
+        let mut cfg = nats.agent_config(kind);
+        cfg.builtin.weather_base_url = Some(fixture.base_url());
+        parts.spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
+    }
     let loaded = agentry_ctl::workflow::load_examples(&sys.js).await.unwrap();
     for key in [
         "trip_planning.1",
@@ -1411,10 +1476,12 @@ async fn domain_examples_run_on_the_real_agents() {
     })).await;
     wait_for_signal_step(&sys.js, "cs-escalated", "approval").await;
     let (code, out, err) = cli(
-        &url,
+        nats,
         &[
             "workflow",
             "signal",
+            "--tenant",
+            "acme",
             "cs-escalated",
             "approve",
             "--payload",
@@ -1459,10 +1526,12 @@ async fn domain_examples_run_on_the_real_agents() {
     wait_for_signal_step(&sys.js, "ir-resolved", "resolve").await;
     wait_for_signal_step(&sys.js, "ir-cancelled", "resolve").await;
     let (code, _, _) = cli(
-        &url,
+        nats,
         &[
             "workflow",
             "signal",
+            "--tenant",
+            "acme",
             "ir-resolved",
             "resolve",
             "--payload",
@@ -1472,10 +1541,12 @@ async fn domain_examples_run_on_the_real_agents() {
     .await;
     assert_eq!(code, 0);
     let (code, _, _) = cli(
-        &url,
+        nats,
         &[
             "workflow",
             "cancel",
+            "--tenant",
+            "acme",
             "ir-cancelled",
             "--reason",
             "false positive",
@@ -1519,10 +1590,12 @@ async fn domain_examples_run_on_the_real_agents() {
     .await;
     wait_for_signal_step(&sys.js, "trip-child", "approval").await;
     let (code, _, _) = cli(
-        &url,
+        nats,
         &[
             "workflow",
             "signal",
+            "--tenant",
+            "acme",
             "trip-child",
             "approve",
             "--payload",

@@ -9,9 +9,13 @@ use clap::{Parser, Subcommand};
 mod agents;
 pub mod bench;
 mod check;
+mod completions;
 mod components;
 pub mod context;
 mod dlq;
+pub mod exit;
+mod input;
+pub mod output;
 pub mod server;
 mod setup;
 pub mod status;
@@ -19,17 +23,27 @@ mod submit;
 mod table;
 mod up;
 mod watch;
+mod weather_check;
 pub mod workflow;
 
 /// agentry: an event-driven multi-agent system on NATS JetStream.
 #[derive(Debug, Parser)]
-#[command(name = "agentry", version, about, propagate_version = true)]
+#[command(
+    name = "agentry",
+    version,
+    about,
+    propagate_version = true,
+    after_help = exit::HELP
+)]
 pub struct Cli {
     #[command(flatten)]
     pub nats: config::Nats,
     /// Machine-readable JSON output instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// More log output on stderr: -v info, -vv debug (RUST_LOG, when set, decides instead).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,9 +72,16 @@ pub enum Command {
     /// Workflow definitions and runs: put, list, get, run, runs, show, signal, cancel.
     #[command(subcommand)]
     Workflow(workflow::Command),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
 }
 
 impl Cli {
+    /// Whether this command runs services (and so logs at info by default).
+    pub fn is_service(&self) -> bool {
+        matches!(self.command, Command::Up(_) | Command::Bench(_))
+    }
+
     /// The NATS config, falling back to `.agentry/context` when no URL is given.
     pub fn nats_config(&self) -> config::Nats {
         let mut cfg = self.nats.clone();
@@ -87,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(&cli, args).await,
         Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
         Command::Workflow(cmd) => workflow::run(&cli, cmd).await,
+        Command::Completions(args) => completions::run(args),
     }
 }
 

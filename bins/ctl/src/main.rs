@@ -5,12 +5,18 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = agentry_ctl::Cli::parse();
-    agentry::telemetry::init_tracing(agentry::config::LogFormat::Text);
+    if !cli.is_service() {
+        // `agentry agents | head` ends quietly, as Unix tools do, instead of
+        // panicking on a closed stdout. Not for `up` and `bench`, which hold
+        // many sockets for a long time and must see write errors as errors.
+        sigpipe::reset();
+    }
+    agentry_ctl::output::init_logging(cli.verbose, cli.is_service());
     match agentry_ctl::run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            agentry_ctl::exit::for_error(&e)
         }
     }
 }

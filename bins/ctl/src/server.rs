@@ -141,6 +141,11 @@ impl NatsServer {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // Its own process group: Ctrl-C in a terminal signals the whole
+        // foreground group, and the server must outlive the components that
+        // drain through it (`agentry up` stops it last).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().map_err(|source| ServerError::Spawn {
             bin: bin.display().to_string(),
             source,

@@ -1,16 +1,16 @@
 //! `agentry submit`: publish a task or workflow request and print its result.
 
-use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use agentry::client::{self, SubmitError};
 use agentry::event::Mode;
 use agentry::id::RequestId;
-use anyhow::Context as _;
 use serde_json::Value;
+use tracing::info;
 
 use crate::Cli;
+use crate::exit::{self, UsageError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,7 +22,7 @@ pub struct Args {
     /// Workflow version (default: latest).
     #[arg(long = "workflow-version", requires = "workflow")]
     pub workflow_version: Option<u32>,
-    /// Input as JSON (`-` reads stdin).
+    /// Input as JSON: inline, `@file`, or `-` for stdin.
     #[arg(long, short, default_value = "{}")]
     pub input: String,
     /// Request id (default: a fresh UUIDv7). Resubmitting an id does not run it twice.
@@ -59,39 +59,35 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
-    let nats = crate::connect(cli).await?;
-    let js = async_nats::jetstream::new(nats.clone());
     if let Some(id) = &args.result {
         let id = RequestId::new(id.as_str())?;
+        let js = async_nats::jetstream::new(crate::connect(cli).await?);
         return match client::fetch_result_as(&js, args.tenant.as_ref(), &id).await {
             Some(o) => Ok(print(cli, &o)),
             None => {
                 eprintln!("no result stored for {id}");
-                Ok(ExitCode::from(3))
+                Ok(ExitCode::from(exit::TIMED_OUT))
             }
         };
     }
-    let input_text = if args.input == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        s
+    let mut input: Value = if args.file.is_some() {
+        Value::Null
     } else {
-        args.input.clone()
+        crate::input::read_json(&args.input, "--input")?
     };
-    let mut input: Value =
-        serde_json::from_str(&input_text).context("--input is not valid JSON")?;
     let mut capability = args.capability.clone();
     let mut timeout_ms = args.task_timeout_ms;
     if let Some(path) = &args.file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let doc: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let doc = crate::input::read_json(&format!("@{}", path.display()), "--file")?;
         capability = doc["capability"].as_str().map(str::to_owned);
         input = doc.get("input").cloned().unwrap_or(Value::Null);
         timeout_ms = timeout_ms.or(doc["timeout_ms"].as_u64());
         if capability.is_none() {
-            anyhow::bail!("{} has no \"capability\"", path.display());
+            return Err(UsageError::Invalid(format!(
+                "{} has no \"capability\" (--file takes {{\"capability\", \"input\"}}; use --input @file for an input alone)",
+                path.display()
+            ))
+            .into());
         }
     }
     let id = match &args.id {
@@ -104,29 +100,38 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         }
         (None, Some(c)) => client::task_request(&id, &args.source, c, input, timeout_ms),
         (None, None) => {
-            anyhow::bail!("name a capability (e.g. `agentry submit echo`) or --workflow")
+            return Err(UsageError::Invalid(
+                "name a capability (e.g. `agentry submit echo`) or --workflow".into(),
+            )
+            .into());
         }
     };
+    // Everything on the command line is checked before connecting.
+    let nats = crate::connect(cli).await?;
+    let js = async_nats::jetstream::new(nats.clone());
     let mode = if args.structured {
         Mode::Structured
     } else {
         Mode::Binary
     };
-    if !cli.json {
-        eprintln!(
-            "submitted {id}, waiting up to {:?} for {}",
-            args.timeout,
-            agentry::subject::results_for(args.tenant.as_ref(), &id)
-        );
-    }
-    match client::submit_as(&nats, &js, args.tenant.as_ref(), &event, mode, args.timeout).await {
+    info!(
+        request_id = %id,
+        results = %agentry::subject::results_for(args.tenant.as_ref(), &id),
+        timeout = ?args.timeout,
+        "submitting, waiting for the result"
+    );
+    let progress = crate::output::Progress::waiting(&format!("waiting for {id}"));
+    let outcome =
+        client::submit_as(&nats, &js, args.tenant.as_ref(), &event, mode, args.timeout).await;
+    drop(progress);
+    match outcome {
         Ok(o) => Ok(print(cli, &o)),
         Err(SubmitError::Timeout { id, timeout }) => {
             eprintln!(
                 "no result for {id} within {timeout:?}: the request was accepted by JetStream and stays queued \
                  until an engine and an agent for it run (fetch it later with `agentry submit --result {id}`)"
             );
-            Ok(ExitCode::from(3))
+            Ok(ExitCode::from(exit::TIMED_OUT))
         }
         Err(e) => Err(e.into()),
     }
@@ -139,9 +144,5 @@ fn print(cli: &Cli, o: &client::Outcome) -> ExitCode {
     } else {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
-    if o.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    exit::for_outcome(o)
 }

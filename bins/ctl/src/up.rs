@@ -2,12 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentry::http::Observer;
 use agentry::topology::{self, Settings, Topology};
 use anyhow::Context as _;
-use tokio_util::task::TaskTracker;
 
 use crate::Cli;
 use crate::context::{self, Context};
@@ -35,10 +34,26 @@ pub struct Args {
     pub redis_url: Option<String>,
     #[command(flatten)]
     pub settings: Settings,
+    #[command(flatten, next_help_heading = "Built-in agents")]
+    pub builtin: agentry_agent::agents::Settings,
 }
+
+/// How long each shutdown stage (agents; engine and monitor) may take.
+const STAGE_GRACE: Duration = Duration::from_secs(45);
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let shutdown = agentry::shutdown::on_signals();
+    // Runs while the server starts; its answer is printed before "ready".
+    let weather_check = (!args.offline && runs_weather(&args.agents)).then(|| {
+        let cfg = args.builtin.weather_config();
+        tokio::spawn(async move {
+            let urls = [
+                cfg.forecast_base_url.as_str(),
+                cfg.geocoding_base_url.as_str(),
+            ];
+            crate::weather_check::unresolved(&urls, Duration::from_secs(3)).await
+        })
+    });
     let mut nats_cfg = cli.nats.clone();
     let mut server: Option<NatsServer> = None;
     if nats_cfg.url.is_none() {
@@ -107,18 +122,15 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let tracker = TaskTracker::new();
     let fixture_url = fixture.as_ref().map(|f| f.base_url());
-    crate::components::start(
-        &tracker,
-        &obs,
-        &nats_cfg,
-        args,
-        &shutdown,
-        fixture_url.as_deref(),
-    )
-    .await?;
-    tracker.close();
+    let running =
+        crate::components::start(&obs, &nats_cfg, args, &shutdown, fixture_url.as_deref()).await?;
+    if let Some(check) = weather_check
+        && let Ok(bad) = check.await
+        && !bad.is_empty()
+    {
+        eprintln!("{}", crate::weather_check::warning(&bad));
+    }
 
     println!("http          http://{bound}/health  /ready  /metrics");
     println!(
@@ -129,19 +141,32 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     println!("ready; Ctrl-C stops everything");
 
     shutdown.cancelled().await;
-    let drained = tokio::time::timeout(Duration::from_secs(45), tracker.wait())
-        .await
-        .is_ok();
-    if !drained {
-        eprintln!("components did not stop within 45s");
+    // Ordered: agents drain, then engine and monitor, then our own
+    // connection, and the server last, so nothing sees it go away.
+    let stopped = running.stop(STAGE_GRACE).await;
+    if !stopped.agents {
+        eprintln!("warning: agents did not stop within {STAGE_GRACE:?}");
     }
-    client.flush().await.ok();
+    if !stopped.core {
+        eprintln!("warning: engine or monitor did not stop within {STAGE_GRACE:?}");
+    }
+    let drained = stopped.agents && stopped.core;
+    drop(obs);
+    // Closes the connection even while the HTTP observer still holds a clone.
+    client.drain().await.ok();
+    let closing = Instant::now();
+    while client.connection_state() == async_nats::connection::State::Connected
+        && closing.elapsed() < Duration::from_secs(2)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(client);
     context::remove(&args.dir);
     if let Some(f) = fixture {
         f.stop().await.ok();
     }
     if let Some(mut s) = server {
+        println!("stopping      nats-server");
         tokio::task::spawn_blocking(move || s.stop()).await.ok();
     }
     println!("stopped");
@@ -150,4 +175,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Whether the agent list includes the weather agent.
+fn runs_weather(agents: &str) -> bool {
+    agentry_agent::select(agents).is_ok_and(|kinds| kinds.iter().any(|k| k == "weather"))
 }

@@ -34,9 +34,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     }
     let mut merged = futures::stream::select_all(subs);
     let mut seen = 0usize;
-    if !cli.json {
-        eprintln!("watching agentry events (Ctrl-C stops)");
-    }
+    tracing::info!("watching agentry events (Ctrl-C stops)");
     loop {
         let msg = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),

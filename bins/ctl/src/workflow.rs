@@ -20,6 +20,7 @@ use crate::Cli;
 
 mod examples;
 mod runs;
+mod wait;
 
 pub use examples::{EXAMPLES, load_examples, print_examples};
 use runs::{load_run, runs, show};
@@ -45,7 +46,7 @@ pub enum Command {
     #[command(disable_version_flag = true)]
     Run {
         name: String,
-        /// Run input as JSON (`-` reads stdin).
+        /// Run input as JSON: inline, `@file`, or `-` for stdin.
         #[arg(long, short, default_value = "{}")]
         input: String,
         /// Definition version (default: the latest).
@@ -158,7 +159,7 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            match client::submit_as(&nats, &js, tenant, &ev, Mode::Binary, *timeout).await {
+            match wait::submit_and_wait(&nats, &js, tenant, &ev, *timeout).await {
                 Ok(o) => {
                     let doc = json!({"request_id": o.request_id, "run_id": o.request_id, "type": o.ty, "data": o.data});
                     if cli.json {
@@ -166,17 +167,13 @@ pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {
                     } else {
                         println!("{}", serde_json::to_string_pretty(&doc)?);
                     }
-                    Ok(if o.is_success() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    })
+                    Ok(crate::exit::for_outcome(&o))
                 }
                 Err(SubmitError::Timeout { id, timeout }) => {
                     eprintln!(
                         "run {id} did not finish within {timeout:?}; it goes on (`agentry workflow show {id}`)"
                     );
-                    Ok(ExitCode::from(3))
+                    Ok(ExitCode::from(crate::exit::TIMED_OUT))
                 }
                 Err(e) => Err(e.into()),
             }
@@ -245,12 +242,7 @@ fn run_key(tenant: Option<&Tenant>, run_id: &str) -> anyhow::Result<String> {
 }
 
 fn read_json(text: &str, what: &str) -> anyhow::Result<Value> {
-    let text = if text == "-" {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        text.to_owned()
-    };
-    serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))
+    Ok(crate::input::read_json(text, what)?)
 }
 
 async fn put(cli: &Cli, js: &jetstream::Context, file: &PathBuf) -> anyhow::Result<ExitCode> {
@@ -373,12 +365,16 @@ async fn get(
 /// How long a tenant's signal or cancel waits for a refusal.
 const REFUSAL_WAIT: Duration = Duration::from_secs(2);
 
+/// How long `--tenant` signal or cancel tries to read the run from
+/// `agentry-runs` (operators can; a tenant's user is denied).
+const RUNS_LOOKUP_WAIT: Duration = Duration::from_secs(1);
+
 /// Publishes a signal or cancel request for an existing run of `tenant`.
 ///
-/// Without a tenant (operators) the run is looked up in `agentry-runs`
-/// first. A tenant's own user may not read that bucket; with `--tenant` the
-/// request is sent and the CLI listens briefly on the tenant's result
-/// subject: the engine answers an unknown (or another tenant's) run with a
+/// The run is looked up in `agentry-runs` first (without a tenant this
+/// must work; with `--tenant` it is tried briefly, for operators). A
+/// tenant's own user may not read that bucket; then the request is sent
+/// and the CLI listens briefly on the tenant's result subject: the engine answers an unknown (or another tenant's) run with a
 /// `request.rejected` result there, and an accepted one with silence.
 async fn request(
     cli: &Cli,
@@ -389,8 +385,23 @@ async fn request(
     ty: &str,
     data: Value,
 ) -> anyhow::Result<ExitCode> {
-    if tenant.is_none() {
-        let Some(run) = load_run(js, run_id).await? else {
+    // Credentials that can read `agentry-runs` (operators) get a definitive
+    // answer from the bucket first, with or without `--tenant`, even while
+    // no engine is up. A tenant's own user cannot read it: its lookup is
+    // denied (which a client sees only as no reply), so it is bounded and
+    // the request goes out as described above.
+    let lookup = match tenant {
+        None => Some(load_run(js, run_id).await?),
+        Some(t) => {
+            let key = run_key(Some(t), run_id)?;
+            tokio::time::timeout(RUNS_LOOKUP_WAIT, load_run(js, &key))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+    };
+    if let Some(found) = lookup {
+        let Some(run) = found else {
             eprintln!("no workflow run {run_id}");
             return Ok(ExitCode::from(1));
         };

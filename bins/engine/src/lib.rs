@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+mod answered;
 mod fair;
 mod guard;
 mod intake;
@@ -159,8 +160,14 @@ pub async fn run_with(
     if let Some(url) = &cfg.redis.url {
         obs.add_redis("engine redis", url);
     }
-    let runs =
-        workflow::Runs::open(&js, cfg.max_runs, metrics.runs_active.clone(), &shutdown).await?;
+    let runs = workflow::Runs::open(
+        &js,
+        cfg.max_runs,
+        metrics.runs_active.clone(),
+        metrics.runs_parked.clone(),
+        &shutdown,
+    )
+    .await?;
     let engine = Arc::new(Engine {
         js: js.clone(),
         metrics,
@@ -222,9 +229,9 @@ pub async fn run_with(
             sem,
             stop,
             work,
-            move |msg| {
+            move |msg, permit| {
                 let engine = engine.clone();
-                Box::pin(async move { requests::handle(&engine, &msg).await })
+                Box::pin(async move { requests::handle(&engine, &msg, permit).await })
             },
         ));
     }
@@ -239,9 +246,12 @@ pub async fn run_with(
             Arc::new(Semaphore::new(64)),
             stop,
             work,
-            move |msg| {
+            move |msg, permit| {
                 let engine = engine.clone();
-                Box::pin(async move { tasks::fire_timer(&engine, &msg).await })
+                Box::pin(async move {
+                    let _permit = permit;
+                    tasks::fire_timer(&engine, &msg).await
+                })
             },
         ));
     }
@@ -257,9 +267,12 @@ pub async fn run_with(
             Arc::new(Semaphore::new(64)),
             stop,
             work,
-            move |msg| {
+            move |msg, permit| {
                 let engine = engine.clone();
-                Box::pin(async move { workflow::on_step_result(&engine, &msg).await })
+                Box::pin(async move {
+                    let _permit = permit;
+                    workflow::on_step_result(&engine, &msg).await
+                })
             },
         ));
     }
@@ -323,10 +336,15 @@ pub(crate) enum Disposition {
     Term,
 }
 
+/// One of a consumer's concurrency permits, handed to the handler: it is
+/// held until the handler drops it (a workflow start waiting for a run slot
+/// drops it early, see workflow::limiter).
+pub(crate) type EnginePermit = tokio::sync::OwnedSemaphorePermit;
+
 /// Pulls from `consumer` with at most `limit` handlers in flight. The
-/// handler borrows the message (shared, not cloned) and says how to ack it;
-/// handlers return boxed futures so spawning a delivery moves a pointer, not
-/// a large state machine.
+/// handler borrows the message (shared, not cloned), holds the permit and
+/// says how to ack it; handlers return boxed futures so spawning a delivery
+/// moves a pointer, not a large state machine.
 async fn consume<F, Fut>(
     consumer: PullConsumer,
     pulse: agentry::http::Pulse,
@@ -336,7 +354,7 @@ async fn consume<F, Fut>(
     work: TaskTracker,
     handler: F,
 ) where
-    F: Fn(Arc<jetstream::Message>) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<jetstream::Message>, EnginePermit) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Disposition> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -372,7 +390,7 @@ async fn consume<F, Fut>(
                     let handler = handler.clone();
                     let msg = Arc::new(msg);
                     work.spawn(async move {
-                        let outcome = handler(msg.clone()).await;
+                        let outcome = handler(msg.clone(), permit).await;
                         let res = match outcome {
                             Disposition::Ack => msg.ack().await,
                             Disposition::Nak(d) => msg.ack_with(AckKind::Nak(Some(d))).await,
@@ -381,7 +399,6 @@ async fn consume<F, Fut>(
                         if let Err(e) = res {
                             warn!(error = %e, "ack failed; message will be redelivered");
                         }
-                        drop(permit);
                     });
                 }
                 Some(Err(e)) => {

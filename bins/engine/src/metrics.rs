@@ -16,6 +16,7 @@ pub struct Metrics {
     pub run_duration: HistogramVec,
     pub step_duration: HistogramVec,
     pub runs_active: IntGauge,
+    pub runs_parked: IntGauge,
     pub timers_pending: IntGauge,
     pub task_timeouts: IntCounterVec,
     /// Tenants' tasks held and released by fairness (docs/tenancy.md).
@@ -99,6 +100,14 @@ impl Metrics {
                 IntGauge::new(
                     "agentry_workflow_runs_active",
                     "Runs this replica is advancing",
+                )
+                .expect("metric"),
+            ),
+            runs_parked: register(
+                r,
+                IntGauge::new(
+                    "agentry_workflow_runs_parked",
+                    "Runs this replica started that wait for a signal (not counted against the run limit)",
                 )
                 .expect("metric"),
             ),

@@ -1,5 +1,7 @@
 //! Rejections: a `request.rejected` result (where an id is readable), a DLQ
-//! copy with the original bytes, a metric. Never a crash, never silence.
+//! copy with the original bytes, a metric. Never a crash, never silence:
+//! [`reject`] says whether both were recorded, and a request whose rejection
+//! could not be recorded is kept (NAK with delay) and rejected again later.
 
 use agentry::event::{self, types};
 use agentry::reason::Reason;
@@ -11,7 +13,9 @@ use tracing::{info, warn};
 use crate::Engine;
 use crate::intake::Rejection;
 
-pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) {
+/// Records the rejection of `msg`; `false` when its result or its DLQ copy
+/// could not be written (the caller keeps the message).
+pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) -> bool {
     engine
         .metrics
         .rejections
@@ -23,6 +27,22 @@ pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) {
         .with_label_values(&["other", "rejected"])
         .inc();
     info!(reason = %r.reason, id = ?r.id.as_ref().map(|i| i.as_str()), source = ?r.source, detail = %r.detail, "request rejected");
+    // Dead letter first: a stored rejection then implies a stored DLQ copy
+    // (a redelivery finding the result answers from it, answered.rs).
+    // Benign duplicates are counted, not dead-lettered: the first result stands.
+    if r.reason != Reason::Duplicate
+        && !dead_letter(
+            engine,
+            msg,
+            r.reason,
+            &r.detail,
+            r.id.as_ref().map(|i| i.as_str()),
+            r.source.as_deref(),
+        )
+        .await
+    {
+        return false;
+    }
     // The result goes where the client waits: the tenant comes from the
     // subject the request arrived on; a subject naming no valid tenant gets
     // no result (it can only come from a service role), only the DLQ copy.
@@ -36,24 +56,16 @@ pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) {
         match reply::publish_result(&engine.js, &to, &ev, &dedup).await {
             Ok(Published::DuplicateRefused) => engine.metrics.duplicates.inc(),
             Ok(Published::Stored) => {}
-            Err(e) => warn!(error = %e, "rejection result not published"),
+            Err(e) => {
+                warn!(error = %e, "rejection result not published; the request is kept");
+                return false;
+            }
         }
     }
-    // Benign duplicates are counted, not dead-lettered: the first result stands.
-    if r.reason == Reason::Duplicate {
-        return;
-    }
-    dead_letter(
-        engine,
-        msg,
-        r.reason,
-        &r.detail,
-        r.id.as_ref().map(|i| i.as_str()),
-        r.source.as_deref(),
-    )
-    .await;
+    true
 }
 
+/// Copies `msg` to the DLQ; `false` when the copy was not stored.
 pub async fn dead_letter(
     engine: &Engine,
     msg: &jetstream::Message,
@@ -61,14 +73,15 @@ pub async fn dead_letter(
     detail: &str,
     id: Option<&str>,
     source: Option<&str>,
-) {
-    let (seq, attempts) = msg
+) -> bool {
+    // The stream it came from: requests, step results or timers.
+    let (stream, seq, attempts) = msg
         .info()
-        .map(|i| (i.stream_sequence, i.delivered as u64))
-        .unwrap_or((0, 1));
+        .map(|i| (i.stream.to_owned(), i.stream_sequence, i.delivered as u64))
+        .unwrap_or_else(|_| (subject::REQUESTS_STREAM.to_owned(), 0, 1));
     let origin = Origin {
         subject: msg.subject.as_str(),
-        stream: subject::REQUESTS_STREAM,
+        stream: &stream,
         stream_seq: seq,
         attempts,
         request_id: id,
@@ -84,11 +97,39 @@ pub async fn dead_letter(
     )
     .await
     {
-        Ok(_) => engine
-            .metrics
-            .dlq
-            .with_label_values(&[reason.as_str()])
-            .inc(),
-        Err(e) => warn!(error = %e, "dead letter not written"),
+        Ok(_) => {
+            engine
+                .metrics
+                .dlq
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "dead letter not written");
+            false
+        }
+    }
+}
+
+/// How long a message whose outcome could not be recorded waits before it
+/// is redelivered: grows with its delivery count (1 s, 2 s, 4 s, ... 8 s)
+/// so a short NATS outage is outlasted within the consumer's `max_deliver`.
+pub fn record_retry(msg: &jetstream::Message) -> std::time::Duration {
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).clamp(1, 4);
+    std::time::Duration::from_secs(1 << (delivered - 1))
+}
+
+/// The disposition of a message after [`reject`] (or a DLQ copy): ack when
+/// recorded, else keep it.
+pub fn settle(
+    msg: &jetstream::Message,
+    recorded: bool,
+    done: crate::Disposition,
+) -> crate::Disposition {
+    if recorded {
+        done
+    } else {
+        crate::Disposition::Nak(record_retry(msg))
     }
 }

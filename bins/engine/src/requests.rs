@@ -7,12 +7,16 @@ use cloudevents::AttributesReader;
 use tracing::{Instrument, info_span, warn};
 
 use crate::intake::{self, Request};
-use crate::{Disposition, Engine, reject, tasks, workflow};
+use crate::{Disposition, Engine, answered, reject, tasks, workflow};
 
 /// The `source` of the facts the engine publishes about requests (contract 3).
 const ENGINE_SOURCE: &str = "/engine";
 
-pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposition {
+pub(crate) async fn handle(
+    engine: &Engine,
+    msg: &jetstream::Message,
+    permit: crate::EnginePermit,
+) -> Disposition {
     let accepted = match intake::decode(
         msg.subject.as_str(),
         msg.headers.as_ref(),
@@ -21,19 +25,41 @@ pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposi
     ) {
         Ok(a) => a,
         Err(r) => {
-            reject::reject(engine, msg, &r).await;
-            return Disposition::Ack;
+            let recorded = reject::reject(engine, msg, &r).await;
+            return reject::settle(msg, recorded, Disposition::Ack);
         }
     };
     if let Some(r) = crate::guard::check(engine, &accepted).await {
-        reject::reject(engine, msg, &r).await;
-        return Disposition::Ack;
+        let recorded = reject::reject(engine, msg, &r).await;
+        return reject::settle(msg, recorded, Disposition::Ack);
     }
     let tp = agentry::event::ext_str(&accepted.event, agentry::event::ext::TRACEPARENT)
         .unwrap_or_default();
     let span = info_span!("request", agentry.request_id = %accepted.id, agentry.type = accepted.request.type_label(), trace = %tp);
     async {
         let label = accepted.request.type_label();
+        // A task or workflow request seen again after the duplicate window:
+        // answer it with its stored result and run nothing.
+        if matches!(
+            accepted.request,
+            Request::Task { .. } | Request::Workflow { .. }
+        ) {
+            match answered::replay_stored(&engine.js, accepted.tenant.as_ref(), &accepted.id).await
+            {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(
+                        "request already answered: replayed its stored result, ran nothing"
+                    );
+                    engine.metrics.duplicates.inc();
+                    return Disposition::Ack;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored-result lookup failed; the request is kept");
+                    return Disposition::Nak(reject::record_retry(msg));
+                }
+            }
+        }
         let result = match &accepted.request {
             Request::Task {
                 capability,
@@ -53,6 +79,7 @@ pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposi
                     *version,
                     input,
                     *timeout_ms,
+                    permit,
                 )
                 .await
             }
@@ -79,8 +106,8 @@ pub(crate) async fn handle(engine: &Engine, msg: &jetstream::Message) -> Disposi
                 d
             }
             Err(r) => {
-                reject::reject(engine, msg, &r).await;
-                Disposition::Ack
+                let recorded = reject::reject(engine, msg, &r).await;
+                reject::settle(msg, recorded, Disposition::Ack)
             }
         }
     }

@@ -146,8 +146,11 @@ pub(crate) async fn route(
         };
         let key = subject::task_timer_key(tenant.as_ref(), &req.id);
         if let Err(e) = timers::schedule(&engine.js, &key, d, &timer).await {
-            // The task is queued; without its timer it still completes or fails via the agent.
-            warn!(error = %e, "task deadline timer not scheduled");
+            // The task is queued but its deadline would go unenforced: keep the
+            // request; its redelivery finds the task already queued (same
+            // Nats-Msg-Id) and schedules the timer again.
+            warn!(error = %e, "task deadline timer not scheduled; the request is kept");
+            return Ok(Disposition::Nak(crate::reject::record_retry(msg)));
         }
     }
     Ok(Disposition::Ack)
@@ -191,8 +194,17 @@ pub(crate) async fn fire_timer(engine: &Engine, msg: &jetstream::Message) -> Dis
     let timer: Timer = match serde_json::from_slice(&msg.payload) {
         Ok(t) => t,
         Err(e) => {
-            warn!(error = %e, "unreadable timer, dropping");
-            return Disposition::Term;
+            warn!(error = %e, "unreadable timer, dead-lettering");
+            let recorded = crate::reject::dead_letter(
+                engine,
+                msg,
+                Reason::SchemaInvalid,
+                &format!("unreadable timer: {e}"),
+                None,
+                None,
+            )
+            .await;
+            return crate::reject::settle(msg, recorded, Disposition::Term);
         }
     };
     match timer {

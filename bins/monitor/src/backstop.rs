@@ -1,21 +1,36 @@
 //! DLQ backstop: a message whose deliveries reached `max_deliver` without
-//! anyone seeing it fail (its worker crashed on every attempt) stays stored
-//! in a work-queue stream. The server announces it with a max-deliveries
-//! advisory; we copy the original to `AGENTRY_DLQ` (dedup id = stream +
-//! sequence, the same id the runtime uses) and delete it from its stream.
+//! anyone recording its outcome stays stored in a work-queue stream. The
+//! agent runtime records the outcome itself on a task's last delivery (the
+//! attempt-limit rule, docs/reliability.md), so this is the second line: the
+//! server announces the exhausted message with a max-deliveries advisory; we
+//! copy the original to `AGENTRY_DLQ` (dedup id = stream + sequence, the same
+//! id the runtime uses), answer a task with a terminal `task.failed` on its
+//! reply subject (first result wins), and delete it from its stream.
+//!
+//! Advisories are handled concurrently (at most [`CONCURRENCY`] at once),
+//! each capture retried with backoff while its message is still stored.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentry::event::{self, ext, types};
 use agentry::reason::Reason;
 use agentry::reply::{self, Origin};
 use agentry::subject;
 use futures::StreamExt;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::Monitor;
+
+/// Advisories captured at once.
+const CONCURRENCY: usize = 16;
+/// Tries per capture before giving up (the message then stays stored and
+/// `agentry dlq` / the depth gauges show it).
+const TRIES: u32 = 6;
 
 #[derive(Debug, Deserialize)]
 struct Advisory {
@@ -31,10 +46,12 @@ pub async fn run(mon: Arc<Monitor>, shutdown: CancellationToken) -> anyhow::Resu
         .client
         .subscribe(format!("{}.>", subject::MAX_DELIVERIES_ADVISORY))
         .await?;
+    let sem = Arc::new(Semaphore::new(CONCURRENCY));
+    let work = TaskTracker::new();
     loop {
         let msg = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
+            _ = shutdown.cancelled() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
         };
         let Ok(adv) = serde_json::from_slice::<Advisory>(&msg.payload) else {
             continue;
@@ -47,10 +64,39 @@ pub async fn run(mon: Arc<Monitor>, shutdown: CancellationToken) -> anyhow::Resu
         {
             continue;
         }
-        // Let a runtime that is dead-lettering this delivery itself finish first.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Err(e) = capture(&mon, &adv).await {
-            warn!(error = %e, stream = %adv.stream, seq = adv.stream_seq, "backstop capture failed");
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = sem.clone().acquire_owned() => p?,
+        };
+        let mon = mon.clone();
+        let stop = shutdown.clone();
+        // Owned by `work`, awaited below; errors are retried, then logged.
+        work.spawn(async move {
+            capture_with_retries(&mon, &adv, &stop).await;
+            drop(permit);
+        });
+    }
+    work.close();
+    work.wait().await;
+    Ok(())
+}
+
+async fn capture_with_retries(mon: &Monitor, adv: &Advisory, stop: &CancellationToken) {
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1..=TRIES {
+        match capture(mon, adv).await {
+            Ok(()) => return,
+            Err(e) if attempt == TRIES => {
+                warn!(error = %format!("{e:#}"), stream = %adv.stream, seq = adv.stream_seq, "backstop capture failed; the message stays stored");
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), stream = %adv.stream, seq = adv.stream_seq, attempt, "backstop capture failed, retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }
@@ -144,8 +190,62 @@ async fn capture(mon: &Monitor, adv: &Advisory) -> anyhow::Result<()> {
         .dlq_entries
         .with_label_values(&[Reason::MaxDeliveries.as_str()])
         .inc();
+    if adv.stream == subject::TASKS_STREAM {
+        answer_task(mon, &msg.headers, adv).await?;
+    }
     let stream = mon.js.get_stream_no_info(&adv.stream).await?;
     stream.delete_message(adv.stream_seq).await?;
     info!(stream = %adv.stream, seq = adv.stream_seq, "captured a message that exhausted max_deliver");
+    Ok(())
+}
+
+/// The value of binary-mode CloudEvent attribute `name` (`ce-<name>`).
+fn ce<'a>(headers: &'a async_nats::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(format!("ce-{name}").as_str())
+        .map(|v| v.as_str())
+}
+
+/// Answers an exhausted task on its reply subject with `task.failed`
+/// (first result wins: an agent that answered first keeps its answer).
+async fn answer_task(
+    mon: &Monitor,
+    headers: &async_nats::HeaderMap,
+    adv: &Advisory,
+) -> anyhow::Result<()> {
+    let Some(replyto) = ce(headers, ext::REPLYTO) else {
+        return Ok(());
+    };
+    if !subject::is_allowed_reply(replyto) {
+        return Ok(());
+    }
+    let request_id = ce(headers, "id").unwrap_or_default();
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let mut ev = event::Outbound::new(&id, "/agentry/monitor", types::TASK_FAILED);
+    ev.extension(ext::REQUESTID, request_id);
+    for name in [
+        ext::TRACEPARENT,
+        ext::RUNID,
+        ext::STEPID,
+        ext::ATTEMPT,
+        ext::TENANT,
+    ] {
+        if let Some(v) = ce(headers, name) {
+            ev.extension(name, v);
+        }
+    }
+    let capability = adv.consumer.strip_prefix("cap-").unwrap_or(&adv.consumer);
+    let data = serde_json::json!({
+        "request_id": request_id,
+        "capability": capability,
+        "attempts": adv.deliveries,
+        "error": reply::error_object(
+            "retries_exhausted",
+            &format!("{} deliveries without an outcome (worker crashes?)", adv.deliveries),
+            false,
+        ),
+    });
+    let dedup = format!("backstop-{}-{}", adv.stream, adv.stream_seq);
+    reply::publish_outbound(&mon.js, replyto, ev, &data, &dedup).await?;
     Ok(())
 }

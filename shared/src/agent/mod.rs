@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::id::{Capability, RequestId};
 
+mod attempts;
 mod context;
 mod metrics;
 pub mod runtime;

@@ -11,6 +11,7 @@ use cloudevents::AttributesReader;
 use serde_json::Value;
 use tracing::{Instrument, info_span, warn};
 
+use super::attempts::{self, Delivery};
 use super::context::{Context, Shared};
 use super::{Agent, Task, TaskError};
 use crate::event::{self, Limits, ext, types};
@@ -88,7 +89,7 @@ async fn run(
     let mut decoded = match event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()) {
         Ok(d) => d.event,
         Err(e) => {
-            dead_letter(
+            let recorded = dead_letter(
                 inst,
                 msg,
                 e.reason(),
@@ -99,14 +100,13 @@ async fn run(
                 None,
             )
             .await;
-            term(msg).await;
-            return Outcome::Failed;
+            return settle_dead_letter(inst, msg, recorded, attempt).await;
         }
     };
     let request_id = match RequestId::new(decoded.id()) {
         Ok(id) => id,
         Err(e) => {
-            dead_letter(
+            let recorded = dead_letter(
                 inst,
                 msg,
                 Reason::InvalidId,
@@ -117,8 +117,7 @@ async fn run(
                 None,
             )
             .await;
-            term(msg).await;
-            return Outcome::Failed;
+            return settle_dead_letter(inst, msg, recorded, attempt).await;
         }
     };
     let source = decoded.source().to_string();
@@ -126,7 +125,7 @@ async fn run(
     if !subject::is_allowed_reply(&replyto) {
         let detail =
             format!("replyto {replyto:?} is not an agentry.results.* or agentry.steps.* subject");
-        dead_letter(
+        let recorded = dead_letter(
             inst,
             msg,
             Reason::MissingAttribute,
@@ -137,8 +136,7 @@ async fn run(
             Some(&source),
         )
         .await;
-        term(msg).await;
-        return Outcome::Failed;
+        return settle_dead_letter(inst, msg, recorded, attempt).await;
     }
     let is_step = replyto.starts_with(subject::STEPS_PREFIX);
     let traceparent = event::ext_str(&decoded, ext::TRACEPARENT);
@@ -157,6 +155,16 @@ async fn run(
             decoded: &decoded,
             attempt: step_attempt.unwrap_or(attempt as u32),
         };
+        let delivery = attempts::classify(attempt, inst.max_deliver);
+        if delivery == Delivery::RecordOnly {
+            // Every attempt was used up without an outcome (the worker crashed,
+            // timed out or could not record): record it now, run nothing.
+            let err = TaskError::Permanent {
+                code: "retries_exhausted",
+                message: format!("no outcome after {} attempts (worker crashes or timeouts?)", attempt - 1),
+            };
+            return fail(inst, msg, &reply_ctx, &err, attempt, seq, &source, is_step, Reason::MaxDeliveries).await;
+        }
         if let Some(v) = crate::schema::global().capability_input(cap.as_str())
             && let Err(e) = crate::schema::check(v, &input)
         {
@@ -169,7 +177,10 @@ async fn run(
             // The engine's deadline timer answers the requester; running now is wasted work.
             warn!("task deadline passed before it started, skipping");
             let err = TaskError::Permanent { code: "timeout", message: "deadline passed before an agent picked the task up".into() };
-            publish_outcome(inst, &reply_ctx, Err(&err), Duration::ZERO).await;
+            if !publish_outcome(inst, &reply_ctx, Err(&err), Duration::ZERO).await {
+                nak(msg, record_retry(inst, attempt)).await;
+                return Outcome::Retried;
+            }
             term(msg).await;
             return Outcome::Skipped;
         }
@@ -211,12 +222,12 @@ async fn run(
                     Outcome::Completed
                 } else {
                     // Result not stored (NATS trouble): let the delivery be retried.
-                    nak(msg, Duration::from_secs(1)).await;
+                    nak(msg, record_retry(inst, attempt)).await;
                     Outcome::Retried
                 }
             }
             Ok(Err(err)) => {
-                if err.is_retryable() && !is_step && (attempt as i64) < inst.max_deliver {
+                if err.is_retryable() && !is_step && delivery == (Delivery::Run { last: false }) {
                     let delay = inst.retry.delay(attempt as u32);
                     warn!(error = %err, attempt, delay_ms = delay.as_millis() as u64, "task failed, retrying");
                     nak(msg, delay).await;
@@ -285,8 +296,8 @@ async fn fail(
     warn!(error = %err, code = err.code(), "task failed");
     // Dead letter first: by the time the requester sees the failure, the DLQ has it.
     // Workflow steps: the engine owns retries and dead-lettering of runs.
-    if !is_step {
-        dead_letter(
+    if !is_step
+        && !dead_letter(
             inst,
             msg,
             reason,
@@ -296,11 +307,41 @@ async fn fail(
             Some(rc.request_id),
             Some(source),
         )
-        .await;
+        .await
+    {
+        // Neither copy may be skipped: keep the message and try again later.
+        nak(msg, record_retry(inst, attempt)).await;
+        return Outcome::Retried;
     }
-    publish_outcome(inst, rc, Err(err), Duration::ZERO).await;
+    if !publish_outcome(inst, rc, Err(err), Duration::ZERO).await {
+        nak(msg, record_retry(inst, attempt)).await;
+        return Outcome::Retried;
+    }
     term(msg).await;
     Outcome::Failed
+}
+
+/// After an undecodable task was dead-lettered (or not): terminate it only
+/// when its DLQ copy is stored.
+async fn settle_dead_letter(
+    inst: &Arc<Instance>,
+    msg: &jetstream::Message,
+    recorded: bool,
+    attempt: u64,
+) -> Outcome {
+    if recorded {
+        term(msg).await;
+        Outcome::Failed
+    } else {
+        nak(msg, record_retry(inst, attempt)).await;
+        Outcome::Retried
+    }
+}
+
+/// How long a delivery whose outcome could not be recorded waits before it
+/// is redelivered (grows with the delivery count; NATS is in trouble).
+fn record_retry(inst: &Instance, attempt: u64) -> Duration {
+    inst.retry.delay(attempt as u32).max(Duration::from_secs(1))
 }
 
 /// Publishes the completed/failed result; `true` when it is stored (or a
@@ -372,7 +413,7 @@ async fn dead_letter(
     seq: u64,
     request_id: Option<&RequestId>,
     source: Option<&str>,
-) {
+) -> bool {
     let origin = Origin {
         subject: msg.subject.as_str(),
         stream: subject::TASKS_STREAM,
@@ -391,13 +432,18 @@ async fn dead_letter(
     )
     .await
     {
-        Ok(_) => inst
-            .shared
-            .metrics
-            .dlq
-            .with_label_values(&[reason.as_str()])
-            .inc(),
-        Err(e) => warn!(error = %e, "dead-letter publish failed"),
+        Ok(_) => {
+            inst.shared
+                .metrics
+                .dlq
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "dead-letter publish failed; the task is kept");
+            false
+        }
     }
 }
 

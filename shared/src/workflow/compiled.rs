@@ -218,10 +218,12 @@ impl Compiled {
         out
     }
 
-    /// The `run` variable for a run of this workflow.
-    pub fn run_info(&self, run_id: impl Into<String>) -> RunInfo {
+    /// The `run` variable for a run of this workflow: its bare run id (not
+    /// the `agentry-runs` key) and its tenant.
+    pub fn run_info(&self, run_id: impl Into<String>, tenant: Option<String>) -> RunInfo {
         RunInfo {
             id: run_id.into(),
+            tenant,
             workflow: self.definition.name.clone(),
             version: self.definition.version,
         }

@@ -127,7 +127,10 @@ impl StepState {
 /// `run` as expressions see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInfo {
+    /// The run id (never the tenant-prefixed key).
     pub id: String,
+    /// The tenant that owns the run; `null` in expressions when untenanted.
+    pub tenant: Option<String>,
     pub workflow: String,
     pub version: u32,
 }
@@ -205,8 +208,7 @@ impl EvalContext {
             .iter()
             .map(|(id, state)| (id.to_string(), state.to_json()))
             .collect();
-        let run_json =
-            serde_json::json!({"id": run.id, "workflow": run.workflow, "version": run.version});
+        let run_json = serde_json::json!({"id": run.id, "tenant": run.tenant, "workflow": run.workflow, "version": run.version});
         Ok(Self {
             input: bind("input", input)?,
             steps: bind("steps", &serde_json::Value::Object(steps_json))?,
@@ -275,6 +277,7 @@ mod tests {
     fn run() -> RunInfo {
         RunInfo {
             id: "r1".into(),
+            tenant: Some("acme".into()),
             workflow: "w".into(),
             version: 3,
         }
@@ -302,7 +305,7 @@ mod tests {
             "steps.b.status == 'skipped' && steps.b.output == null",
             "steps.c.error == 'boom' && steps.c.attempts == 3",
             "steps.a.error == null",
-            "run.id == 'r1' && run.workflow == 'w' && run.version == 3",
+            "run.id == 'r1' && run.tenant == 'acme' && run.workflow == 'w' && run.version == 3",
             "!has(steps.nope)",
         ];
         for src in truthy {

@@ -293,6 +293,33 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// The run's id (its request id, or for a child run the parent's task
+    /// id) without the tenant: what events, results and `run.id` carry.
+    pub fn id(&self) -> &str {
+        crate::subject::run_id_of_key(&self.run_id)
+    }
+
+    /// Whether the run is parked: running, waiting for a signal, and with no
+    /// task, child run or retry out. Parked runs do not count against the
+    /// engine's active-run limit (docs/reliability.md, "Run limits").
+    pub fn is_parked(&self) -> bool {
+        let busy = |u: &Unit| {
+            matches!(
+                u.status,
+                StepStatus::Scheduled | StepStatus::Running | StepStatus::Retrying
+            )
+        };
+        self.status == RunStatus::Running
+            && self
+                .steps
+                .values()
+                .any(|s| s.unit.status == StepStatus::Waiting)
+            && self
+                .steps
+                .values()
+                .all(|s| !busy(&s.unit) && !s.items.iter().any(busy))
+    }
+
     pub fn step_status(&self, step: &str) -> StepStatus {
         self.steps
             .get(step)

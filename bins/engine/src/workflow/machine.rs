@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use agentry::event::types;
+use agentry::subject;
 use agentry::workflow::state::{ErrorInfo, RunState, RunStatus};
 use agentry::workflow::{Compiled, EvalContext, EvalError, Progress};
 use chrono::{DateTime, Utc};
@@ -187,7 +188,9 @@ impl<'a> Machine<'a> {
         self.wf.context(
             &self.run.input,
             &states,
-            &self.wf.run_info(self.run.run_id.clone()),
+            &self
+                .wf
+                .run_info(self.run.id().to_owned(), self.run.tenant.clone()),
         )
     }
 
@@ -212,7 +215,7 @@ impl<'a> Machine<'a> {
         self.run_event(run_ty);
         let mut data = json!({
             "request_id": self.run.request_id,
-            "run_id": self.run.run_id,
+            "run_id": self.run.id(),
             "workflow": self.run.workflow,
             "version": self.run.version,
             "duration_ms": duration_ms,
@@ -245,7 +248,7 @@ impl<'a> Machine<'a> {
                     }
                     e.message = format!(
                         "child run {} {}: {}",
-                        self.run.run_id,
+                        self.run.id(),
                         status.as_str(),
                         e.message
                     );
@@ -287,7 +290,7 @@ impl<'a> Machine<'a> {
     /// `io.agentry.run.*` with the run's current status.
     fn run_event(&mut self, ty: &str) {
         let mut data = json!({
-            "run_id": self.run.run_id,
+            "run_id": self.run.id(),
             "workflow": self.run.workflow,
             "version": self.run.version,
             "request_id": self.run.request_id,
@@ -295,7 +298,7 @@ impl<'a> Machine<'a> {
             "duration_ms": self.run.duration_ms(self.now),
         });
         if let Some(p) = &self.run.parent {
-            data["parent_run_id"] = p.run_id.clone().into();
+            data["parent_run_id"] = subject::run_id_of_key(&p.run_id).into();
         }
         match self.run.status {
             RunStatus::Completed => {
@@ -321,7 +324,7 @@ impl<'a> Machine<'a> {
         extra: Map<String, Value>,
     ) {
         let mut data = json!({
-            "run_id": self.run.run_id,
+            "run_id": self.run.id(),
             "workflow": self.run.workflow,
             "version": self.run.version,
             "step": step,

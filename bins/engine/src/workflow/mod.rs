@@ -61,6 +61,7 @@ impl Runs {
         js: &jetstream::Context,
         max_runs: usize,
         runs_active: prometheus::IntGauge,
+        runs_parked: prometheus::IntGauge,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let mut delay = Duration::from_millis(200);
@@ -76,7 +77,11 @@ impl Runs {
                     return Ok(Self {
                         kv: runs,
                         defs: defs::Definitions::new(workflows),
-                        limiter: Arc::new(limiter::Limiter::new(max_runs, runs_active)),
+                        limiter: Arc::new(limiter::Limiter::new(
+                            max_runs,
+                            runs_active,
+                            runs_parked,
+                        )),
                         hot: hot::Hot::default(),
                     });
                 }
@@ -129,6 +134,8 @@ fn transient(e: &StoreError) -> Disposition {
 }
 
 /// `io.agentry.workflow.requested`: start a run (run id = request id).
+/// `engine_permit` is dropped while the start waits for a run slot.
+#[allow(clippy::too_many_arguments)] // the request's fields, decoded once at the edge
 pub(crate) async fn start(
     engine: &Engine,
     msg: &jetstream::Message,
@@ -137,9 +144,24 @@ pub(crate) async fn start(
     version: Option<u32>,
     input: &Value,
     timeout_ms: Option<u64>,
+    engine_permit: crate::EnginePermit,
 ) -> Result<Disposition, Rejection> {
-    let Some(permit) = engine.runs.limiter.acquire(msg, &engine.shutdown).await else {
-        return Ok(Disposition::Nak(Duration::ZERO));
+    let limiter = &engine.runs.limiter;
+    let permit = match limiter.try_reserve() {
+        Some(r) => r,
+        None => {
+            // Wait for a slot without the engine permit (signals, cancels and
+            // step results keep flowing), in the waiting room while it has space.
+            let room = limiter.waiting_room();
+            if room.is_some() {
+                drop(engine_permit);
+            }
+            let Some(r) = limiter.acquire(msg, &engine.shutdown).await else {
+                return Ok(Disposition::Nak(Duration::ZERO));
+            };
+            drop(room);
+            r
+        }
     };
     let (key, compiled) = match engine.runs.defs.resolve(workflow.as_str(), version).await {
         Ok(Some(found)) => found,
@@ -263,16 +285,28 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
     let ev = match event::decode(msg.headers.as_ref(), &msg.payload, &limits) {
         Ok(d) => d.event,
         Err(e) => {
-            warn!(error = %e, subject = %msg.subject, "unreadable step result, dropped");
-            return Disposition::Term;
+            warn!(error = %e, subject = %msg.subject, "unreadable step result, dead-lettering");
+            let recorded =
+                crate::reject::dead_letter(engine, msg, e.reason(), &e.to_string(), None, None)
+                    .await;
+            return crate::reject::settle(msg, recorded, Disposition::Term);
         }
     };
     let run_id = event::ext_str(&ev, ext::RUNID);
     let slot = event::ext_str(&ev, ext::STEPID);
     let attempt = event::ext_i64(&ev, ext::ATTEMPT).and_then(|a| u32::try_from(a).ok());
     let (Some(run_id), Some(slot), Some(attempt)) = (run_id, slot, attempt) else {
-        warn!(subject = %msg.subject, "step result without runid/stepid/attempt, dropped");
-        return Disposition::Term;
+        warn!(subject = %msg.subject, "step result without runid/stepid/attempt, dead-lettering");
+        let recorded = crate::reject::dead_letter(
+            engine,
+            msg,
+            Reason::MissingAttribute,
+            "step result without runid/stepid/attempt",
+            Some(ev.id()),
+            Some(&ev.source().to_string()),
+        )
+        .await;
+        return crate::reject::settle(msg, recorded, Disposition::Term);
     };
     let data = event::data_json(&ev).unwrap_or(Value::Null);
     let outcome = if ev.ty() == types::TASK_COMPLETED {
@@ -297,8 +331,17 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
         Ok(_) => Disposition::Ack,
         Err(e) if e.is_transient() => transient(&e),
         Err(e) => {
-            warn!(error = %e, run = %run_id, "step result cannot be applied, dropped");
-            Disposition::Term
+            warn!(error = %e, run = %run_id, "step result cannot be applied, dead-lettering");
+            let recorded = crate::reject::dead_letter(
+                engine,
+                msg,
+                Reason::UnknownRun,
+                &e.to_string(),
+                Some(ev.id()),
+                Some(&ev.source().to_string()),
+            )
+            .await;
+            crate::reject::settle(msg, recorded, Disposition::Term)
         }
     }
 }

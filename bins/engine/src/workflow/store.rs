@@ -294,6 +294,7 @@ fn record(engine: &Engine, state: &RunState, notes: &Notes) {
         m.run_duration
             .with_label_values(&[state.workflow.as_str()])
             .observe(secs);
-        engine.runs.limiter.release(&state.run_id);
     }
+    // Ended runs free their slot; parked ones lend it out until resumed.
+    engine.runs.limiter.observe(state);
 }

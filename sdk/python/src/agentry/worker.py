@@ -30,6 +30,15 @@ log = logging.getLogger("agentry.agent")
 WRONG_LAST_SEQUENCE = 10071
 
 
+def attempt_limit(max_deliver: int) -> int:
+    """How many times the handler may run for a consumer's ``max_deliver``:
+    the server's last delivery is reserved for recording the terminal outcome
+    (docs/reliability.md, "The attempt-limit rule"; 5 when unlimited)."""
+    if max_deliver <= 0:
+        return 5
+    return 1 if max_deliver == 1 else max_deliver - 1
+
+
 class Delivery:
     """One task delivery: decode, check, run with progress and a time limit,
     publish the result, then ack; or retry, or dead-letter (as the Rust worker)."""
@@ -80,6 +89,15 @@ class Delivery:
         )
         step_attempt = events.ext(ev, wire.Ext.ATTEMPT)
         attempt = int(step_attempt) if step_attempt and step_attempt.isdigit() else self.attempt
+        limit_attempts = attempt_limit(a._max_deliver)
+        if self.attempt > limit_attempts:
+            # Every attempt was used up without an outcome (crashes or timeouts): record it, run nothing.
+            return await self._fail(
+                PermanentError(
+                    f"no outcome after {self.attempt - 1} attempts (worker crashes or timeouts?)", "retries_exhausted"
+                ),
+                attempt, is_step, "max_deliveries",
+            )
         try:
             a._check_input(self.cap, input)
         except InvalidInput as e:
@@ -113,7 +131,7 @@ class Delivery:
         except asyncio.TimeoutError:
             return await self._fail(PermanentError(f"handler exceeded {limit:.1f}s", "timeout"), attempt, is_step, "task_failed")
         except TaskError as err:
-            if err.retryable and not is_step and self.attempt < a._max_deliver:
+            if err.retryable and not is_step and self.attempt < limit_attempts:
                 delay = a.config.retry_delay(self.attempt)
                 log.warning("task %s failed (%s), retry in %.1fs", self.request_id, err, delay)
                 await self.msg.nak(delay=delay)

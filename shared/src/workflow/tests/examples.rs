@@ -130,7 +130,7 @@ fn echo_diamond_runs_to_the_expected_output() {
     assert_eq!(wf.definition().steps.len(), 6);
     for (n, total, parts, right) in [(3, 19, 3, "completed"), (0, 1, 2, "skipped")] {
         let input = json!({"n": n});
-        let run = wf.run_info(format!("run-{n}"));
+        let run = wf.run_info(format!("run-{n}"), None);
         let mut states: BTreeMap<StepId, StepState> = BTreeMap::new();
         let mut rounds = 0;
         loop {

@@ -44,6 +44,7 @@ pub(super) fn id(s: &str) -> StepId {
 pub(super) fn run_info() -> RunInfo {
     RunInfo {
         id: "run-1".into(),
+        tenant: None,
         workflow: "w".into(),
         version: 1,
     }

@@ -292,7 +292,7 @@ output: "{'a': steps.a.output.v * 2, 'b': steps.b.status, 'run': run.workflow + 
     let mut states = BTreeMap::new();
     states.insert(id("a"), StepState::completed(json!({"v": 21}), 1));
     states.insert(id("b"), StepState::skipped());
-    let run = with.run_info("r-9");
+    let run = with.run_info("r-9", None);
     let ctx = with.context(&json!({}), &states, &run).unwrap();
     assert_eq!(
         with.eval_output(&ctx).unwrap(),
