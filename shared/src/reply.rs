@@ -2,7 +2,10 @@
 //!
 //! Results: every writer of `agentry.results.<id>` publishes with
 //! `Nats-Expected-Last-Subject-Sequence: 0`, so the first terminal result
-//! wins and later ones are refused (and counted), never duplicated.
+//! wins and later ones are refused (and counted), never duplicated. That
+//! check already absorbs a retried publish, so results carry no
+//! `Nats-Msg-Id`: the server keeps no deduplication entry per result
+//! (docs/performance.md). Other subjects (step results, facts) keep it.
 //! Dead letters: original bytes and headers plus `Agentry-Dlq-*` headers,
 //! deduplicated by stream and sequence.
 
@@ -46,9 +49,10 @@ pub async fn publish_result(
     dedup_id: &str,
 ) -> Result<Published, PublishError> {
     let (mut headers, body) = event::encode(event, Mode::Binary)?;
-    headers.insert(header::MSG_ID, dedup_id);
     if subject.starts_with(subject::RESULTS_PREFIX) {
         headers.insert(header::EXPECTED_LAST_SUBJECT_SEQ, "0");
+    } else {
+        headers.insert(header::MSG_ID, dedup_id);
     }
     publish_acked(js, subject, headers, body).await
 }
@@ -61,9 +65,10 @@ pub async fn publish_outbound(
     data: &(impl serde::Serialize + ?Sized),
     dedup_id: &str,
 ) -> Result<Published, PublishError> {
-    event.header(header::MSG_ID, dedup_id);
     if subject.starts_with(subject::RESULTS_PREFIX) {
         event.header(header::EXPECTED_LAST_SUBJECT_SEQ, "0");
+    } else {
+        event.header(header::MSG_ID, dedup_id);
     }
     let (headers, body) = event.finish(data)?;
     publish_acked(js, subject, headers, body).await

@@ -7,6 +7,12 @@
 //! the path — the client publishes with PubAck to a work-queue stream, a
 //! plain worker pulls, publishes the result with PubAck to a results stream
 //! and acks, the client receives the result. Same harness, server, storage.
+//!
+//! `--backlog N` (with `--embedded`) measures a queue instead of a steady
+//! load: the agents are stopped, N requests are queued (for task and
+//! workflow modes the engine routes them into AGENTRY_TASKS meanwhile), then
+//! the agents start and the drain rate is reported. Run it for a small and a
+//! large N: the cost per request should not grow with the queue.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +31,8 @@ use tokio::sync::oneshot;
 
 use crate::Cli;
 use crate::server::{self, NatsServer};
+
+mod backlog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,6 +81,10 @@ pub struct Args {
     /// Warm-up requests before measuring.
     #[arg(long, default_value_t = 500)]
     pub warmup: u64,
+    /// With --embedded: queue this many requests with the agents stopped,
+    /// then start the agents and report the drain rate (no steady load run).
+    #[arg(long)]
+    pub backlog: Option<u64>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -101,11 +113,76 @@ struct Embedded {
     _dir: PathBuf,
 }
 
+/// Waits up to `grace` for `child` to exit (after a SIGTERM), then kills it.
+fn terminate(child: &mut std::process::Child, grace: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The components `--embedded` starts: binary name and extra flags.
+const COMPONENTS: [(&str, &[&str]); 3] = [
+    ("agentry-engine", &[]),
+    ("agentry-monitor", &[]),
+    ("agentry-agent", &["--agents", "echo"]),
+];
+
+/// Starts one component of `--embedded` against `url`.
+fn spawn_component(
+    name: &str,
+    extra: &[&str],
+    url: &str,
+    args: &Args,
+) -> anyhow::Result<std::process::Child> {
+    let max_runs = args
+        .waiting_runs
+        .unwrap_or(0)
+        .max(args.backlog.unwrap_or(0))
+        + 100;
+    std::process::Command::new(sibling(name))
+        .args(["--nats-url", url, "--http-addr", "off"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        // The load comes from one source; per-source rate limiting would cap it at 1,000/min.
+        .env("AGENTRY_RATE_LIMIT", "4000000000")
+        .env("AGENTRY_MAX_RUNS", max_runs.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {name} (build the workspace first): {e}"))
+}
+
+/// Stream limits for the embedded topology: the defaults, raised so that a
+/// `--backlog` of N fits in AGENTRY_REQUESTS and AGENTRY_TASKS.
+fn embedded_settings(args: &Args) -> agentry::topology::Settings {
+    let mut s = agentry::topology::Settings::default();
+    if let Some(n) = args.backlog {
+        let room = i64::try_from(n)
+            .unwrap_or(i64::MAX / 2)
+            .saturating_add(1_000);
+        s.requests_max_msgs = s.requests_max_msgs.max(room);
+        s.tasks_max_per_capability = s.tasks_max_per_capability.max(room);
+        s.tasks_max_msgs = s.tasks_max_msgs.max(room.saturating_mul(2));
+    }
+    s
+}
+
 impl Drop for Embedded {
     fn drop(&mut self) {
+        // Graceful first (components drain and exit; a profiler wrapping one writes its output).
         for (_, c) in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for (_, c) in &mut self.children {
+            terminate(c, Duration::from_secs(15));
         }
         self.server.kill();
         let _ = std::fs::remove_dir_all(&self._dir);
@@ -131,50 +208,36 @@ async fn start_embedded(args: &Args) -> anyhow::Result<Embedded> {
     let js = jetstream::new(async_nats::connect(&url).await?);
     agentry::topology::ensure(
         &js,
-        &agentry::topology::Topology::new(&agentry::topology::Settings::default()),
+        &agentry::topology::Topology::new(&embedded_settings(args)),
     )
     .await?;
     let mut children = Vec::new();
-    for (name, extra) in [
-        ("agentry-engine", vec![]),
-        ("agentry-monitor", vec![]),
-        ("agentry-agent", vec!["--agents", "echo"]),
-    ] {
-        let child = std::process::Command::new(sibling(name))
-            .args(["--nats-url", &url, "--http-addr", "off"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            // The load comes from one source; per-source rate limiting would cap it at 1,000/min.
-            .env("AGENTRY_RATE_LIMIT", "4000000000")
-            .env(
-                "AGENTRY_MAX_RUNS",
-                (args.waiting_runs.unwrap_or(0) + 100).to_string(),
-            )
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {name} (build the workspace first): {e}"))?;
-        children.push((name.to_owned(), child));
+    for (name, extra) in COMPONENTS {
+        children.push((name.to_owned(), spawn_component(name, extra, &url, args)?));
     }
-    // Ready when an echo agent is registered and consuming.
+    wait_agent_ready(&js).await?;
+    Ok(Embedded {
+        server,
+        children,
+        _dir: dir,
+    })
+}
+
+/// Waits until an echo agent is registered and pulling from `cap-echo`.
+async fn wait_agent_ready(js: &jetstream::Context) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         let st = js.get_stream_no_info(subject::TASKS_STREAM).await?;
         if let Ok(info) = st.consumer_info("cap-echo").await
             && info.num_waiting > 0
         {
-            break;
+            return Ok(());
         }
         if start.elapsed() > Duration::from_secs(20) {
             anyhow::bail!("embedded components did not become ready");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Embedded {
-        server,
-        children,
-        _dir: dir,
-    })
 }
 
 /// Resident set size of a process in MiB, from /proc.
@@ -214,7 +277,10 @@ fn agentry_processes() -> Vec<(String, u32)> {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
-    let embedded = if args.embedded {
+    if args.backlog.is_some() && !args.embedded {
+        anyhow::bail!("--backlog needs --embedded (the bench stops and starts the agents itself)");
+    }
+    let mut embedded = if args.embedded {
         Some(start_embedded(args).await?)
     } else {
         None
@@ -242,6 +308,36 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
 
     if let Some(n) = args.waiting_runs {
         return waiting_runs(&client, &js, n, &procs, cli.json).await;
+    }
+    if let (Some(n), Some(emb)) = (args.backlog, embedded.as_mut()) {
+        let mut modes = vec![args.mode];
+        if let Some(c) = args.compare
+            && c != args.mode
+        {
+            modes.push(c);
+        }
+        let mut reports = Vec::new();
+        for mode in modes {
+            let r = backlog::run(&client, &js, emb, args, mode, n).await?;
+            if !cli.json {
+                r.print();
+            }
+            reports.push(r);
+        }
+        if cli.json {
+            println!(
+                "{}",
+                json!({"backlog": reports, "sync": format!("{:?}", args.sync).to_lowercase()})
+            );
+        } else if reports.len() == 2 {
+            println!(
+                "ratio {:?}/{:?}: drain {:.2}x",
+                reports[0].mode,
+                reports[1].mode,
+                reports[0].drain_rate / reports[1].drain_rate.max(1e-9)
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let mut reports = Vec::new();
     let mut modes = vec![args.mode];
@@ -594,8 +690,7 @@ async fn drive(
     let started = Arc::new(Mutex::new(None::<Instant>));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let (client, js, waiters, hist, errors, next, pb, started) = (
-            client.clone(),
+        let (js, waiters, hist, errors, next, pb, started) = (
             js.clone(),
             waiters.clone(),
             hist.clone(),
@@ -624,7 +719,7 @@ async fn drive(
                     m.insert(key.clone(), tx);
                 }
                 let t0 = Instant::now();
-                let sent = send(&client, &js, mode, &cap, &key, i).await;
+                let sent = send(&js, mode, &cap, &key, i).await;
                 let ok = match sent {
                     Ok(()) => matches!(
                         tokio::time::timeout(Duration::from_secs(60), rx).await,
@@ -679,37 +774,51 @@ async fn drive(
 }
 
 async fn send(
-    client: &async_nats::Client,
     js: &jetstream::Context,
     mode: Mode,
     cap: &str,
     key: &str,
     i: u64,
 ) -> anyhow::Result<()> {
-    let _ = client;
+    publish(js, mode, cap, key, i).await?.await?;
+    Ok(())
+}
+
+/// Publishes request `i` of `mode` with id `key`; the PubAck is the caller's to await.
+async fn publish(
+    js: &jetstream::Context,
+    mode: Mode,
+    cap: &str,
+    key: &str,
+    i: u64,
+) -> anyhow::Result<jetstream::context::PublishAckFuture> {
     let id = RequestId::new(key)?;
-    match mode {
+    let (to, headers, body) = match mode {
         Mode::Raw => {
             let mut h = async_nats::HeaderMap::new();
             h.insert("id", key);
             h.insert(header::MSG_ID, key);
-            js.publish_with_headers("bench.raw.in", h, json!({"n": i}).to_string().into())
-                .await?
-                .await?;
+            (
+                "bench.raw.in".to_owned(),
+                h,
+                json!({"n": i}).to_string().into(),
+            )
         }
-        Mode::Task => {
-            let ev = agentry::client::task_request(&id, "/bench", cap, json!({"n": i}), None);
-            agentry::client::publish_request(js, &ev, CeMode::Binary).await?;
-        }
-        Mode::Workflow => {
-            let ev = agentry::client::workflow_request(
-                &id,
-                "/bench",
-                "bench_chain",
-                Some(1),
-                json!({"n": i}),
-            );
-            agentry::client::publish_request(js, &ev, CeMode::Binary).await?;
+        Mode::Task | Mode::Workflow => {
+            let ev = if mode == Mode::Task {
+                agentry::client::task_request(&id, "/bench", cap, json!({"n": i}), None)
+            } else {
+                agentry::client::workflow_request(
+                    &id,
+                    "/bench",
+                    "bench_chain",
+                    Some(1),
+                    json!({"n": i}),
+                )
+            };
+            let (mut h, body) = event::encode(&ev, CeMode::Binary)?;
+            h.insert(header::MSG_ID, subject::request_key(None, &id).as_str());
+            (subject::REQUESTS.to_owned(), h, body)
         }
         Mode::Direct => {
             let mut ev = agentry::client::task_request(&id, "/bench", cap, json!({"n": i}), None);
@@ -717,10 +826,8 @@ async fn send(
             let (mut h, body) = event::encode(&ev, CeMode::Binary)?;
             h.insert(header::MSG_ID, key);
             let cap = agentry::id::Capability::new(cap)?;
-            js.publish_with_headers(subject::tasks(&cap), h, body)
-                .await?
-                .await?;
+            (subject::tasks(&cap), h, body)
         }
-    }
-    Ok(())
+    };
+    Ok(js.publish_with_headers(to, headers, body).await?)
 }
