@@ -115,6 +115,17 @@ impl Sys {
     async fn stored_result(&self, id: &RequestId) -> Option<Outcome> {
         client::fetch_result_as(&self.acme_js, Some(&acme()), id).await
     }
+
+    /// Waits until acme's result for `id` is stored and returns it.
+    async fn wait_result(&self, id: &RequestId, limit: Duration, what: &str) -> Outcome {
+        eventually(limit, what, || async {
+            self.stored_result(id).await.is_some()
+        })
+        .await;
+        self.stored_result(id)
+            .await
+            .unwrap_or_else(|| panic!("{what}: stored, then gone"))
+    }
 }
 
 fn echo_task(id: &RequestId, input: Value, timeout_ms: Option<u64>) -> cloudevents::Event {
@@ -275,19 +286,9 @@ async fn failed_task_is_kept_until_its_dlq_copy_is_stored() {
         "the task is kept"
     );
     accept(&sys.admin, subject::DLQ_STREAM, subjects).await;
-    let acme_js = sys.acme_js.clone();
-    let id2 = id.clone();
-    eventually(Duration::from_secs(30), "task.failed stored", || {
-        let js = acme_js.clone();
-        let id = id2.clone();
-        async move {
-            client::fetch_result_as(&js, Some(&acme()), &id)
-                .await
-                .is_some()
-        }
-    })
-    .await;
-    let out = sys.stored_result(&id).await.unwrap();
+    let out = sys
+        .wait_result(&id, Duration::from_secs(30), "task.failed stored")
+        .await;
     assert_eq!(out.ty, types::TASK_FAILED);
     let copy = wait_dlq(&sys.admin, Some(id.as_str()), subject::TASKS_STREAM).await;
     assert_eq!(
@@ -413,19 +414,9 @@ async fn task_request_is_kept_until_its_deadline_timer_is_scheduled() {
         "kept"
     );
     accept(&sys.admin, subject::TIMERS_STREAM, subjects).await;
-    let acme_js = sys.acme_js.clone();
-    let id2 = id.clone();
-    eventually(Duration::from_secs(30), "timeout result", || {
-        let js = acme_js.clone();
-        let id = id2.clone();
-        async move {
-            client::fetch_result_as(&js, Some(&acme()), &id)
-                .await
-                .is_some()
-        }
-    })
-    .await;
-    let out = sys.stored_result(&id).await.unwrap();
+    let out = sys
+        .wait_result(&id, Duration::from_secs(30), "timeout result")
+        .await;
     assert_eq!(out.ty, types::TASK_FAILED);
     assert_eq!(error_code(&out), "timeout");
     eventually(Duration::from_secs(10), "request acked", || {
@@ -499,19 +490,9 @@ async fn exhausted_tasks_get_a_terminal_result_without_the_monitor() {
         Some("task_failed")
     );
 
-    let acme_js = sys.acme_js.clone();
-    let c2 = crashed.clone();
-    eventually(Duration::from_secs(30), "crashed task answered", || {
-        let js = acme_js.clone();
-        let id = c2.clone();
-        async move {
-            client::fetch_result_as(&js, Some(&acme()), &id)
-                .await
-                .is_some()
-        }
-    })
-    .await;
-    let out = sys.stored_result(&crashed).await.unwrap();
+    let out = sys
+        .wait_result(&crashed, Duration::from_secs(30), "crashed task answered")
+        .await;
     assert_eq!(out.ty, types::TASK_FAILED);
     assert_eq!(error_code(&out), "retries_exhausted");
     assert_eq!(
