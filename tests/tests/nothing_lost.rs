@@ -198,6 +198,14 @@ async fn stream_messages(admin: &jetstream::Context, stream: &str) -> u64 {
     st.info().await.unwrap().state.messages
 }
 
+/// Waits until `stream` holds no message (everything in it was settled).
+async fn wait_empty(admin: &jetstream::Context, stream: &str, what: &str) {
+    eventually(Duration::from_secs(10), what, || async {
+        stream_messages(admin, stream).await == 0
+    })
+    .await;
+}
+
 /// The DLQ copies whose `Agentry-Dlq-Request-Id` (or, without one, whose
 /// `Agentry-Dlq-Stream`) matches.
 async fn dlq_copies(
@@ -295,11 +303,7 @@ async fn failed_task_is_kept_until_its_dlq_copy_is_stored() {
         copy.get(event::header::DLQ_REASON).map(|v| v.as_str()),
         Some("task_failed")
     );
-    eventually(Duration::from_secs(10), "task removed", || {
-        let admin = sys.admin.clone();
-        async move { stream_messages(&admin, subject::TASKS_STREAM).await == 0 }
-    })
-    .await;
+    wait_empty(&sys.admin, subject::TASKS_STREAM, "task removed").await;
     sys.parts.stop().await;
 }
 
@@ -340,11 +344,7 @@ async fn rejected_request_is_kept_until_its_dlq_copy_is_stored() {
         .await
         .expect("request.rejected stored");
     assert_eq!(out.ty, types::REQUEST_REJECTED);
-    eventually(Duration::from_secs(10), "request removed", || {
-        let admin = sys.admin.clone();
-        async move { stream_messages(&admin, subject::REQUESTS_STREAM).await == 0 }
-    })
-    .await;
+    wait_empty(&sys.admin, subject::REQUESTS_STREAM, "request removed").await;
     sys.parts.stop().await;
 }
 
@@ -380,11 +380,7 @@ async fn undecodable_step_result_is_dead_lettered_not_dropped() {
         copy.get(event::header::DLQ_SUBJECT).map(|v| v.as_str()),
         Some("agentry.steps.run-garbage")
     );
-    eventually(Duration::from_secs(10), "step result removed", || {
-        let admin = sys.admin.clone();
-        async move { stream_messages(&admin, subject::STEPS_STREAM).await == 0 }
-    })
-    .await;
+    wait_empty(&sys.admin, subject::STEPS_STREAM, "step result removed").await;
     sys.parts.stop().await;
 }
 
@@ -419,11 +415,7 @@ async fn task_request_is_kept_until_its_deadline_timer_is_scheduled() {
         .await;
     assert_eq!(out.ty, types::TASK_FAILED);
     assert_eq!(error_code(&out), "timeout");
-    eventually(Duration::from_secs(10), "request acked", || {
-        let admin = sys.admin.clone();
-        async move { stream_messages(&admin, subject::REQUESTS_STREAM).await == 0 }
-    })
-    .await;
+    wait_empty(&sys.admin, subject::REQUESTS_STREAM, "request acked").await;
     sys.parts.stop().await;
 }
 
@@ -577,11 +569,7 @@ async fn backstop_answers_tasks_exhausted_by_crashes() {
             Some("max_deliveries")
         );
     }
-    eventually(Duration::from_secs(10), "exhausted tasks removed", || {
-        let admin = sys.admin.clone();
-        async move { stream_messages(&admin, subject::TASKS_STREAM).await == 0 }
-    })
-    .await;
+    wait_empty(&sys.admin, subject::TASKS_STREAM, "exhausted tasks removed").await;
     crasher.abort();
     sys.parts.stop().await;
 }

@@ -161,19 +161,7 @@ async fn health(args: &Args, endpoints: &[String], js: &jetstream::Context, rows
         match crate::status::http_get(ep, "/health").await {
             Ok((200, _)) => rows.push(row("health", format!("{ep} /health"), Verdict::Pass, "200")),
             Ok((c, body)) => {
-                let stalled: Vec<String> = serde_json::from_str::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v["stalled"].as_array().cloned())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|k| {
-                        format!(
-                            "{}: {}",
-                            k["name"].as_str().unwrap_or("?"),
-                            k["detail"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect();
+                let stalled = named_details(&body, "stalled", |_| true);
                 rows.push(row(
                     "health",
                     format!("{ep} /health"),
@@ -191,20 +179,7 @@ async fn health(args: &Args, endpoints: &[String], js: &jetstream::Context, rows
                 "200, every check passes",
             )),
             Ok((c, body)) => {
-                let failing: Vec<String> = serde_json::from_str::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v["checks"].as_array().cloned())
-                    .unwrap_or_default()
-                    .iter()
-                    .filter(|k| k["ok"] == false)
-                    .map(|k| {
-                        format!(
-                            "{}: {}",
-                            k["name"].as_str().unwrap_or("?"),
-                            k["detail"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect();
+                let failing = named_details(&body, "checks", |k| k["ok"] == false);
                 rows.push(row(
                     "health",
                     format!("{ep} /ready"),
@@ -405,4 +380,28 @@ async fn gauges(endpoints: &[String]) -> Vec<(String, f64)> {
         }
     }
     out
+}
+
+/// `name: detail` of the entries of array `key` in a health or readiness
+/// body that `keep` selects (empty when the body is not that JSON).
+fn named_details(body: &str, key: &str, keep: impl Fn(&Value) -> bool) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return Vec::new();
+    };
+    v[key]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|k| keep(k))
+                .map(|k| {
+                    format!(
+                        "{}: {}",
+                        k["name"].as_str().unwrap_or("?"),
+                        k["detail"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
