@@ -25,7 +25,7 @@ test: deps
 # (100,000 requests against bounded queues) and, when the nightly toolchain
 # with cargo-fuzz is present, a bounded fuzz run of every target.
 reliability: deps
-	@source .deps.env && $(CARGO) test -p agentry-tests --test faults -- --ignored
+	@source .deps.env && $(CARGO) test -p agentry-tests --test e2e -- --ignored
 	@if cargo +nightly fuzz --version >/dev/null 2>&1; then scripts/fuzz.sh 30; \
 	 else echo "reliability: cargo-fuzz not installed (cargo install cargo-fuzz), fuzzing skipped"; fi
 

@@ -20,12 +20,14 @@ use std::time::{Duration, Instant};
 
 pub mod auth;
 pub mod cluster;
+pub mod system;
 pub mod tenant;
 pub mod up;
 
 pub use agentry_ctl::server::{NatsServer, Options as NatsOptions};
 pub use auth::{AuthServer, Certs};
 pub use cluster::Cluster;
+pub use system::System;
 use tempfile::TempDir;
 pub use tenant::TenantClient;
 

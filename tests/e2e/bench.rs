@@ -1,0 +1,97 @@
+//! The benchmark cannot rot: `agentry bench --embedded` runs every mode
+//! (and `--backlog`) on a few requests and prints its figures. No timing is
+//! asserted; the counts are. The embedded system is a private dev-mode server
+//! (no accounts), which is what the bench measures.
+
+use agentry_tests::bin;
+use serde_json::Value;
+
+/// Runs `agentry --json bench --embedded <args>`, asserts it exits 0 and returns its JSON.
+fn bench(args: &[&str]) -> Value {
+    let out = std::process::Command::new(bin("agentry"))
+        .args(["--json", "bench", "--embedded"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("agentry bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "agentry bench {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON figures in the output of {args:?}: {stdout}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// Every load mode, compared with raw, completes all its requests without
+/// errors and reports throughput, latency and CPU per process.
+#[test]
+fn bench_embedded_dev_mode_prints_figures_in_every_mode() {
+    for mode in ["task", "direct", "workflow"] {
+        let v = bench(&[
+            "--mode",
+            mode,
+            "--compare",
+            "raw",
+            "-n",
+            "40",
+            "-c",
+            "8",
+            "--warmup",
+            "5",
+        ]);
+        let reports = v["reports"].as_array().unwrap();
+        assert_eq!(reports.len(), 2, "{mode}: {v}");
+        for (r, want) in reports.iter().zip([mode, "raw"]) {
+            assert_eq!(r["mode"], want, "{v}");
+            assert_eq!(r["requests"], 40, "{mode}: {r}");
+            assert_eq!(r["errors"], 0, "{mode}: {r}");
+            assert!(r["throughput"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(r["p50_ms"].as_f64().unwrap() > 0.0, "{r}");
+        }
+        assert!(
+            v["ratio"]["throughput_ratio"].as_f64().unwrap() > 0.0,
+            "{v}"
+        );
+        let procs: Vec<&str> = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["process"].as_str())
+            .collect();
+        for name in ["agentry-engine", "agentry-agent", "agentry-monitor"] {
+            assert!(procs.contains(&name), "{mode}: no figures for {name}: {v}");
+        }
+    }
+}
+
+/// `--backlog` queues with the agent stopped, then drains: every request is
+/// answered exactly once, in every mode, and the drain rate is reported.
+#[test]
+fn bench_embedded_dev_mode_backlog_drains_every_request_once() {
+    for (mode, n) in [("task", 300), ("direct", 300), ("workflow", 30)] {
+        let v = bench(&[
+            "--mode",
+            mode,
+            "--compare",
+            "raw",
+            "--backlog",
+            &n.to_string(),
+        ]);
+        let reports = v["backlog"].as_array().unwrap();
+        assert_eq!(reports.len(), 2, "{mode}: {v}");
+        for (r, want) in reports.iter().zip([mode, "raw"]) {
+            assert_eq!(r["mode"], want, "{v}");
+            assert_eq!(r["queued"], n, "{r}");
+            assert_eq!(r["results"], n, "{mode}: {r}");
+            assert_eq!(r["failed"], 0, "{mode}: {r}");
+            assert_eq!(r["duplicates"], 0, "{mode}: {r}");
+            assert!(r["drain_rate"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+}
