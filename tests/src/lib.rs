@@ -201,6 +201,24 @@ where
     panic!("{what}: not true within {limit:?}");
 }
 
+/// Polls `f` until it yields a value or `limit` passes (then panics with
+/// `what`); returns the value. For conditions whose witness the test checks
+/// further, such as the first rejected answer.
+pub async fn eventually_some<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what}: not true within {limit:?}");
+}
+
 /// The workspace root (for reading repository files in tests).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -15,7 +15,9 @@ use agentry::http::Observer;
 use agentry::id::RequestId;
 use agentry::subject::Tenant;
 use agentry::{quarantine, subject};
-use agentry_tests::{AuthServer, InProcess, Redis, TenantClient, eventually, repo_root};
+use agentry_tests::{
+    AuthServer, InProcess, Redis, TenantClient, eventually, eventually_some, repo_root,
+};
 use async_nats::jetstream;
 use cloudevents::AttributesReader;
 use futures::StreamExt;
@@ -72,22 +74,23 @@ async fn submit(
 async fn until_outcome(client: &TenantClient, source: &str, ty: &str) -> Outcome {
     // Fresh ids across calls: a repeated id would be deduplicated, not answered.
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    for _ in 0..100 {
-        let id = format!("probe-{}", SEQ.fetch_add(1, Ordering::Relaxed));
-        let out = submit(
-            client,
-            &id,
-            source,
-            "threat_detection",
-            json!({"lines": ["hello"]}),
-        )
-        .await;
-        if out.ty == ty {
-            return out;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no {ty} for a request from {source}");
+    eventually_some(
+        Duration::from_secs(30),
+        &format!("a {ty} for a request from {source}"),
+        || async {
+            let id = format!("probe-{}", SEQ.fetch_add(1, Ordering::Relaxed));
+            let out = submit(
+                client,
+                &id,
+                source,
+                "threat_detection",
+                json!({"lines": ["hello"]}),
+            )
+            .await;
+            (out.ty == ty).then_some(out)
+        },
+    )
+    .await
 }
 
 /// The output of a completed task, checked against the capability's output schema.

@@ -154,16 +154,16 @@ async fn rate_limit_redis_fail_closed() {
     );
 
     redis.restart();
-    let mut admitted = false;
-    for attempt in 0..40 {
-        let (ok, _) = burst(&c, &js, "/other", &format!("closed-d{attempt}"), 1).await;
-        if ok == 1 {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(admitted, "requests not admitted after Redis came back");
+    let attempt = std::sync::atomic::AtomicUsize::new(0);
+    eventually(
+        Duration::from_secs(20),
+        "requests admitted after Redis came back",
+        || async {
+            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            burst(&c, &js, "/other", &format!("closed-d{n}"), 1).await.0 == 1
+        },
+    )
+    .await;
     sys.stop().await;
 }
 
@@ -256,14 +256,11 @@ async fn quarantined_source_is_rejected() {
             .unwrap()
         }
     };
-    let mut out = submit("/evil").await;
-    for _ in 0..50 {
-        if out.ty == "io.agentry.request.rejected" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        out = submit("/evil").await;
-    }
+    let out = eventually_some(Duration::from_secs(15), "/evil rejected", || async {
+        let out = submit("/evil").await;
+        (out.ty == "io.agentry.request.rejected").then_some(out)
+    })
+    .await;
     assert_eq!(out.data["reason"], "quarantined", "{:?}", out.data);
     assert!(out.data["detail"].as_str().unwrap().contains("probing"));
     assert!(submit("/fine").await.is_success());
@@ -284,14 +281,11 @@ async fn quarantined_source_is_rejected() {
     kv.delete(agentry::quarantine::key(Some(&acme()), "/evil"))
         .await
         .unwrap();
-    let mut released = false;
-    for _ in 0..50 {
-        if submit("/evil").await.is_success() {
-            released = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(released, "a released source is still refused");
+    eventually(
+        Duration::from_secs(15),
+        "a released source is admitted again",
+        || async { submit("/evil").await.is_success() },
+    )
+    .await;
     sys.stop().await;
 }
