@@ -28,6 +28,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 mod bad_input;
+mod cluster_configs;
 mod fuzz;
 mod matrix;
 mod mtls;
