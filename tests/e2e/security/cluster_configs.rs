@@ -94,7 +94,7 @@ async fn create_stream(js: &jetstream::Context, config: stream::Config) -> strea
         &format!("stream {name} created"),
         || async {
             let mut s = js.create_stream(config.clone()).await.ok()?;
-            s.info().await.ok().map(|i| i.clone())
+            s.info().await.ok().cloned()
         },
     )
     .await
