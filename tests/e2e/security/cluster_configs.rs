@@ -10,16 +10,26 @@ use async_nats::jetstream::stream;
 use std::path::Path;
 use std::process::Child;
 
-/// One nats-server started from a copied repository config; killed on drop.
+/// One nats-server started from a copied repository config; killed on
+/// drop, its log printed when the test failed.
 struct Node {
     child: Child,
     url: String,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- {} ({})", self.log.display(), self.url);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
@@ -50,11 +60,12 @@ fn start_node(
     std::fs::copy(nats.join("accounts.conf"), dir.join("accounts.conf")).unwrap();
     let store = dir.join(format!("{conf}.store"));
     std::fs::create_dir_all(&store).unwrap();
+    let log = dir.join(format!("{conf}.log"));
     let mut cmd = Command::new(agentry_ctl::server::find_binary().unwrap());
     cmd.arg("-c")
         .arg(&copy)
         .arg("-l")
-        .arg(dir.join(format!("{conf}.log")))
+        .arg(&log)
         .env("AGENTRY_NATS_STORE", &store)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -64,6 +75,7 @@ fn start_node(
     Node {
         child: cmd.spawn().unwrap(),
         url: format!("nats://127.0.0.1:{}", ports[&client_port]),
+        log,
     }
 }
 
@@ -81,16 +93,26 @@ async fn connect(
     eventually_some(
         Duration::from_secs(30),
         &format!("{role} connects to {}", node.url),
-        || async { agentry::connect::connect_once(&cfg, role).await.ok() },
+        // connect_once gives up after a few reconnects: a node still
+        // starting on a loaded machine gets a fresh client per attempt.
+        || async {
+            let c = agentry::connect::connect_once(&cfg, role).await.ok()?;
+            tokio::time::timeout(Duration::from_secs(2), c.flush())
+                .await
+                .ok()?
+                .ok()?;
+            Some(c)
+        },
     )
     .await
 }
 
-/// Creates `config` as admin, retried until the meta leader is elected.
+/// Creates `config` as admin, retried until the meta leader is elected
+/// (slow on a loaded machine: three JetStream servers elect it).
 async fn create_stream(js: &jetstream::Context, config: stream::Config) -> stream::Info {
     let name = config.name.clone();
     eventually_some(
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         &format!("stream {name} created"),
         || async {
             let mut s = js.create_stream(config.clone()).await.ok()?;
