@@ -290,17 +290,10 @@ async fn cluster_node_loss() {
         ..Default::default()
     };
     let topo = agentry::topology::Topology::new(&settings);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match agentry::topology::ensure(&js, &topo).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(500)).await
-            }
-            Err(e) => panic!("R3 topology: {e}"),
-        }
-    }
+    eventually(Duration::from_secs(30), "R3 topology created", || async {
+        agentry::topology::ensure(&js, &topo).await.is_ok()
+    })
+    .await;
     let info = js
         .get_stream("AGENTRY_TASKS")
         .await
