@@ -5,11 +5,10 @@ use super::*;
 /// kill -9 of an agent holding in-flight tasks: every task completes elsewhere exactly once; the dead agent expires within 3 heartbeats with an expired event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
-    let nats = AuthServer::start();
-    let (admin, js) = nats.setup().await;
-    let acme = nats.tenant("acme").await;
-    let mut sys = InProcess::new();
-    start_core(&mut sys, &nats);
+    let mut sys = System::builder().engine(|_| {}).monitor().start().await;
+    let js = sys.admin.clone();
+    let admin = sys.server.client("admin").await;
+    let acme = sys.tenant("acme").await;
     let mut victim = ChildProc::spawn(
         "agentry-agent",
         &[
@@ -22,7 +21,7 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
             "--capacity",
             "20",
         ],
-        &nats.agent_env("echo"),
+        &sys.server.agent_env("echo"),
     );
     let reg = wait_for_agents(&js, "echo", 1).await;
     let victim_id = reg.find("echo").await.unwrap()[0].id.clone();
@@ -54,7 +53,7 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
     )
     .await;
     victim.kill9();
-    start_echo(&mut sys, &nats, agentry_agent::agents::Echo::default());
+    start_echo(&mut sys, agentry_agent::agents::Echo::default());
 
     let mut seen = HashMap::new();
     while seen.len() < 10 {
@@ -98,11 +97,9 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
 /// SIGTERM: the agent finishes in-flight work, deregisters, exits 0, and nothing is redelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_deregisters() {
-    let nats = AuthServer::start();
-    let (_admin, js) = nats.setup().await;
-    let acme = nats.tenant("acme").await;
-    let mut sys = InProcess::new();
-    start_core(&mut sys, &nats);
+    let sys = System::builder().engine(|_| {}).monitor().start().await;
+    let js = sys.admin.clone();
+    let acme = sys.tenant("acme").await;
     let mut agent = ChildProc::spawn(
         "agentry-agent",
         &[
@@ -113,7 +110,7 @@ async fn sigterm_drains_and_deregisters() {
             "--heartbeat",
             "1s",
         ],
-        &nats.agent_env("echo"),
+        &sys.server.agent_env("echo"),
     );
     let reg = wait_for_agents(&js, "echo", 1).await;
     let id = reg.find("echo").await.unwrap()[0].id.clone();
@@ -180,11 +177,9 @@ async fn sigterm_drains_and_deregisters() {
 /// Unknown capabilities are rejected; invalid events are rejected and dead-lettered without crashing the engine.
 #[tokio::test]
 async fn routing_rejections() {
-    let nats = AuthServer::start();
-    let (_admin, js) = nats.setup().await;
-    let acme = nats.tenant("acme").await;
-    let mut sys = InProcess::new();
-    start_core(&mut sys, &nats);
+    let sys = System::builder().engine(|_| {}).monitor().start().await;
+    let js = sys.admin.clone();
+    let acme = sys.tenant("acme").await;
     let id = RequestId::new("nocap-1").unwrap();
     let out = acme
         .submit(

@@ -27,17 +27,12 @@ async fn submit(tenant: &TenantClient, input: serde_json::Value) -> client::Outc
         .expect("result")
 }
 
-fn start_core(sys: &mut InProcess, nats: &AuthServer) {
-    let cfg = nats.engine_config();
-    sys.spawn(move |t| agentry_engine::run_with(cfg, Observer::new(), t));
-    let cfg = nats.monitor_config();
-    sys.spawn(move |t| agentry_monitor::run_with(cfg, Observer::new(), t));
-}
-
-fn start_echo(sys: &mut InProcess, nats: &AuthServer, echo: agentry_agent::agents::Echo) {
-    let cfg = nats.agent_config("echo");
-    sys.spawn(move |t| async move {
-        let mut rc = agentry::agent::Config::new(cfg.nats.clone());
+/// An echo agent serving `echo` (its own counter), 16 tasks at once,
+/// quick retries.
+fn start_echo(sys: &mut System, echo: agentry_agent::agents::Echo) {
+    let nats = sys.server.agent_nats("echo");
+    sys.parts.spawn(move |t| async move {
+        let mut rc = agentry::agent::Config::new(nats);
         rc.capacity = 16;
         rc.heartbeat = Duration::from_secs(1);
         rc.topology = test_settings();
@@ -53,13 +48,11 @@ fn start_echo(sys: &mut InProcess, nats: &AuthServer, echo: agentry_agent::agent
 /// An echo task returns its result; the same request id submitted twice executes once and stores one result.
 #[tokio::test]
 async fn echo_result_and_dedup() {
-    let nats = AuthServer::start();
-    let (_admin, js) = nats.setup().await;
-    let acme = nats.tenant("acme").await;
-    let mut sys = InProcess::new();
-    start_core(&mut sys, &nats);
+    let mut sys = System::builder().engine(|_| {}).monitor().start().await;
+    let js = sys.admin.clone();
+    let acme = sys.tenant("acme").await;
     let echo = agentry_agent::agents::Echo::default();
-    start_echo(&mut sys, &nats, echo.clone());
+    start_echo(&mut sys, echo.clone());
 
     let out = submit(&acme, json!({"message": "hello"})).await;
     assert_eq!(out.ty, "io.agentry.task.completed");
@@ -118,15 +111,13 @@ async fn echo_result_and_dedup() {
 /// Two echo agents share 1,000 tasks; every request gets exactly one result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_share_work() {
-    let nats = AuthServer::start();
-    let (_admin, js) = nats.setup().await;
-    let acme = nats.tenant("acme").await;
-    let mut sys = InProcess::new();
-    start_core(&mut sys, &nats);
+    let mut sys = System::builder().engine(|_| {}).monitor().start().await;
+    let js = sys.admin.clone();
+    let acme = sys.tenant("acme").await;
     let a = agentry_agent::agents::Echo::default();
     let b = agentry_agent::agents::Echo::default();
-    start_echo(&mut sys, &nats, a.clone());
-    start_echo(&mut sys, &nats, b.clone());
+    start_echo(&mut sys, a.clone());
+    start_echo(&mut sys, b.clone());
     wait_for_agents(&js, "echo", 2).await;
 
     let mut sub = acme.client.subscribe(acme.results_all()).await.unwrap();
@@ -188,13 +179,11 @@ async fn two_agents_share_work() {
 /// A retryable failure is retried up to max_deliver - 1 attempts (the last delivery is reserved for recording, docs/reliability.md), then dead-lettered with a failed result; replay with the handler fixed succeeds.
 #[tokio::test]
 async fn retries_then_dlq_then_replay() {
-    let nats = AuthServer::start();
-    let (_admin, js) = nats.setup().await;
-    let acme = nats.tenant("acme").await;
-    let mut sys = InProcess::new();
-    start_core(&mut sys, &nats);
+    let mut sys = System::builder().engine(|_| {}).monitor().start().await;
+    let js = sys.admin.clone();
+    let acme = sys.tenant("acme").await;
     let echo = agentry_agent::agents::Echo::default();
-    start_echo(&mut sys, &nats, echo.clone());
+    start_echo(&mut sys, echo.clone());
 
     let out = submit(&acme, json!({"fail": "retryable", "counter_key": "never"})).await;
     assert_eq!(out.ty, "io.agentry.task.failed");
@@ -224,7 +213,7 @@ async fn retries_then_dlq_then_replay() {
     echo.healed
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let replayed = std::process::Command::new(bin("agentry"))
-        .envs(nats.env("admin"))
+        .envs(sys.server.env("admin"))
         .args(["--json", "dlq", "replay", &msg.sequence.to_string()])
         .output()
         .unwrap();
@@ -262,7 +251,7 @@ async fn retries_then_dlq_then_replay() {
     );
     // `agentry dlq list` shows it.
     let list = std::process::Command::new(bin("agentry"))
-        .envs(nats.env("admin"))
+        .envs(sys.server.env("admin"))
         .args(["--json", "dlq", "list", "--reason", "task_failed"])
         .output()
         .unwrap();
@@ -274,13 +263,11 @@ async fn retries_then_dlq_then_replay() {
 /// A task taking 3x AckWait completes once, with no redelivery, thanks to progress acks.
 #[tokio::test]
 async fn long_task_with_progress_is_not_redelivered() {
-    let nats = AuthServer::start();
-    let (_admin, js) = nats.setup().await;
-    let acme = nats.tenant("acme").await;
-    let mut sys = InProcess::new();
-    start_core(&mut sys, &nats);
+    let mut sys = System::builder().engine(|_| {}).monitor().start().await;
+    let js = sys.admin.clone();
+    let acme = sys.tenant("acme").await;
     let echo = agentry_agent::agents::Echo::default();
-    start_echo(&mut sys, &nats, echo.clone());
+    start_echo(&mut sys, echo.clone());
     // test_settings(): task AckWait 5 s.
     let out = submit(&acme, json!({"sleep_ms": 15_000, "counter_key": "long"})).await;
     assert!(out.is_success());

@@ -5,12 +5,11 @@ use super::*;
 /// Every running agent answers $SRV.PING; $SRV.STATS counts endpoint requests; A2A asks by id and delegates by capability across processes; a missing target is a clear error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_api_and_a2a() {
-    let nats = AuthServer::start();
-    let (admin, js) = nats.setup().await;
-    let acme = nats.tenant("acme").await;
-    let mut sys = InProcess::new();
-    start_core(&mut sys, &nats);
-    start_echo(&mut sys, &nats, agentry_agent::agents::Echo::default());
+    let mut sys = System::builder().engine(|_| {}).monitor().start().await;
+    let js = sys.admin.clone();
+    let admin = sys.server.client("admin").await;
+    let acme = sys.tenant("acme").await;
+    start_echo(&mut sys, agentry_agent::agents::Echo::default());
     let _child = ChildProc::spawn(
         "agentry-agent",
         &[
@@ -21,7 +20,7 @@ async fn service_api_and_a2a() {
             "--heartbeat",
             "1s",
         ],
-        &nats.agent_env("echo"),
+        &sys.server.agent_env("echo"),
     );
     let reg = wait_for_agents(&js, "echo", 2).await;
     let agents = reg.find("echo").await.unwrap();
