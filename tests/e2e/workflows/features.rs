@@ -67,7 +67,7 @@ async fn single_task_has_workflow_guarantees_without_run_state() {
     // Tasks leave no run state: only the 15 workflow runs are in agentry-runs.
     let kv = sys.js.get_key_value(subject::RUNS_BUCKET).await.unwrap();
     let keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
-    assert_eq!(keys.len(), 15);
+    assert_eq!(keys.len(), 15, "{keys:?}");
     assert!(!keys.contains(&key(&retried.request_id)) && !keys.contains(&key(&late.request_id)));
     sys.parts.stop().await;
 }

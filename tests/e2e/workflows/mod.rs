@@ -65,16 +65,20 @@ impl Sys {
         Self::start_with(100, true).await
     }
 
+    /// [`System::builder`] with an echo agent (32 at once) and, when
+    /// `engine`, an engine running at most `max_runs` runs.
     async fn start_with(max_runs: usize, engine: bool) -> Self {
-        let nats = AuthServer::start();
-        let (_admin, js) = nats.setup().await;
-        let acme = nats.tenant(TENANT).await;
-        let mut parts = InProcess::new();
+        let mut builder = System::builder().echo(32);
         if engine {
-            start_engine(&mut parts, &nats, max_runs);
+            builder = builder.engine(move |c| c.max_runs = max_runs);
         }
-        let echo = Echo::default();
-        start_echo(&mut parts, &nats, echo.clone(), 32);
+        let System {
+            server: nats,
+            admin: js,
+            parts,
+            echo,
+        } = builder.start().await;
+        let acme = nats.tenant(TENANT).await;
         Self {
             nats,
             acme,
@@ -136,27 +140,6 @@ impl Sys {
         .await;
         self.state(run).await
     }
-}
-
-fn start_engine(
-    parts: &mut InProcess,
-    nats: &AuthServer,
-    max_runs: usize,
-) -> tokio_util::sync::CancellationToken {
-    let mut cfg = nats.engine_config();
-    cfg.max_runs = max_runs;
-    parts.spawn(move |t| agentry_engine::run_with(cfg, Observer::new(), t))
-}
-
-fn start_echo(parts: &mut InProcess, nats: &AuthServer, echo: Echo, capacity: usize) {
-    let cfg = nats.agent_config("echo");
-    parts.spawn(move |t| async move {
-        let mut rc = agentry::agent::Config::new(cfg.nats.clone());
-        rc.capacity = capacity;
-        rc.heartbeat = Duration::from_secs(1);
-        rc.topology = test_settings();
-        agentry::agent::run(vec![std::sync::Arc::new(echo)], rc, Observer::new(), t).await
-    });
 }
 
 /// The state of `acme`'s run `run` (an id or a key).
