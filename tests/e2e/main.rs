@@ -24,6 +24,7 @@ mod faults;
 mod health;
 mod inspect;
 mod interop;
+mod layout;
 mod nothing_lost;
 mod observability;
 mod readme;
