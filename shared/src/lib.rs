@@ -15,6 +15,7 @@
 //! - [`config`]: flags and `AGENTRY_*` environment shared by every binary;
 //! - [`connect`]: NATS connection with auth, TLS, backoff and version check;
 //! - [`telemetry`]: tracing subscriber and common metrics;
+//! - [`trace`]: spans per hop, W3C trace context, OTLP export;
 //! - [`http`]: `/health`, `/ready`, `/metrics` for one or many components;
 //! - [`liveness`]: per-loop pulses (running, failing, stalled) behind them;
 //! - [`schema`]: embedded JSON Schemas, compiled once;
@@ -40,6 +41,7 @@ pub mod shutdown;
 pub mod subject;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 pub mod workflow;
 
 pub use id::{AgentId, Capability, RequestId, RunId};

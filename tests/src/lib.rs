@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub mod auth;
 pub mod cluster;
+pub mod otlp;
 pub mod system;
 pub mod tenant;
 pub mod up;
@@ -27,6 +28,7 @@ pub mod up;
 pub use agentry_ctl::server::{NatsServer, Options as NatsOptions};
 pub use auth::{AuthServer, Certs};
 pub use cluster::Cluster;
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use system::System;
 use tempfile::TempDir;
 pub use tenant::TenantClient;

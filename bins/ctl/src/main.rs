@@ -12,6 +12,19 @@ async fn main() -> ExitCode {
         sigpipe::reset();
     }
     agentry_ctl::output::init_logging(cli.verbose, cli.is_service());
+    // `up` and `bench` host components in-process: their spans are exported
+    // when OTEL_EXPORTER_OTLP_ENDPOINT is set (flushed when main returns).
+    let _trace = if cli.is_service() {
+        match agentry::trace::init("agentry") {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(agentry_ctl::exit::REJECTED);
+            }
+        }
+    } else {
+        None
+    };
     match agentry_ctl::run(cli).await {
         Ok(code) => code,
         Err(e) => {

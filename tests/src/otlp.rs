@@ -1,0 +1,183 @@
+//! A small OTLP/HTTP trace receiver for tests: `POST /v1/traces` with an
+//! `ExportTraceServiceRequest` in protobuf (what the components' exporter
+//! sends with `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`), decoded with
+//! `opentelemetry-proto` and kept in memory for assertions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+/// One received span, flattened for assertions (ids as lower-case hex).
+#[derive(Clone, Debug)]
+pub struct ReceivedSpan {
+    /// `service.name` of the exporting process's resource.
+    pub service: String,
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
+    pub name: String,
+    /// OTLP `SpanKind` (1 internal, 2 server, 3 client, 4 producer, 5 consumer).
+    pub kind: i32,
+    pub attributes: HashMap<String, String>,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    /// OTLP status code (0 unset, 1 ok, 2 error).
+    pub status_code: i32,
+}
+
+impl ReceivedSpan {
+    /// The attribute `key` as text (`""` when absent).
+    pub fn attr(&self, key: &str) -> &str {
+        self.attributes.get(key).map(String::as_str).unwrap_or("")
+    }
+}
+
+#[derive(Clone, Default)]
+struct Store {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    requests: Arc<Mutex<usize>>,
+}
+
+/// The receiver; stops when dropped.
+pub struct OtlpReceiver {
+    /// The value for `OTEL_EXPORTER_OTLP_ENDPOINT` (`http://127.0.0.1:<port>`).
+    pub endpoint: String,
+    store: Store,
+    stop: CancellationToken,
+}
+
+impl OtlpReceiver {
+    /// Binds a free loopback port and serves until dropped.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind OTLP receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let store = Store::default();
+        let app = Router::new()
+            .route("/v1/traces", post(export))
+            .with_state(store.clone());
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            // Serving stops with the test; an error here shows up as missing spans.
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await;
+        });
+        Self {
+            endpoint: format!("http://{addr}"),
+            store,
+            stop,
+        }
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.store
+            .spans
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// The spans of trace `trace_id` (hex).
+    pub fn trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
+        self.spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect()
+    }
+
+    /// How many export requests arrived.
+    pub fn requests(&self) -> usize {
+        self.store.requests.lock().map(|n| *n).unwrap_or(0)
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn export(State(store): State<Store>, body: Bytes) -> impl IntoResponse {
+    let req = match ExportTraceServiceRequest::decode(body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let mut received = Vec::new();
+    for rs in req.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+            .and_then(|kv| kv.value.as_ref())
+            .map(text)
+            .unwrap_or_default();
+        for ss in rs.scope_spans {
+            for s in ss.spans {
+                received.push(ReceivedSpan {
+                    service: service.clone(),
+                    trace_id: hex(&s.trace_id),
+                    span_id: hex(&s.span_id),
+                    parent_span_id: hex(&s.parent_span_id),
+                    name: s.name,
+                    kind: s.kind,
+                    attributes: s
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            (
+                                kv.key.clone(),
+                                kv.value.as_ref().map(text).unwrap_or_default(),
+                            )
+                        })
+                        .collect(),
+                    start_unix_nano: s.start_time_unix_nano,
+                    end_unix_nano: s.end_time_unix_nano,
+                    status_code: s.status.map(|st| st.code).unwrap_or(0),
+                });
+            }
+        }
+    }
+    if let Ok(mut spans) = store.spans.lock() {
+        spans.extend(received);
+    }
+    if let Ok(mut n) = store.requests.lock() {
+        *n += 1;
+    }
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+fn text(v: &AnyValue) -> String {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
