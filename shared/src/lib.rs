@@ -8,7 +8,9 @@
 //! - [`topology`]: streams, consumers and buckets as data, and `ensure`;
 //! - [`agent`]: the SDK for writing agents and the runtime hosting them;
 //! - [`registry`]: agent records and discovery;
-//! - [`reply`]: results (first one wins) and dead letters;
+//! - [`publish`]: acked publishes of events: results (first one wins),
+//!   step results, registry records and facts (deduplicated);
+//! - [`dlq`]: dead-letter copies with their origin;
 //! - [`retry`]: retry delay policies;
 //! - [`ratelimit`]: per-source rate limiting (Redis or in-process);
 //! - [`client`]: submit a request and wait for its one result;
@@ -26,15 +28,16 @@ pub mod agent;
 pub mod client;
 pub mod config;
 pub mod connect;
+pub mod dlq;
 pub mod event;
 pub mod http;
 pub mod id;
 pub mod liveness;
 pub mod quarantine;
+pub mod publish;
 pub mod ratelimit;
 pub mod reason;
 pub mod registry;
-pub mod reply;
 pub mod retry;
 pub mod schema;
 pub mod shutdown;

@@ -6,7 +6,7 @@
 
 use agentry::event::header;
 use agentry::id::RequestId;
-use agentry::reply::{self, PublishError, Published};
+use agentry::publish::{self, PublishError, Published};
 use agentry::subject::{self, Tenant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::DirectGetErrorKind};
@@ -62,7 +62,7 @@ pub async fn replay_stored(
         }
     }
     headers.insert(header::EXPECTED_LAST_SUBJECT_SEQ, "0");
-    match reply::publish_acked(js, &to, headers, stored.payload).await {
+    match publish::acked(js, &to, headers, stored.payload).await {
         Ok(Published::DuplicateRefused | Published::Stored) => Ok(true),
         Err(e) => Err(AnsweredError::Replay(e)),
     }

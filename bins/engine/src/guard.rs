@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Engine;
-use crate::intake::{Accepted, Rejection};
+use crate::validate::{Accepted, Rejection};
 
 /// Bound of a direct quarantine read while the watch is not current.
 const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);

@@ -1,5 +1,12 @@
 //! `agentry-engine`: the request router and workflow engine. Stateless
 //! replicas; all state lives in JetStream (streams, KV, schedules).
+//!
+//! - `validate`: decode and validate a request once into an `Accepted` one;
+//! - `guard`: quarantine and rate limits per principal;
+//! - `dispatch`: route an accepted request, publish its `request.accepted`;
+//! - `tasks`: single tasks; `timers`: durable timers, and every fired one;
+//! - `reject`: rejections and dead letters; `answered`: stored-result replay;
+//! - `fair`: fairness between tenants; `workflow`: the workflow engine.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -21,10 +28,10 @@ use tracing::{info, warn};
 mod answered;
 mod fair;
 mod guard;
-mod intake;
+mod validate;
 mod metrics;
 mod reject;
-mod requests;
+mod dispatch;
 mod tasks;
 mod timers;
 mod workflow;
@@ -231,7 +238,7 @@ pub async fn run_with(
             work,
             move |msg, permit| {
                 let engine = engine.clone();
-                Box::pin(async move { requests::handle(&engine, &msg, permit).await })
+                Box::pin(async move { dispatch::handle(&engine, &msg, permit).await })
             },
         ));
     }
@@ -250,7 +257,7 @@ pub async fn run_with(
                 let engine = engine.clone();
                 Box::pin(async move {
                     let _permit = permit;
-                    tasks::fire_timer(&engine, &msg).await
+                    timers::fire(&engine, &msg).await
                 })
             },
         ));

@@ -5,13 +5,14 @@
 
 use agentry::event::{self, types};
 use agentry::reason::Reason;
-use agentry::reply::{self, Origin, Published};
+use agentry::dlq::{self, Origin};
+use agentry::publish::{self, Published};
 use agentry::subject;
 use async_nats::jetstream;
 use tracing::{info, warn};
 
 use crate::Engine;
-use crate::intake::Rejection;
+use crate::validate::Rejection;
 
 /// Records the rejection of `msg`; `false` when its result or its DLQ copy
 /// could not be written (the caller keeps the message).
@@ -53,7 +54,7 @@ pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) ->
         let ev = event::new_event(&eid, "/agentry/engine", types::REQUEST_REJECTED, data);
         let to = subject::results_for(tenant.as_ref(), id);
         let dedup = format!("rej-{}", subject::request_key(tenant.as_ref(), id));
-        match reply::publish_result(&engine.js, &to, &ev, &dedup).await {
+        match publish::event(&engine.js, &to, &ev, &dedup).await {
             Ok(Published::DuplicateRefused) => engine.metrics.duplicates.inc(),
             Ok(Published::Stored) => {}
             Err(e) => {
@@ -87,7 +88,7 @@ pub async fn dead_letter(
         request_id: id,
         source,
     };
-    match reply::dead_letter(
+    match dlq::dead_letter(
         &engine.js,
         reason,
         detail,

@@ -8,14 +8,14 @@ use std::time::Duration;
 use agentry::event::{self, Mode, ext, header};
 use agentry::id::Capability;
 use agentry::reason::Reason;
-use agentry::reply::{self, Published};
+use agentry::publish::{self, Published};
 use agentry::subject;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use chrono::Utc;
 use cloudevents::Event;
 use tracing::{info, warn};
 
-use crate::intake::{Accepted, Rejection};
+use crate::validate::{Accepted, Rejection};
 use crate::timers::{self, Timer};
 use crate::{Disposition, Engine};
 
@@ -186,71 +186,5 @@ async fn known_capability(engine: &Engine, cap: &Capability) -> Result<bool, Str
                 Err(text)
             }
         }
-    }
-}
-
-/// A fired durable timer.
-pub(crate) async fn fire_timer(engine: &Engine, msg: &jetstream::Message) -> Disposition {
-    let timer: Timer = match serde_json::from_slice(&msg.payload) {
-        Ok(t) => t,
-        Err(e) => {
-            warn!(error = %e, "unreadable timer, dead-lettering");
-            let recorded = crate::reject::dead_letter(
-                engine,
-                msg,
-                Reason::SchemaInvalid,
-                &format!("unreadable timer: {e}"),
-                None,
-                None,
-            )
-            .await;
-            return crate::reject::settle(msg, recorded, Disposition::Term);
-        }
-    };
-    match timer {
-        Timer::TaskTimeout {
-            request_id,
-            capability,
-        } => {
-            // The timer's subject names the tenant (`task-<tenant>.<id>`).
-            let (tenant, id) = match subject::task_timer_of(msg.subject.as_str()) {
-                Some(t) => t,
-                None => match agentry::id::RequestId::new(request_id.as_str()) {
-                    Ok(id) => (None, id),
-                    Err(_) => return Disposition::Term,
-                },
-            };
-            let data = serde_json::json!({
-                "request_id": id,
-                "capability": capability,
-                "error": reply::error_object("timeout", "no agent finished the task before its deadline", false),
-            });
-            let eid = uuid::Uuid::now_v7().simple().to_string();
-            let ev = event::new_event(&eid, "/agentry/engine", event::types::TASK_FAILED, data);
-            match reply::publish_result(
-                &engine.js,
-                &subject::results_for(tenant.as_ref(), &id),
-                &ev,
-                &format!("timeout-{}", subject::request_key(tenant.as_ref(), &id)),
-            )
-            .await
-            {
-                Ok(Published::Stored) => {
-                    engine
-                        .metrics
-                        .task_timeouts
-                        .with_label_values(&[capability.as_str(), "timeout"])
-                        .inc();
-                    info!(request_id = %id, "task timed out");
-                    Disposition::Ack
-                }
-                Ok(Published::DuplicateRefused) => Disposition::Ack,
-                Err(e) => {
-                    warn!(error = %e, "timeout result not published, retrying");
-                    Disposition::Nak(Duration::from_secs(1))
-                }
-            }
-        }
-        workflow_timer => crate::workflow::on_timer(engine, workflow_timer).await,
     }
 }

@@ -10,9 +10,15 @@ use async_nats::jetstream;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use agentry::event::header;
-use agentry::reply::{self, PublishError};
+use std::time::Duration;
+
+use agentry::event::{self, header};
+use agentry::reason::Reason;
+use agentry::publish::{self, PublishError, Published};
 use agentry::subject;
+use tracing::{info, warn};
+
+use crate::{Disposition, Engine};
 
 /// What a timer means when it fires.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +68,7 @@ pub async fn schedule(
         subject: key.to_owned(),
         detail: e.to_string(),
     })?;
-    reply::publish_acked(js, &subject::timer_schedule(key), headers, body.into())
+    publish::acked(js, &subject::timer_schedule(key), headers, body.into())
         .await
         .map(|_| ())
 }
@@ -81,5 +87,73 @@ pub async fn cancel(js: &jetstream::Context, key: &str) {
     .await;
     if let Err(e) = res {
         tracing::debug!(key, error = %e, "timer not removed");
+    }
+}
+
+/// Handles a fired durable timer of any kind: a single task's deadline
+/// here, workflow timers (run/step deadlines, retries, signal waits) in
+/// `workflow::on_timer`.
+pub(crate) async fn fire(engine: &Engine, msg: &jetstream::Message) -> Disposition {
+    let timer: Timer = match serde_json::from_slice(&msg.payload) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "unreadable timer, dead-lettering");
+            let recorded = crate::reject::dead_letter(
+                engine,
+                msg,
+                Reason::SchemaInvalid,
+                &format!("unreadable timer: {e}"),
+                None,
+                None,
+            )
+            .await;
+            return crate::reject::settle(msg, recorded, Disposition::Term);
+        }
+    };
+    match timer {
+        Timer::TaskTimeout {
+            request_id,
+            capability,
+        } => {
+            // The timer's subject names the tenant (`task-<tenant>.<id>`).
+            let (tenant, id) = match subject::task_timer_of(msg.subject.as_str()) {
+                Some(t) => t,
+                None => match agentry::id::RequestId::new(request_id.as_str()) {
+                    Ok(id) => (None, id),
+                    Err(_) => return Disposition::Term,
+                },
+            };
+            let data = serde_json::json!({
+                "request_id": id,
+                "capability": capability,
+                "error": publish::error_object("timeout", "no agent finished the task before its deadline", false),
+            });
+            let eid = uuid::Uuid::now_v7().simple().to_string();
+            let ev = event::new_event(&eid, "/agentry/engine", event::types::TASK_FAILED, data);
+            match publish::event(
+                &engine.js,
+                &subject::results_for(tenant.as_ref(), &id),
+                &ev,
+                &format!("timeout-{}", subject::request_key(tenant.as_ref(), &id)),
+            )
+            .await
+            {
+                Ok(Published::Stored) => {
+                    engine
+                        .metrics
+                        .task_timeouts
+                        .with_label_values(&[capability.as_str(), "timeout"])
+                        .inc();
+                    info!(request_id = %id, "task timed out");
+                    Disposition::Ack
+                }
+                Ok(Published::DuplicateRefused) => Disposition::Ack,
+                Err(e) => {
+                    warn!(error = %e, "timeout result not published, retrying");
+                    Disposition::Nak(Duration::from_secs(1))
+                }
+            }
+        }
+        workflow_timer => crate::workflow::on_timer(engine, workflow_timer).await,
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use agentry::event::{self, ext, types};
 use agentry::reason::Reason;
-use agentry::reply::{self, Origin};
+use agentry::dlq::{self, Origin};
 use agentry::subject;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -177,7 +177,7 @@ async fn capture(mon: &Monitor, adv: &Advisory) -> anyhow::Result<()> {
         detail
             .push_str("; its header block is not valid UTF-8 (kept base64 in Agentry-Dlq-Headers)");
     }
-    reply::dead_letter(
+    dlq::dead_letter(
         &mon.js,
         Reason::MaxDeliveries,
         &detail,
@@ -239,13 +239,13 @@ async fn answer_task(
         "request_id": request_id,
         "capability": capability,
         "attempts": adv.deliveries,
-        "error": reply::error_object(
+        "error": publish::error_object(
             "retries_exhausted",
             &format!("{} deliveries without an outcome (worker crashes?)", adv.deliveries),
             false,
         ),
     });
     let dedup = format!("backstop-{}-{}", adv.stream, adv.stream_seq);
-    reply::publish_outbound(&mon.js, replyto, ev, &data, &dedup).await?;
+    publish::outbound(&mon.js, replyto, ev, &data, &dedup).await?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use agentry::event::{self, types};
 use agentry::registry::{AgentRecord, Status};
-use agentry::reply;
+use agentry::publish;
 use agentry::subject;
 use async_nats::jetstream::kv;
 use chrono::Utc;
@@ -103,7 +103,7 @@ async fn announce(mon: &Monitor, rec: &AgentRecord) {
     };
     let eid = uuid::Uuid::now_v7().simple().to_string();
     let ev = event::new_event(&eid, "/agentry/monitor", types::AGENT_EXPIRED, data);
-    if let Err(e) = reply::publish_result(
+    if let Err(e) = publish::event(
         &mon.js,
         &subject::registry(&id),
         &ev,

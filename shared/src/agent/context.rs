@@ -277,13 +277,13 @@ impl Context {
     }
 
     /// Publishes a lifecycle event `ty` (`io.agentry.<a>.<b>`) on `agentry.events.<a>.<b>`.
-    pub async fn emit(&self, ty: &str, data: Value) -> Result<(), crate::reply::PublishError> {
+    pub async fn emit(&self, ty: &str, data: Value) -> Result<(), crate::publish::PublishError> {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let mut ev = event::new_event(&id, &format!("/agents/{}", self.inner.agent_id), ty, data);
         if let Some(tp) = &self.traceparent {
             ev.set_extension(ext::TRACEPARENT, tp.as_str());
         }
-        crate::reply::publish_result(&self.inner.js, &subject::events_for_type(ty), &ev, &id)
+        crate::publish::publish_result(&self.inner.js, &subject::events_for_type(ty), &ev, &id)
             .await
             .map(|_| ())
     }

@@ -22,7 +22,7 @@ use crate::event::{self, types};
 use crate::http::Observer;
 use crate::id::{AgentId, Capability};
 use crate::registry::{AgentRecord, Status};
-use crate::reply;
+use crate::publish;
 use crate::retry;
 use crate::subject;
 use crate::telemetry::{self, ConnectionMetrics};
@@ -389,7 +389,7 @@ async fn publish_record(shared: &Shared, ty: &str, rec: &AgentRecord) {
     let subj = subject::registry(&shared.agent_id);
     match tokio::time::timeout(
         Duration::from_secs(5),
-        reply::publish_result(&shared.js, &subj, &ev, &id),
+        publish::event(&shared.js, &subj, &ev, &id),
     )
     .await
     {

@@ -17,7 +17,8 @@ use super::{Agent, Task, TaskError};
 use crate::event::{self, Limits, ext, types};
 use crate::id::{Capability, RequestId};
 use crate::reason::Reason;
-use crate::reply::{self, Origin, Published};
+use crate::dlq::{self, Origin};
+use crate::publish::{self, Published};
 use crate::retry;
 use crate::subject;
 
@@ -358,7 +359,7 @@ async fn publish_outcome(
         Err(e) => (
             types::TASK_FAILED,
             None,
-            Some(reply::error_object(
+            Some(publish::error_object(
                 e.code(),
                 &e.to_string(),
                 e.is_retryable(),
@@ -390,7 +391,7 @@ async fn publish_outcome(
     }
     // The reply subject too: request ids may repeat across tenants.
     let dedup = format!("res-{}-{}-{}", rc.replyto, rc.request_id, rc.attempt);
-    match reply::publish_outbound(&inst.shared.js, rc.replyto, ev, &data, &dedup).await {
+    match publish::outbound(&inst.shared.js, rc.replyto, ev, &data, &dedup).await {
         Ok(Published::Stored) => true,
         Ok(Published::DuplicateRefused) => {
             inst.shared.metrics.duplicates.inc();
@@ -422,7 +423,7 @@ async fn dead_letter(
         request_id: request_id.map(|r| r.as_str()),
         source,
     };
-    match reply::dead_letter(
+    match dlq::dead_letter(
         &inst.shared.js,
         reason,
         detail,

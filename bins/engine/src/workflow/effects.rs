@@ -8,7 +8,7 @@
 
 use agentry::Capability;
 use agentry::event::{Outbound, ext, header, types};
-use agentry::reply::{self, Published};
+use agentry::publish::{self, Published};
 use agentry::subject;
 use agentry::workflow::state::{ErrorInfo, ParentRef};
 use chrono::{DateTime, Utc};
@@ -91,7 +91,7 @@ pub(crate) enum Effect {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EffectError {
     #[error("{0}")]
-    Publish(#[from] reply::PublishError),
+    Publish(#[from] publish::PublishError),
     #[error("invalid id in an effect: {0}")]
     Id(#[from] agentry::id::IdError),
     #[error("child run: {0}")]
@@ -151,8 +151,8 @@ async fn execute_one(
                 ev.extension(ext::DEADLINE, &d.to_string());
             }
             let data = TaskData { capability, input };
-            let (headers, body) = ev.finish(&data).map_err(reply::PublishError::from)?;
-            reply::publish_acked(&engine.js, &subject::tasks(&cap), headers, body).await?;
+            let (headers, body) = ev.finish(&data).map_err(publish::PublishError::from)?;
+            publish::acked(&engine.js, &subject::tasks(&cap), headers, body).await?;
             Ok(())
         }
         Effect::Timer { key, at, timer } => {
@@ -182,7 +182,7 @@ async fn execute_one(
             if let Some(tp) = origin.traceparent {
                 ev.extension(ext::TRACEPARENT, tp);
             }
-            match reply::publish_outbound(&engine.js, &to, ev, data, &eid).await? {
+            match publish::outbound(&engine.js, &to, ev, data, &eid).await? {
                 Published::Stored => {}
                 Published::DuplicateRefused => engine.metrics.duplicates.inc(),
             }
@@ -195,7 +195,7 @@ async fn execute_one(
             let input = super::machine::Input::Cancel {
                 reason: Some(reason.clone()),
             };
-            match Box::pin(super::store::drive(engine, run_id, &input)).await {
+            match Box::pin(super::driver::drive(engine, run_id, &input)).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     // The child's own timeout still ends it; the parent has moved on.
@@ -230,9 +230,9 @@ pub(crate) async fn publish_step_result(
     output: Option<&Value>,
     error: Option<&ErrorInfo>,
     traceparent: Option<&str>,
-) -> Result<(), reply::PublishError> {
+) -> Result<(), publish::PublishError> {
     let steps =
-        subject::steps_for_key(parent.run_id.as_str()).map_err(|e| reply::PublishError::Nats {
+        subject::steps_for_key(parent.run_id.as_str()).map_err(|e| publish::PublishError::Nats {
             subject: subject::STEPS_PREFIX.to_owned(),
             detail: e.to_string(),
         })?;
@@ -255,7 +255,7 @@ pub(crate) async fn publish_step_result(
     if let Some(tp) = traceparent {
         ev.extension(ext::TRACEPARENT, tp);
     }
-    reply::publish_outbound(&engine.js, &steps, ev, &data, &id)
+    publish::outbound(&engine.js, &steps, ev, &data, &id)
         .await
         .map(|_| ())
 }

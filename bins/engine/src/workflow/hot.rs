@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use agentry::workflow::state::RunState;
 use tokio_util::sync::CancellationToken;
 
-use super::store;
+use super::driver;
 use crate::Engine;
 
 /// How long an executed outbox may wait for the next transition to replace it.
@@ -123,7 +123,7 @@ async fn settle(engine: &Engine, older_than: Duration) {
         if let Some(k) = known.take()
             && k.has_outbox()
         {
-            store::clear_outbox(engine, k.state, k.revision).await;
+            driver::clear_outbox(engine, k.state, k.revision).await;
         }
         drop(known);
         hot.forget(&run_id, &slot);

@@ -5,7 +5,7 @@
 //! cancellation and compensation.
 //!
 //! - `machine`, `steps`, `signals`, `compensate`: the pure state machine;
-//! - `store`: the transition driver (load, apply, CAS write, effects);
+//! - `driver`: the run-state transition driver (load, apply, CAS write, effects);
 //! - `hot`: the state this replica last wrote per run (saves reads and outbox clears);
 //! - `effects`: what transitions do outside the state;
 //! - `run`: creating runs; `defs`: compiled definitions; `artifacts`: large values;
@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::intake::{Accepted, Rejection};
+use crate::validate::{Accepted, Rejection};
 use crate::timers::Timer;
 use crate::{Disposition, Engine};
 
@@ -40,12 +40,12 @@ mod machine;
 mod run;
 mod signals;
 mod steps;
-mod store;
+mod driver;
 #[cfg(test)]
 mod tests;
 
 use machine::{Input, StepResult};
-use store::{Driven, StoreError};
+use driver::{Driven, DriverError};
 
 /// The workflow half of an engine replica.
 pub(crate) struct Runs {
@@ -133,7 +133,7 @@ fn rejection(req: &Accepted, reason: Reason, detail: String) -> Rejection {
     }
 }
 
-fn transient(e: &StoreError) -> Disposition {
+fn transient(e: &DriverError) -> Disposition {
     warn!(error = %e, "workflow store trouble, retrying later");
     Disposition::Nak(Duration::from_secs(1))
 }
@@ -270,7 +270,7 @@ async fn apply_request(
     // id resolves to a key that does not exist, refused exactly like an
     // unknown run (existence does not leak).
     let key = subject::run_key(req.tenant.as_ref(), run_id);
-    match store::drive(engine, &key, input).await {
+    match driver::drive(engine, &key, input).await {
         Ok(Driven::NotFound) => Err(rejection(
             req,
             Reason::UnknownRun,
@@ -333,7 +333,7 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
         agent_id: data["agent_id"].as_str().map(str::to_owned),
         duration_ms: data["duration_ms"].as_u64(),
     };
-    match store::drive(engine, &run_id, &Input::StepResult(result)).await {
+    match driver::drive(engine, &run_id, &Input::StepResult(result)).await {
         Ok(_) => Disposition::Ack,
         Err(e) if e.is_transient() => transient(&e),
         Err(e) => {
@@ -381,7 +381,7 @@ pub(crate) async fn on_timer(engine: &Engine, timer: Timer) -> Disposition {
         Timer::SignalTimeout { run_id, step } => (run_id, Input::SignalTimeout { step }),
         Timer::TaskTimeout { .. } => return Disposition::Ack,
     };
-    match store::drive(engine, &run_id, &input).await {
+    match driver::drive(engine, &run_id, &input).await {
         Ok(_) => Disposition::Ack,
         Err(e) if e.is_transient() => transient(&e),
         Err(e) => {

@@ -14,7 +14,7 @@ use tracing::warn;
 use super::effects::{self, ChildSpec};
 use super::machine::{Input, Machine};
 use super::steps::chrono;
-use super::store::{self, StoreError};
+use super::driver::{self, DriverError};
 use crate::Engine;
 
 /// What a new run needs besides its definition.
@@ -47,7 +47,7 @@ pub(crate) async fn create(
     key: String,
     compiled: &Compiled,
     new: NewRun,
-) -> Result<Started, StoreError> {
+) -> Result<Started, DriverError> {
     let now = Utc::now();
     let run_id = new.run_id.clone();
     let mut state = initial_state(key, compiled, new, now);
@@ -61,14 +61,14 @@ pub(crate) async fn create(
     let slot = engine.runs.hot.slot(&run_id);
     {
         let mut known = slot.lock().await;
-        if let Some(k) = store::commit(engine, state, None, effects, notes).await? {
-            store::remember(engine, &mut known, k).await;
+        if let Some(k) = driver::commit(engine, state, None, effects, notes).await? {
+            driver::remember(engine, &mut known, k).await;
             return Ok(Started::Created(status));
         }
     }
     // It exists: finish what a crashed predecessor may have left undone.
-    store::drive(engine, &run_id, &Input::Touch).await?;
-    let status = store::load(&engine.runs.kv, &run_id)
+    driver::drive(engine, &run_id, &Input::Touch).await?;
+    let status = driver::load(&engine.runs.kv, &run_id)
         .await?
         .map_or(RunStatus::Running, |l| l.state.status);
     Ok(Started::Existed(status))
@@ -117,7 +117,7 @@ pub(crate) fn initial_state(
 }
 
 /// Starts a parent's child run; a child that cannot start fails the parent's step.
-pub(crate) async fn start_child(engine: &Engine, spec: &ChildSpec) -> Result<(), StoreError> {
+pub(crate) async fn start_child(engine: &Engine, spec: &ChildSpec) -> Result<(), DriverError> {
     let fail = |code: &str, message: String| ErrorInfo::new(code, message);
     let err = match engine.runs.defs.resolve(&spec.workflow, spec.version).await {
         Ok(Some((key, compiled))) => match compiled.validate_input(&spec.input) {
@@ -152,7 +152,7 @@ pub(crate) async fn start_child(engine: &Engine, spec: &ChildSpec) -> Result<(),
                     .unwrap_or_default()
             ),
         ),
-        Err(e) => return Err(StoreError::Kv(e.to_string())),
+        Err(e) => return Err(DriverError::Kv(e.to_string())),
     };
     warn!(child = %spec.run_id, error = %err.message, "child run not started");
     effects::publish_step_result(
@@ -164,5 +164,5 @@ pub(crate) async fn start_child(engine: &Engine, spec: &ChildSpec) -> Result<(),
         spec.traceparent.as_deref(),
     )
     .await
-    .map_err(|e| StoreError::Kv(e.to_string()))
+    .map_err(|e| DriverError::Kv(e.to_string()))
 }

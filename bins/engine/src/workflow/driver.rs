@@ -25,7 +25,7 @@ use crate::Engine;
 const MAX_ROUNDS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
+pub(crate) enum DriverError {
     #[error("run store: {0}")]
     Kv(String),
     #[error("run {run} is unreadable: {detail}")]
@@ -44,7 +44,7 @@ pub(crate) enum StoreError {
     Contended(String),
 }
 
-impl StoreError {
+impl DriverError {
     /// Whether retrying later may succeed (otherwise the message is poison).
     pub fn is_transient(&self) -> bool {
         !matches!(self, Self::Corrupt { .. } | Self::TooNew { .. })
@@ -56,21 +56,21 @@ pub(crate) struct Loaded {
     pub revision: u64,
 }
 
-pub(crate) async fn load(kv: &kv::Store, run_id: &str) -> Result<Option<Loaded>, StoreError> {
+pub(crate) async fn load(kv: &kv::Store, run_id: &str) -> Result<Option<Loaded>, DriverError> {
     let entry = kv
         .entry(run_id)
         .await
-        .map_err(|e| StoreError::Kv(e.to_string()))?;
+        .map_err(|e| DriverError::Kv(e.to_string()))?;
     let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
         return Ok(None);
     };
     let state: RunState =
-        serde_json::from_slice(&entry.value).map_err(|e| StoreError::Corrupt {
+        serde_json::from_slice(&entry.value).map_err(|e| DriverError::Corrupt {
             run: run_id.to_owned(),
             detail: e.to_string(),
         })?;
     if state.schema_version > RUN_SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
+        return Err(DriverError::TooNew {
             run: run_id.to_owned(),
             version: state.schema_version,
         });
@@ -81,17 +81,17 @@ pub(crate) async fn load(kv: &kv::Store, run_id: &str) -> Result<Option<Loaded>,
     }))
 }
 
-fn encode(state: &RunState) -> Result<Bytes, StoreError> {
+fn encode(state: &RunState) -> Result<Bytes, DriverError> {
     serde_json::to_vec(state)
         .map(Bytes::from)
-        .map_err(|e| StoreError::Corrupt {
+        .map_err(|e| DriverError::Corrupt {
             run: state.run_id.clone(),
             detail: e.to_string(),
         })
 }
 
 /// Writes `state` if the entry is still at `revision`; `Ok(None)` on a conflict.
-async fn write(kv: &kv::Store, state: &RunState, revision: u64) -> Result<Option<u64>, StoreError> {
+async fn write(kv: &kv::Store, state: &RunState, revision: u64) -> Result<Option<u64>, DriverError> {
     match kv.update(&state.run_id, encode(state)?, revision).await {
         Ok(rev) => Ok(Some(rev)),
         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
@@ -100,7 +100,7 @@ async fn write(kv: &kv::Store, state: &RunState, revision: u64) -> Result<Option
             if text.contains("wrong last sequence") || text.contains("10071") {
                 Ok(None)
             } else {
-                Err(StoreError::Kv(text))
+                Err(DriverError::Kv(text))
             }
         }
     }
@@ -121,7 +121,7 @@ pub(crate) async fn drive(
     engine: &Engine,
     run_id: &str,
     input: &Input,
-) -> Result<Driven, StoreError> {
+) -> Result<Driven, DriverError> {
     let slot = engine.runs.hot.slot(run_id);
     let mut known = slot.lock().await;
     drive_turn(engine, run_id, input, &mut known).await
@@ -132,7 +132,7 @@ async fn drive_turn(
     run_id: &str,
     input: &Input,
     known: &mut Option<Known>,
-) -> Result<Driven, StoreError> {
+) -> Result<Driven, DriverError> {
     let kv = &engine.runs.kv;
     // The revision whose outbox this replica carried out, if it wrote the run.
     let mut carried = known.as_ref().map(|k| k.revision);
@@ -158,8 +158,8 @@ async fn drive_turn(
             .defs
             .get(&state.definition)
             .await
-            .map_err(|e| StoreError::Kv(e.to_string()))?
-            .ok_or_else(|| StoreError::Definition(state.definition.clone()))?;
+            .map_err(|e| DriverError::Kv(e.to_string()))?
+            .ok_or_else(|| DriverError::Definition(state.definition.clone()))?;
         let outputs = artifacts::resolve(engine, &state).await?;
         let before = state.clone();
         let mut machine = Machine::new(&mut state, &compiled, Utc::now(), outputs);
@@ -184,7 +184,7 @@ async fn drive_turn(
             return Ok(Driven::Applied);
         }
     }
-    Err(StoreError::Contended(run_id.to_owned()))
+    Err(DriverError::Contended(run_id.to_owned()))
 }
 
 /// Keeps `k` for the run's next transition on this replica, unless the run
@@ -212,7 +212,7 @@ pub(crate) async fn commit(
     revision: Option<u64>,
     effects: Vec<Effect>,
     notes: Notes,
-) -> Result<Option<Known>, StoreError> {
+) -> Result<Option<Known>, DriverError> {
     artifacts::offload(engine, &mut state).await?;
     // The run of a dead replica is counted from now on by this one.
     let limiter = &engine.runs.limiter;
@@ -235,7 +235,7 @@ pub(crate) async fn commit(
         None => match kv.create(&state.run_id, encode(&state)?).await {
             Ok(r) => r,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
-            Err(e) => return Err(StoreError::Kv(e.to_string())),
+            Err(e) => return Err(DriverError::Kv(e.to_string())),
         },
     };
     if adopted {
@@ -254,7 +254,7 @@ pub(crate) async fn commit(
 }
 
 /// Carries out the effects a previous transition left in the outbox.
-async fn flush(engine: &Engine, state: &RunState) -> Result<(), StoreError> {
+async fn flush(engine: &Engine, state: &RunState) -> Result<(), DriverError> {
     let effects: Vec<Effect> = state
         .outbox
         .iter()

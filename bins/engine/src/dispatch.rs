@@ -6,7 +6,7 @@ use async_nats::jetstream;
 use cloudevents::AttributesReader;
 use tracing::{Instrument, info_span, warn};
 
-use crate::intake::{self, Request};
+use crate::validate::{self, Request};
 use crate::{Disposition, Engine, answered, reject, tasks, workflow};
 
 /// The `source` of the facts the engine publishes about requests (contract 3).
@@ -17,7 +17,7 @@ pub(crate) async fn handle(
     msg: &jetstream::Message,
     permit: crate::EnginePermit,
 ) -> Disposition {
-    let accepted = match intake::decode(
+    let accepted = match validate::decode(
         msg.subject.as_str(),
         msg.headers.as_ref(),
         &msg.payload,
@@ -120,7 +120,7 @@ pub(crate) async fn handle(
 /// publish: no PubAck wait on the hot path; a fact that cannot be queued is
 /// logged and lost (observers only), never a reason to redeliver the request.
 /// The message id makes a redelivered request's fact count once.
-async fn publish_accepted(engine: &Engine, req: &intake::Accepted) {
+async fn publish_accepted(engine: &Engine, req: &validate::Accepted) {
     let mut data = serde_json::json!({
         "request_id": req.id,
         "type": req.event.ty(),
