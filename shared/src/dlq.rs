@@ -7,8 +7,8 @@ use async_nats::jetstream;
 use bytes::Bytes;
 
 use crate::event::header;
-use crate::reason::Reason;
 use crate::publish::{self, PublishError, Published};
+use crate::reason::Reason;
 use crate::subject;
 
 /// Where a dead letter came from.

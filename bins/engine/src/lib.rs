@@ -26,14 +26,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 mod answered;
+mod dispatch;
 mod fair;
 mod guard;
-mod validate;
 mod metrics;
 mod reject;
-mod dispatch;
 mod tasks;
 mod timers;
+mod validate;
 mod workflow;
 
 pub use metrics::Metrics;

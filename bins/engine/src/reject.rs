@@ -3,10 +3,10 @@
 //! [`reject`] says whether both were recorded, and a request whose rejection
 //! could not be recorded is kept (NAK with delay) and rejected again later.
 
-use agentry::event::{self, types};
-use agentry::reason::Reason;
 use agentry::dlq::{self, Origin};
+use agentry::event::{self, types};
 use agentry::publish::{self, Published};
+use agentry::reason::Reason;
 use agentry::subject;
 use async_nats::jetstream;
 use tracing::{info, warn};

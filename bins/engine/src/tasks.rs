@@ -8,15 +8,14 @@ use std::time::Duration;
 use agentry::event::{self, Mode, ext, header};
 use agentry::id::Capability;
 use agentry::reason::Reason;
-use agentry::publish::{self, Published};
 use agentry::subject;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use chrono::Utc;
 use cloudevents::Event;
 use tracing::{info, warn};
 
-use crate::validate::{Accepted, Rejection};
 use crate::timers::{self, Timer};
+use crate::validate::{Accepted, Rejection};
 use crate::{Disposition, Engine};
 
 pub(crate) async fn route(

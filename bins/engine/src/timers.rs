@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use agentry::event::{self, header};
-use agentry::reason::Reason;
 use agentry::publish::{self, PublishError, Published};
+use agentry::reason::Reason;
 use agentry::subject;
 use tracing::{info, warn};
 

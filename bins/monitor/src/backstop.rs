@@ -13,9 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry::event::{self, ext, types};
-use agentry::reason::Reason;
 use agentry::dlq::{self, Origin};
+use agentry::event::{self, ext, types};
+use agentry::publish;
+use agentry::reason::Reason;
 use agentry::subject;
 use futures::StreamExt;
 use serde::Deserialize;

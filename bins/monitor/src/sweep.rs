@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use agentry::event::{self, types};
-use agentry::registry::{AgentRecord, Status};
 use agentry::publish;
+use agentry::registry::{AgentRecord, Status};
 use agentry::subject;
 use async_nats::jetstream::kv;
 use chrono::Utc;

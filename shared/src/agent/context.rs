@@ -283,7 +283,7 @@ impl Context {
         if let Some(tp) = &self.traceparent {
             ev.set_extension(ext::TRACEPARENT, tp.as_str());
         }
-        crate::publish::publish_result(&self.inner.js, &subject::events_for_type(ty), &ev, &id)
+        crate::publish::event(&self.inner.js, &subject::events_for_type(ty), &ev, &id)
             .await
             .map(|_| ())
     }

@@ -14,11 +14,11 @@ use tracing::{Instrument, info_span, warn};
 use super::attempts::{self, Delivery};
 use super::context::{Context, Shared};
 use super::{Agent, Task, TaskError};
+use crate::dlq::{self, Origin};
 use crate::event::{self, Limits, ext, types};
 use crate::id::{Capability, RequestId};
-use crate::reason::Reason;
-use crate::dlq::{self, Origin};
 use crate::publish::{self, Published};
+use crate::reason::Reason;
 use crate::retry;
 use crate::subject;
 

@@ -91,7 +91,11 @@ fn encode(state: &RunState) -> Result<Bytes, DriverError> {
 }
 
 /// Writes `state` if the entry is still at `revision`; `Ok(None)` on a conflict.
-async fn write(kv: &kv::Store, state: &RunState, revision: u64) -> Result<Option<u64>, DriverError> {
+async fn write(
+    kv: &kv::Store,
+    state: &RunState,
+    revision: u64,
+) -> Result<Option<u64>, DriverError> {
     match kv.update(&state.run_id, encode(state)?, revision).await {
         Ok(rev) => Ok(Some(rev)),
         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),

@@ -25,13 +25,14 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::validate::{Accepted, Rejection};
 use crate::timers::Timer;
+use crate::validate::{Accepted, Rejection};
 use crate::{Disposition, Engine};
 
 mod artifacts;
 mod compensate;
 mod defs;
+mod driver;
 mod effects;
 mod hot;
 mod ids;
@@ -40,12 +41,11 @@ mod machine;
 mod run;
 mod signals;
 mod steps;
-mod driver;
 #[cfg(test)]
 mod tests;
 
-use machine::{Input, StepResult};
 use driver::{Driven, DriverError};
+use machine::{Input, StepResult};
 
 /// The workflow half of an engine replica.
 pub(crate) struct Runs {

@@ -11,10 +11,10 @@ use chrono::Utc;
 use serde_json::Value;
 use tracing::warn;
 
+use super::driver::{self, DriverError};
 use super::effects::{self, ChildSpec};
 use super::machine::{Input, Machine};
 use super::steps::chrono;
-use super::driver::{self, DriverError};
 use crate::Engine;
 
 /// What a new run needs besides its definition.
