@@ -28,7 +28,7 @@ fn tenant(t: &str) -> Tenant {
 struct System {
     procs: InProcess,
     agents_obs: Observer,
-    _fixture: Option<agentry_agent::agents::weather::fixture::Server>,
+    _fixture: Option<agentry_weather_fixture::Server>,
 }
 
 impl System {
@@ -53,9 +53,7 @@ impl System {
                 .insert(kind.clone(), server.nats(&format!("agent_{kind}")));
         }
         let fixture = if kinds.contains("weather") {
-            let f = agentry_agent::agents::weather::fixture::Server::start()
-                .await
-                .unwrap();
+            let f = agentry_weather_fixture::Server::start().await.unwrap();
             agents.builtin.weather_base_url = Some(f.base_url());
             Some(f)
         } else {
@@ -168,7 +166,7 @@ async fn a2a_ask_is_answered_across_agent_users() {
         let mut rc = agentry::agent::Config::new(nats);
         rc.heartbeat = Duration::from_secs(1);
         rc.topology = test_settings();
-        let echo = agentry_agent::agents::Echo::default();
+        let echo = agentry_echo::Echo::default();
         agentry::agent::run(vec![std::sync::Arc::new(echo)], rc, Observer::new(), t).await
     });
     let reg = wait_for_agents(&admin_js, "echo", 2).await;

@@ -77,7 +77,7 @@ async fn submit_exit_codes_and_quiet_output_on_real_runs() {
         let mut rc = agentry::agent::Config::new(nats);
         rc.heartbeat = Duration::from_secs(1);
         rc.topology = test_settings();
-        let echo = agentry_agent::agents::Echo::default();
+        let echo = agentry_echo::Echo::default();
         agentry::agent::run(vec![std::sync::Arc::new(echo)], rc, Observer::new(), t).await
     });
     wait_for_agents(&admin_js, "echo", 1).await;

@@ -14,7 +14,7 @@ use agentry::http::Observer;
 use agentry::id::RequestId;
 use agentry::subject::{self, Tenant};
 use agentry::workflow::state::{RunState, RunStatus};
-use agentry_agent::agents::Echo;
+use agentry_echo::Echo;
 use agentry_tests::*;
 use async_nats::jetstream;
 use futures::StreamExt;

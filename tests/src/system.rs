@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use agentry::http::Observer;
 use agentry::topology::{Settings, Topology, ensure};
-use agentry_agent::agents::Echo;
+use agentry_echo::Echo;
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 

@@ -1,26 +1,22 @@
 //! `agentry-agent`: hosts the built-in agents on the agent runtime
 //! (`agentry::agent`). `--agents echo,weather` or `all`.
+//!
+//! A thin host: each agent is its own crate under `agents/`; the table in
+//! `kinds` maps a kind name to its constructor and [`Settings`] holds the
+//! agents' command-line settings.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentry::agent::{self, Agent};
-use agentry::config;
+use agentry::config::{self, parse_duration};
 use agentry::http::Observer;
 use tokio_util::sync::CancellationToken;
 
-pub mod agents;
+mod kinds;
 
-/// Every built-in agent kind, in start order.
-pub const KINDS: &[&str] = &[
-    "echo",
-    "weather",
-    "planning",
-    "customer_service",
-    "data_analysis",
-    "security_monitor",
-];
+pub use kinds::Settings;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -48,17 +44,13 @@ pub struct Config {
     #[arg(long, env = "AGENTRY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     #[command(flatten)]
-    pub builtin: agents::Settings,
+    pub builtin: Settings,
     /// NATS connection per agent kind (least privilege: each built-in kind
     /// has its own NATS user). Filled by [`run`] from
     /// `AGENTRY_NATS_USER_<KIND>` / `AGENTRY_NATS_PASSWORD_<KIND>` (see
     /// [`kind_nats_from_env`]); a kind without an entry uses `nats`.
     #[arg(skip)]
     pub kind_nats: BTreeMap<String, config::Nats>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl Config {
@@ -77,7 +69,7 @@ impl Config {
             capacity: None,
             heartbeat: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
-            builtin: agents::Settings::default(),
+            builtin: Settings::default(),
             kind_nats: BTreeMap::new(),
         }
     }
@@ -102,7 +94,7 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentsError {
-    #[error("unknown agent kind {0:?} (known: {known})", known = KINDS.join(", "))]
+    #[error("unknown agent kind {0:?} (known: {known})", known = kinds::names().collect::<Vec<_>>().join(", "))]
     UnknownKind(String),
     #[error("no agent kinds selected")]
     Empty,
@@ -164,7 +156,7 @@ pub fn kind_nats_from_env(
 /// Parses `all` or a comma-separated list of kinds.
 pub fn select(list: &str) -> Result<Vec<String>, AgentsError> {
     let kinds: Vec<String> = if list.trim() == "all" {
-        KINDS.iter().map(|k| (*k).to_owned()).collect()
+        kinds::names().map(str::to_owned).collect()
     } else {
         list.split(',')
             .map(|k| k.trim().to_owned())
@@ -175,7 +167,7 @@ pub fn select(list: &str) -> Result<Vec<String>, AgentsError> {
         return Err(AgentsError::Empty);
     }
     for k in &kinds {
-        if !KINDS.contains(&k.as_str()) {
+        if !kinds::is_known(k) {
             return Err(AgentsError::UnknownKind(k.clone()));
         }
     }
@@ -207,7 +199,7 @@ pub async fn run_with(
     let kinds = select(&cfg.agents)?;
     let mut groups: Vec<(config::Nats, Vec<Arc<dyn Agent>>)> = Vec::new();
     for k in &kinds {
-        let agent = agents::build(k, &cfg.builtin)?;
+        let agent = kinds::build(k, &cfg.builtin)?;
         let nats = cfg.nats_for(k);
         match groups.iter_mut().find(|(n, _)| same_connection(n, nats)) {
             Some((_, list)) => list.push(agent),

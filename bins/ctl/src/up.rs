@@ -35,7 +35,7 @@ pub struct Args {
     #[command(flatten)]
     pub settings: Settings,
     #[command(flatten, next_help_heading = "Built-in agents")]
-    pub builtin: agentry_agent::agents::Settings,
+    pub builtin: agentry_agent::Settings,
 }
 
 /// How long each shutdown stage (agents; engine and monitor) may take.
@@ -111,7 +111,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     )?;
 
     let fixture = if args.offline {
-        let f = agentry_agent::agents::weather::fixture::Server::start()
+        let f = agentry_weather_fixture::Server::start()
             .await
             .context("starting the weather fixture")?;
         println!(

@@ -53,7 +53,7 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
     )
     .await;
     victim.kill9();
-    start_echo(&mut sys, agentry_agent::agents::Echo::default());
+    start_echo(&mut sys, agentry_echo::Echo::default());
 
     let mut seen = HashMap::new();
     while seen.len() < 10 {

@@ -29,7 +29,7 @@ async fn submit(tenant: &TenantClient, input: serde_json::Value) -> client::Outc
 
 /// An echo agent serving `echo` (its own counter), 16 tasks at once,
 /// quick retries.
-fn start_echo(sys: &mut System, echo: agentry_agent::agents::Echo) {
+fn start_echo(sys: &mut System, echo: agentry_echo::Echo) {
     let nats = sys.server.agent_nats("echo");
     sys.parts.spawn(move |t| async move {
         let mut rc = agentry::agent::Config::new(nats);
@@ -51,7 +51,7 @@ async fn echo_result_and_dedup() {
     let mut sys = System::builder().engine(|_| {}).monitor().start().await;
     let js = sys.admin.clone();
     let acme = sys.tenant("acme").await;
-    let echo = agentry_agent::agents::Echo::default();
+    let echo = agentry_echo::Echo::default();
     start_echo(&mut sys, echo.clone());
 
     let out = submit(&acme, json!({"message": "hello"})).await;
@@ -114,8 +114,8 @@ async fn two_agents_share_work() {
     let mut sys = System::builder().engine(|_| {}).monitor().start().await;
     let js = sys.admin.clone();
     let acme = sys.tenant("acme").await;
-    let a = agentry_agent::agents::Echo::default();
-    let b = agentry_agent::agents::Echo::default();
+    let a = agentry_echo::Echo::default();
+    let b = agentry_echo::Echo::default();
     start_echo(&mut sys, a.clone());
     start_echo(&mut sys, b.clone());
     wait_for_agents(&js, "echo", 2).await;
@@ -182,7 +182,7 @@ async fn retries_then_dlq_then_replay() {
     let mut sys = System::builder().engine(|_| {}).monitor().start().await;
     let js = sys.admin.clone();
     let acme = sys.tenant("acme").await;
-    let echo = agentry_agent::agents::Echo::default();
+    let echo = agentry_echo::Echo::default();
     start_echo(&mut sys, echo.clone());
 
     let out = submit(&acme, json!({"fail": "retryable", "counter_key": "never"})).await;
@@ -266,7 +266,7 @@ async fn long_task_with_progress_is_not_redelivered() {
     let mut sys = System::builder().engine(|_| {}).monitor().start().await;
     let js = sys.admin.clone();
     let acme = sys.tenant("acme").await;
-    let echo = agentry_agent::agents::Echo::default();
+    let echo = agentry_echo::Echo::default();
     start_echo(&mut sys, echo.clone());
     // test_settings(): task AckWait 5 s.
     let out = submit(&acme, json!({"sleep_ms": 15_000, "counter_key": "long"})).await;

@@ -9,7 +9,7 @@ async fn service_api_and_a2a() {
     let js = sys.admin.clone();
     let admin = sys.server.client("admin").await;
     let acme = sys.tenant("acme").await;
-    start_echo(&mut sys, agentry_agent::agents::Echo::default());
+    start_echo(&mut sys, agentry_echo::Echo::default());
     let _child = ChildProc::spawn(
         "agentry-agent",
         &[

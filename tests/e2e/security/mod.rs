@@ -172,7 +172,7 @@ impl Stack {
             rc.capacity = 32;
             rc.heartbeat = Duration::from_secs(1);
             rc.topology = test_settings();
-            let echo = agentry_agent::agents::Echo::default();
+            let echo = agentry_echo::Echo::default();
             agentry::agent::run(vec![Arc::new(echo)], rc, Observer::new(), t).await
         });
         if monitor {

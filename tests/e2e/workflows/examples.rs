@@ -7,9 +7,7 @@ use super::*;
 async fn domain_examples_run_on_the_real_agents() {
     let sys = Sys::start().await;
     let nats = &sys.nats;
-    let fixture = agentry_agent::agents::weather::fixture::Server::start()
-        .await
-        .unwrap();
+    let fixture = agentry_weather_fixture::Server::start().await.unwrap();
     let mut parts = InProcess::new();
     // One agent process per kind, each as its own user (as deployed).
     for kind in [

@@ -15,7 +15,7 @@ use agentry::http::Observer;
 use agentry::id::RequestId;
 use agentry::subject;
 use agentry::workflow::state::{RunState, RunStatus};
-use agentry_agent::agents::Echo;
+use agentry_echo::Echo;
 use agentry_tests::*;
 use cloudevents::AttributesReader;
 use futures::StreamExt;

@@ -1,0 +1,498 @@
+//! Continuous monitoring: the security monitor's background loop.
+//!
+//! Inputs, each turned into detector [`Observation`]s:
+//! - durable consumer `security-dlq` on `AGENTRY_DLQ`: every dead-lettered
+//!   rejection is `Rejected{reason}` for the source in `Agentry-Dlq-Source`
+//!   (reason from `Agentry-Dlq-Reason`); dead-lettered task failures are
+//!   left to the results below;
+//! - durable consumer `security-events` on `AGENTRY_EVENTS`:
+//!   `io.agentry.request.accepted` is a `Request` from its source;
+//! - durable consumer `security-results` on `AGENTRY_RESULTS`:
+//!   `task.completed` / `task.failed` are task outcomes of their capability
+//!   (a pull consumer, because the agent user may not subscribe to
+//!   `agentry.results.>`).
+//!
+//! Requests and rejections count per principal (tenant, source): the tenant
+//! of an accepted request is the `tenant` of its fact, the tenant of a
+//! rejection is derived from its `Agentry-Dlq-Subject` (the subject it
+//! arrived on).
+//!
+//! Each alert is published as `io.agentry.security.incident`, opens an
+//! incident in KV and, for the configured kinds, quarantines the source.
+//!
+//! Several replicas: the durable consumers and the queue group hand each
+//! message to exactly one replica, so one alert is acted on by one replica.
+//! Detection windows are per replica, though: with N replicas each sees about
+//! 1/N of a source's traffic, so thresholds are effectively N times higher
+//! (size them for the replica count, or run one replica).
+//!
+//! Messages are acknowledged after they are handled; a failure to act on an
+//! alert (KV or NATS trouble) is logged and the loop goes on. Lost inputs are
+//! re-bound with backoff; the loop ends on shutdown.
+
+use std::time::Duration;
+
+use agentry::agent::Context;
+use agentry::agent::runtime::server_time;
+use agentry::event::{self, Limits, header, types};
+use agentry::reason::Reason;
+use agentry::subject;
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{PullConsumer, pull};
+use async_nats::jetstream::{self, Message};
+use chrono::{DateTime, Utc};
+use cloudevents::AttributesReader;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::agent::SecurityMonitor;
+use super::detector::{Alert, AlertKind, Detector, Observation, ObservationKind};
+use super::respond::{self, Change};
+
+const MAX_REBIND_DELAY: Duration = Duration::from_secs(30);
+
+/// Runs until `shutdown`.
+pub async fn run(
+    agent: &SecurityMonitor,
+    ctx: Context,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut detector = Detector::new(agent.config.detector.clone());
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let bound = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            b = Inputs::bind(&ctx) => b,
+        };
+        match bound {
+            Ok(mut inputs) => {
+                info!("security monitor watching events, DLQ and results");
+                delay = Duration::from_secs(1);
+                match inputs.pump(agent, &ctx, &mut detector, &shutdown).await {
+                    Pumped::Shutdown => return Ok(()),
+                    Pumped::Lost(what) => {
+                        warn!(input = what, "security monitor input ended, re-binding")
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, retry_s = delay.as_secs(), "security monitor cannot bind its consumers (has `agentry setup` run?)")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_REBIND_DELAY);
+    }
+}
+
+enum Pumped {
+    Shutdown,
+    Lost(&'static str),
+}
+
+struct Inputs {
+    events: pull::Stream,
+    dlq: pull::Stream,
+    results: pull::Stream,
+}
+
+impl Inputs {
+    async fn bind(ctx: &Context) -> anyhow::Result<Self> {
+        let js = ctx.jetstream();
+        let events = messages(
+            js,
+            subject::EVENTS_STREAM,
+            subject::SECURITY_EVENTS_CONSUMER,
+        )
+        .await?;
+        let dlq = messages(js, subject::DLQ_STREAM, subject::SECURITY_DLQ_CONSUMER).await?;
+        let results = messages(
+            js,
+            subject::RESULTS_STREAM,
+            subject::SECURITY_RESULTS_CONSUMER,
+        )
+        .await?;
+        Ok(Self {
+            events,
+            dlq,
+            results,
+        })
+    }
+
+    async fn pump(
+        &mut self,
+        agent: &SecurityMonitor,
+        ctx: &Context,
+        detector: &mut Detector,
+        shutdown: &CancellationToken,
+    ) -> Pumped {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Pumped::Shutdown,
+                m = self.dlq.next() => match m {
+                    Some(Ok(msg)) => {
+                        let obs = from_dlq(msg.headers.as_ref(), server_time(&msg));
+                        handle(agent, ctx, detector, obs).await;
+                        ack(&msg).await;
+                    }
+                    Some(Err(e)) => warn!(error = %e, "security-dlq pull error, continuing"),
+                    None => return Pumped::Lost(subject::SECURITY_DLQ_CONSUMER),
+                },
+                m = self.events.next() => match m {
+                    Some(Ok(msg)) => {
+                        let obs = from_event(msg.headers.as_ref(), &msg.payload, server_time(&msg));
+                        handle(agent, ctx, detector, obs).await;
+                        ack(&msg).await;
+                    }
+                    Some(Err(e)) => warn!(error = %e, "security-events pull error, continuing"),
+                    None => return Pumped::Lost(subject::SECURITY_EVENTS_CONSUMER),
+                },
+                m = self.results.next() => match m {
+                    Some(Ok(msg)) => {
+                        let obs = from_result(msg.headers.as_ref(), &msg.payload, server_time(&msg));
+                        handle(agent, ctx, detector, obs).await;
+                        ack(&msg).await;
+                    }
+                    Some(Err(e)) => warn!(error = %e, "security-results pull error, continuing"),
+                    None => return Pumped::Lost(subject::SECURITY_RESULTS_CONSUMER),
+                },
+            }
+        }
+    }
+}
+
+async fn messages(
+    js: &jetstream::Context,
+    stream: &str,
+    consumer: &str,
+) -> anyhow::Result<pull::Stream> {
+    let c: PullConsumer = js
+        .get_stream_no_info(stream)
+        .await?
+        .get_consumer(consumer)
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {consumer} on {stream}: {e}"))?;
+    Ok(c.messages().await?)
+}
+
+async fn ack(msg: &Message) {
+    if let Err(e) = msg.ack().await {
+        warn!(error = %e, "ack failed; the message will be seen again");
+    }
+}
+
+async fn handle(
+    agent: &SecurityMonitor,
+    ctx: &Context,
+    detector: &mut Detector,
+    obs: Option<Observation>,
+) {
+    let Some(obs) = obs else { return };
+    for alert in detector.observe(obs) {
+        if let Err(e) = act(agent, ctx, &alert).await {
+            warn!(error = %e, kind = ?alert.kind, source = ?alert.source, "acting on a security alert failed");
+        }
+    }
+}
+
+/// Publishes the incident, opens it in KV and quarantines the source when configured.
+async fn act(agent: &SecurityMonitor, ctx: &Context, alert: &Alert) -> anyhow::Result<()> {
+    let subject_of = alert_subject(alert);
+    let incident_id = alert_incident_id(alert);
+    warn!(
+        kind = ?alert.kind,
+        severity = %alert.severity,
+        about = %subject_of,
+        incident = %incident_id,
+        summary = %alert.summary,
+        "security alert"
+    );
+    ctx.emit(
+        types::SECURITY_INCIDENT,
+        incident_event(ctx, alert, &incident_id),
+    )
+    .await?;
+    let quarantine = alert.source.is_some() && agent.config.auto_quarantine.contains(&alert.kind);
+    let mut input = json!({
+        "action": if quarantine { "quarantine" } else { "open" },
+        "source": subject_of,
+        "severity": alert.severity,
+        "note": alert.summary,
+    });
+    if let Some(t) = &alert.tenant {
+        input["tenant"] = t.as_str().into();
+    }
+    if quarantine {
+        input["quarantine_minutes"] = agent.config.quarantine_minutes.into();
+    }
+    let buckets = agent.buckets(ctx).await.map_err(anyhow::Error::msg)?;
+    let change = Change {
+        input: &input,
+        incident_id: &incident_id,
+        change_id: &incident_id,
+        announce_opening: false,
+    };
+    respond::apply(buckets, ctx, &change).await?;
+    agent.count_incident(
+        kind_name(alert.kind),
+        &alert.severity.to_string(),
+        alert.tenant.as_deref(),
+    );
+    Ok(())
+}
+
+/// What an alert is about: its source, else `capability/<name>`.
+fn alert_subject(alert: &Alert) -> String {
+    match (&alert.source, &alert.capability) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => format!("capability/{c}"),
+        (None, None) => "unknown".to_owned(),
+    }
+}
+
+fn kind_name(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::Flood => "flood",
+        AlertKind::Probing => "probing",
+        AlertKind::FailureAnomaly => "failure_anomaly",
+    }
+}
+
+/// `inc-<kind>-<hash of what it is about, with its tenant>-<alert time in ms>`.
+fn alert_incident_id(alert: &Alert) -> String {
+    let about = match &alert.tenant {
+        Some(t) => format!("{t}\u{0}{}", alert_subject(alert)),
+        None => alert_subject(alert),
+    };
+    let hash = about.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!(
+        "inc-{}-{hash:016x}-{}",
+        kind_name(alert.kind).replace('_', "-"),
+        alert.at.timestamp_millis()
+    )
+}
+
+/// Data of `io.agentry.security.incident` for an alert.
+fn incident_event(ctx: &Context, alert: &Alert, incident_id: &str) -> Value {
+    let mut data = json!({
+        "incident_id": incident_id,
+        "kind": kind_name(alert.kind),
+        "severity": alert.severity,
+        "summary": alert.summary,
+        "evidence": alert.evidence,
+        "detected_at": alert.at,
+        "agent_id": ctx.agent_id().as_str(),
+    });
+    if let Some(s) = &alert.source {
+        data["source"] = s.as_str().into();
+    }
+    if let Some(t) = &alert.tenant {
+        data["tenant"] = t.as_str().into();
+    }
+    if let Some(c) = &alert.capability {
+        data["capability"] = c.as_str().into();
+    }
+    data
+}
+
+fn header_str<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers?
+        .get(name)
+        .map(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// A dead-lettered rejection as an observation (`None` for task failures
+/// and entries without a reason).
+fn from_dlq(headers: Option<&HeaderMap>, at: DateTime<Utc>) -> Option<Observation> {
+    let reason = header_str(headers, header::DLQ_REASON)?;
+    if !Reason::REJECTIONS.iter().any(|r| r.as_str() == reason) {
+        return None;
+    }
+    // The tenant comes from the subject the request arrived on (contract 4).
+    let tenant = header_str(headers, header::DLQ_SUBJECT)
+        .and_then(|s| subject::tenant_of_request(s).ok().flatten())
+        .map(|t| t.as_str().to_owned());
+    Some(Observation {
+        at,
+        tenant,
+        source: header_str(headers, header::DLQ_SOURCE).map(str::to_owned),
+        kind: ObservationKind::Rejected {
+            reason: reason.to_owned(),
+        },
+    })
+}
+
+/// An accepted request (`io.agentry.request.accepted`) as an observation.
+fn from_event(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    at: DateTime<Utc>,
+) -> Option<Observation> {
+    let decoded = event::decode(headers, payload, &Limits::default()).ok()?;
+    if decoded.event.ty() != types::REQUEST_ACCEPTED {
+        return None;
+    }
+    let data = event::data_json(&decoded.event).ok()?;
+    let source = data["source"].as_str().filter(|s| !s.is_empty())?;
+    Some(Observation {
+        at,
+        tenant: data["tenant"].as_str().map(str::to_owned),
+        source: Some(source.to_owned()),
+        kind: ObservationKind::Request,
+    })
+}
+
+/// A task result as an observation of its capability's outcome.
+fn from_result(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    at: DateTime<Utc>,
+) -> Option<Observation> {
+    let decoded = match event::decode(headers, payload, &Limits::default()) {
+        Ok(d) => d,
+        Err(e) => {
+            debug!(error = %e, "result is not a CloudEvent, ignored");
+            return None;
+        }
+    };
+    let failed = match decoded.event.ty() {
+        types::TASK_COMPLETED => false,
+        types::TASK_FAILED => true,
+        _ => return None,
+    };
+    let data = event::data_json(&decoded.event).ok()?;
+    let capability = data["capability"]
+        .as_str()
+        .filter(|c| !c.is_empty())?
+        .to_owned();
+    Some(Observation {
+        at,
+        source: None,
+        tenant: None,
+        kind: if failed {
+            ObservationKind::TaskFailed { capability }
+        } else {
+            ObservationKind::TaskCompleted { capability }
+        },
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use agentry::event::Mode;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_741_514_400, 0).unwrap()
+    }
+
+    /// DLQ rejections become `Rejected` with the header's source; task failures are skipped.
+    #[test]
+    fn dlq_entries() {
+        let mut h = HeaderMap::new();
+        h.insert(header::DLQ_REASON, "unknown_type");
+        h.insert(header::DLQ_SOURCE, "/attacker");
+        let obs = from_dlq(Some(&h), at()).unwrap();
+        assert_eq!(obs.source.as_deref(), Some("/attacker"));
+        assert_eq!(
+            obs.kind,
+            ObservationKind::Rejected {
+                reason: "unknown_type".into()
+            }
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::DLQ_REASON, "task_failed");
+        assert!(from_dlq(Some(&h), at()).is_none());
+        assert!(from_dlq(None, at()).is_none());
+    }
+
+    /// Accepted requests and task results are read from their CloudEvents.
+    #[test]
+    fn events_and_results() {
+        let ev = event::new_event(
+            "e1",
+            "/agentry/engine",
+            types::REQUEST_ACCEPTED,
+            json!({"request_id": "r1", "type": "io.agentry.task.requested", "source": "/clients/a"}),
+        );
+        let (h, body) = event::encode(&ev, Mode::Binary).unwrap();
+        let obs = from_event(Some(&h), &body, at()).unwrap();
+        assert_eq!(obs.source.as_deref(), Some("/clients/a"));
+        assert_eq!(obs.kind, ObservationKind::Request);
+
+        let other = event::new_event("e2", "/x", types::SECURITY_INCIDENT, json!({}));
+        let (h, body) = event::encode(&other, Mode::Binary).unwrap();
+        assert!(from_event(Some(&h), &body, at()).is_none());
+
+        let res = event::new_event(
+            "e3",
+            "/agents/x",
+            types::TASK_FAILED,
+            json!({"request_id": "r1", "error": {"code": "permanent", "message": "m"}, "capability": "echo"}),
+        );
+        let (h, body) = event::encode(&res, Mode::Structured).unwrap();
+        assert_eq!(
+            from_result(Some(&h), &body, at()).unwrap().kind,
+            ObservationKind::TaskFailed {
+                capability: "echo".into()
+            }
+        );
+        let rej = event::new_event(
+            "e4",
+            "/e",
+            types::REQUEST_REJECTED,
+            json!({"request_id": "r1"}),
+        );
+        let (h, body) = event::encode(&rej, Mode::Binary).unwrap();
+        assert!(from_result(Some(&h), &body, at()).is_none());
+    }
+
+    /// Incident ids are valid ids and differ by kind, subject and time.
+    #[test]
+    fn alert_ids() {
+        let alert = |kind, source: Option<&str>, cap: Option<&str>, secs| Alert {
+            kind,
+            severity: crate::Severity::Medium,
+            source: source.map(str::to_owned),
+            tenant: None,
+            capability: cap.map(str::to_owned),
+            summary: "s".into(),
+            evidence: vec![],
+            at: at() + chrono::Duration::seconds(secs),
+            count: 5,
+            window_s: 60,
+        };
+        let a = alert_incident_id(&alert(AlertKind::Probing, Some("/attacker"), None, 0));
+        let re = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        assert!(re(&a), "{a}");
+        assert!(a.starts_with("inc-probing-"));
+        assert_ne!(
+            a,
+            alert_incident_id(&alert(AlertKind::Flood, Some("/attacker"), None, 0))
+        );
+        assert_ne!(
+            a,
+            alert_incident_id(&alert(AlertKind::Probing, Some("/other"), None, 0))
+        );
+        assert_ne!(
+            a,
+            alert_incident_id(&alert(AlertKind::Probing, Some("/attacker"), None, 1))
+        );
+        let f = alert(AlertKind::FailureAnomaly, None, Some("echo"), 0);
+        assert_eq!(alert_subject(&f), "capability/echo");
+        assert!(alert_incident_id(&f).starts_with("inc-failure-anomaly-"));
+    }
+}
