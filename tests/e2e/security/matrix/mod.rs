@@ -333,6 +333,12 @@ async fn matrix_monitor() {
     run_role("monitor").await;
 }
 
+/// console: submits on the untenanted subject, reads results by direct get, watches the registry and reads runs and queue depth; writes no bucket, publishes no task, reads no other inbox.
+#[tokio::test]
+async fn matrix_console() {
+    run_role("console").await;
+}
+
 /// admin: manages streams and consumers inside AGENTRY; nothing of the SYS account.
 #[tokio::test]
 async fn matrix_admin() {

@@ -1,0 +1,130 @@
+//! The web console (issue 20) against a real system under the production
+//! accounts, the console connecting as its own user `console`: a headless
+//! Chromium driven by `browser.py` (Python selenium), and HTTP-level checks
+//! of its security (token, CSRF, origin, escaping).
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use agentry_ctl::console::{self, Console};
+use agentry_tests::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+mod http;
+
+const TOKEN: &str = "console-test-token-0123456789abcdef";
+
+/// Starts the console in this process as NATS user `console`.
+async fn start_console(sys: &System) -> SocketAddr {
+    let client = sys.server.client("console").await;
+    console::spawn(
+        Console::new(client, TOKEN.to_owned()),
+        "127.0.0.1:0".parse().unwrap(),
+        sys.parts.token.child_token(),
+    )
+    .await
+    .expect("console listens")
+}
+
+/// `browser.py` running one scenario; killed on drop.
+struct Browser {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    stdin: ChildStdin,
+}
+
+impl Browser {
+    fn start(addr: SocketAddr, scenario: &str) -> Self {
+        let shots = repo_root().join("docs/console");
+        std::fs::create_dir_all(&shots).unwrap();
+        let mut child = tokio::process::Command::new("python3")
+            .arg(repo_root().join("tests/e2e/console/browser.py"))
+            .arg(format!("http://{addr}"))
+            .arg(TOKEN)
+            .arg(&shots)
+            .arg(scenario)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs browser.py (scripts/install-deps.sh installs selenium)");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdin = child.stdin.take().unwrap();
+        Self {
+            child,
+            lines,
+            stdin,
+        }
+    }
+
+    /// Reads the script's output until `STEP <name>`; returns the rest of
+    /// that line. Fails the test on `FAIL`, on exit, or after 90 s.
+    async fn step(&mut self, name: &str) -> String {
+        let want = format!("STEP {name}");
+        let read = async {
+            let mut seen = Vec::new();
+            loop {
+                match self.lines.next_line().await.unwrap() {
+                    Some(line) if line.starts_with(&want) => {
+                        return line[want.len()..].trim().to_owned();
+                    }
+                    Some(line) => seen.push(line),
+                    None => panic!("browser.py ended before step {name}:\n{}", seen.join("\n")),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(90), read)
+            .await
+            .unwrap_or_else(|_| panic!("browser.py: no step {name} within 90 s"))
+    }
+
+    /// Tells the waiting script to go on.
+    async fn go(&mut self) {
+        self.stdin.write_all(b"go\n").await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    async fn finish(mut self) {
+        self.step("done").await;
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("browser.py exits")
+            .unwrap();
+        assert!(status.success(), "browser.py exited with {status}");
+    }
+}
+
+/// In Chromium: after logging in with the token the Agents page goes live, an echo agent started afterwards appears without a reload, and an echo task submitted from the generated form shows its completed result, a `<script>` in it as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sees_live_agents_and_submits_echo() {
+    let mut sys = System::builder().engine(|_| {}).monitor().start().await;
+    let addr = start_console(&sys).await;
+    let mut browser = Browser::start(addr, "agents-submit");
+    browser.step("agents-live").await;
+    sys.echo_agent(4);
+    browser.go().await;
+    browser.step("agent-seen").await;
+    let id = browser.step("result").await;
+    assert!(!id.is_empty(), "the result page names its request id");
+    assert_eq!(
+        sys.echo.executions_of("console-browser"),
+        1,
+        "the echo agent ran the submitted task once"
+    );
+    browser.finish().await;
+    sys.stop().await;
+}
+
+/// One HTTP/1.1 exchange; returns (status, headers, body).
+async fn exchange(addr: SocketAddr, request: String) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head.to_owned(), body.to_owned())
+}
