@@ -34,4 +34,5 @@ mod runtime;
 mod schemas;
 mod security;
 mod topology;
+mod traces;
 mod workflows;

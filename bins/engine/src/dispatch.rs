@@ -17,7 +17,7 @@ pub(crate) async fn handle(
     msg: &jetstream::Message,
     permit: crate::EnginePermit,
 ) -> Disposition {
-    let accepted = match validate::decode(
+    let mut accepted = match validate::decode(
         msg.subject.as_str(),
         msg.headers.as_ref(),
         &msg.payload,
@@ -36,6 +36,18 @@ pub(crate) async fn handle(
     let tp = agentry::event::ext_str(&accepted.event, agentry::event::ext::TRACEPARENT)
         .unwrap_or_default();
     let span = info_span!("request", agentry.request_id = %accepted.id, agentry.type = accepted.request.type_label(), trace = %tp);
+    // The intake span: the task or run started here hangs off it.
+    let intake = crate::spans::intake(
+        msg.subject.as_str(),
+        accepted.id.as_str(),
+        (!tp.is_empty()).then_some(tp.as_str()),
+        accepted.tenant.as_ref().map(|t| t.as_str()),
+    );
+    if let Some(ctx) = intake.context() {
+        accepted
+            .event
+            .set_extension(agentry::event::ext::TRACEPARENT, ctx.header());
+    }
     async {
         let label = accepted.request.type_label();
         // A task or workflow request seen again after the duplicate window:

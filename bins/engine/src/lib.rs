@@ -31,6 +31,7 @@ mod fair;
 mod guard;
 mod metrics;
 mod reject;
+mod spans;
 mod tasks;
 mod timers;
 mod validate;

@@ -54,9 +54,15 @@ pub(crate) async fn route(
     // A client-supplied `tenant` extension is never forwarded: rare, so it
     // takes the re-encoding path below, which removes it.
     let client_tenant = req.event.extension(ext::TENANT).is_some();
+    // The send span (ended when routing returns); the task carries it.
+    let send = crate::spans::send(cap, &req.event, req.id.as_str());
+    let send_tp = send.context().map(|c| c.header());
     let (mut headers, body) = match (req.mode, msg.headers.clone()) {
         (Mode::Binary, Some(mut h)) if !client_tenant => {
             event::set_binary_extension(&mut h, ext::REPLYTO, &reply);
+            if let Some(tp) = &send_tp {
+                event::set_binary_extension(&mut h, ext::TRACEPARENT, tp);
+            }
             if let Some(t) = tenant {
                 event::set_binary_extension(&mut h, ext::TENANT, t.as_str());
             }
@@ -73,6 +79,9 @@ pub(crate) async fn route(
             let mut task: Event = req.event.clone();
             task.remove_extension(ext::TENANT);
             task.set_extension(ext::REPLYTO, reply);
+            if let Some(tp) = send_tp {
+                task.set_extension(ext::TRACEPARENT, tp);
+            }
             if let Some(t) = tenant {
                 task.set_extension(ext::TENANT, t.as_str());
             }

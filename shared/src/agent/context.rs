@@ -124,7 +124,9 @@ impl Context {
     ) -> Result<Value, A2aError> {
         let subj = subject::a2a(target);
         let mut headers = async_nats::HeaderMap::new();
-        if let Some(tp) = &self.traceparent {
+        // The client span of the call (ended when this returns).
+        let call = super::spans::a2a_call(&subj, self.traceparent.as_deref());
+        if let Some(tp) = call.propagate(self.traceparent.as_deref()) {
             headers.insert("traceparent", tp.as_str());
         }
         headers.insert("agentry-from", self.inner.agent_id.as_str());

@@ -20,6 +20,7 @@ mod context;
 mod metrics;
 pub mod runtime;
 mod service;
+mod spans;
 mod worker;
 
 pub use context::{A2A_TENANT_HEADER, A2aError, Context};

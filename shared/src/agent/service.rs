@@ -96,6 +96,7 @@ fn spawn_endpoint(
                     fixed,
                     &req.message.payload,
                     req.message.headers.as_ref(),
+                    req.message.subject.as_str(),
                 )
                 .await;
                 let reply = match result {
@@ -122,6 +123,7 @@ async fn call(
     fixed: Option<Capability>,
     payload: &[u8],
     headers: Option<&async_nats::HeaderMap>,
+    subject: &str,
 ) -> Result<Value, TaskError> {
     let body: Value = serde_json::from_slice(payload)
         .map_err(|e| TaskError::invalid_input(format!("request is not JSON: {e}")))?;
@@ -145,9 +147,13 @@ async fn call(
     if let Some(v) = crate::schema::global().capability_input(cap.as_str()) {
         crate::schema::check(v, &input).map_err(|e| TaskError::invalid_input(e.to_string()))?;
     }
-    let tp = headers
+    let incoming = headers
         .and_then(|h| h.get("traceparent"))
         .map(|v| v.as_str().to_owned());
+    // The server span of this call (ended when this returns); what the
+    // handler sends carries its context.
+    let span = super::spans::a2a_handle(subject, incoming.as_deref());
+    let tp = span.propagate(incoming.as_deref());
     ctx.traceparent = tp.clone();
     ctx.tenant = headers
         .and_then(|h| h.get(super::context::A2A_TENANT_HEADER))

@@ -142,6 +142,9 @@ async fn run(
     let is_step = replyto.starts_with(subject::STEPS_PREFIX);
     let traceparent = event::ext_str(&decoded, ext::TRACEPARENT);
     let span = info_span!("task", agentry.request_id = %request_id, agentry.capability = %cap, attempt, trace = traceparent.as_deref().unwrap_or(""));
+    // The execution span; what the handler sends carries its context.
+    let (mut exec, traceparent) =
+        super::spans::execution(msg, cap, &request_id, traceparent, attempt, &decoded);
     async {
         let input = match event::take_data_json(&mut decoded) {
             Ok(Value::Object(mut o)) => o.remove("input").unwrap_or(Value::Null),
@@ -207,6 +210,11 @@ async fn run(
         let started = Instant::now();
         let result = with_progress(msg, inst.ack_wait, tokio::time::timeout(limit, inst.agent.handle(task, ctx))).await;
         let elapsed = started.elapsed();
+        match &result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => exec.fail(e.code(), e.to_string()),
+            Err(_) => exec.fail("timeout", "handler exceeded its time limit"),
+        }
         match result {
             Ok(Ok(output)) => {
                 // Output checks only warn; they cost about half of a task's CPU, so release

@@ -308,6 +308,12 @@ fn record(engine: &Engine, state: &RunState, notes: &Notes) {
             .with_label_values(&[state.workflow.as_str()])
             .observe(secs);
     }
+    // Spans of the steps that settled and of the run when it ended.
+    crate::spans::record(
+        state,
+        notes.steps.iter().map(|(step, _)| step),
+        notes.finished.is_some(),
+    );
     // Ended runs free their slot; parked ones lend it out until resumed.
     engine.runs.limiter.observe(state);
 }

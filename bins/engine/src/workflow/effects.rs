@@ -113,13 +113,22 @@ pub(crate) async fn execute(
     origin: &Origin<'_>,
     effects: &[Effect],
 ) -> Result<(), EffectError> {
-    let results = join_all(effects.iter().map(|e| execute_one(engine, origin, e))).await;
+    // Events and the result carry the run span; each task its step span.
+    let run_tp = crate::spans::run_traceparent(origin.traceparent, origin.run_id);
+    let run_tp = run_tp.as_deref();
+    let results = join_all(
+        effects
+            .iter()
+            .map(|e| execute_one(engine, origin, run_tp, e)),
+    )
+    .await;
     results.into_iter().collect()
 }
 
 async fn execute_one(
     engine: &Engine,
     origin: &Origin<'_>,
+    run_tp: Option<&str>,
     effect: &Effect,
 ) -> Result<(), EffectError> {
     match effect {
@@ -144,8 +153,11 @@ async fn execute_one(
             if let Some(t) = origin.tenant {
                 ev.extension(ext::TENANT, t);
             }
-            if let Some(tp) = origin.traceparent {
-                ev.extension(ext::TRACEPARENT, tp);
+            let step = super::ids::step_of(slot);
+            if let Some(tp) =
+                crate::spans::step_traceparent(origin.traceparent, origin.run_id, step)
+            {
+                ev.extension(ext::TRACEPARENT, &tp);
             }
             if let Some(d) = deadline_ms {
                 ev.extension(ext::DEADLINE, &d.to_string());
@@ -164,7 +176,7 @@ async fn execute_one(
             Ok(())
         }
         Effect::Event { id, ty, data } => {
-            publish_event(engine, origin, id, ty, data).await;
+            publish_event(engine, origin, run_tp, id, ty, data).await;
             Ok(())
         }
         Effect::Result {
@@ -179,7 +191,7 @@ async fn execute_one(
             let mut ev = Outbound::new(&super::ids::ce_id(&eid), SOURCE, ty);
             ev.extension(ext::REQUESTID, request_id)
                 .extension(ext::RUNID, origin.run_id);
-            if let Some(tp) = origin.traceparent {
+            if let Some(tp) = run_tp {
                 ev.extension(ext::TRACEPARENT, tp);
             }
             match publish::outbound(&engine.js, &to, ev, data, &eid).await? {
@@ -188,9 +200,19 @@ async fn execute_one(
             }
             Ok(())
         }
-        Effect::StartChild { child } => Box::pin(super::run::start_child(engine, child))
-            .await
-            .map_err(|e| EffectError::Child(e.to_string())),
+        Effect::StartChild { child } => {
+            // The child run hangs off the step that started it.
+            let mut child = child.clone();
+            if crate::spans::enabled() {
+                let step = super::ids::step_of(&child.parent.slot);
+                child.traceparent =
+                    crate::spans::step_traceparent(origin.traceparent, origin.run_id, step)
+                        .map(|t| t.into_owned());
+            }
+            Box::pin(super::run::start_child(engine, &child))
+                .await
+                .map_err(|e| EffectError::Child(e.to_string()))
+        }
         Effect::CancelChild { run_id, reason } => {
             let input = super::machine::Input::Cancel {
                 reason: Some(reason.clone()),
@@ -215,7 +237,7 @@ async fn execute_one(
             child_run,
             output.as_ref(),
             error.as_ref(),
-            origin.traceparent,
+            run_tp,
         )
         .await
         .map_err(EffectError::from),
@@ -279,11 +301,18 @@ struct TaskData<'a> {
 /// repeated outbox write it once. A publish that cannot be queued (the
 /// connection is gone) is logged, not retried: the event is lost while the
 /// run carries on, which is the price of not blocking runs on observers.
-async fn publish_event(engine: &Engine, origin: &Origin<'_>, id: &str, ty: &str, data: &Value) {
+async fn publish_event(
+    engine: &Engine,
+    origin: &Origin<'_>,
+    run_tp: Option<&str>,
+    id: &str,
+    ty: &str,
+    data: &Value,
+) {
     let mut ev = Outbound::new(&super::ids::ce_id(id), SOURCE, ty);
     ev.extension(ext::RUNID, origin.run_id)
         .header(header::MSG_ID, id);
-    if let Some(tp) = origin.traceparent {
+    if let Some(tp) = run_tp {
         ev.extension(ext::TRACEPARENT, tp);
     }
     let sent = match ev.finish(data) {

@@ -47,6 +47,12 @@ impl Slot {
     }
 }
 
+/// The step a slot spelling belongs to (`step`, `step-i<n>`, `step-c`),
+/// without allocating.
+pub(crate) fn step_of(slot: &str) -> &str {
+    slot.split_once('-').map_or(slot, |(step, _)| step)
+}
+
 impl fmt::Display for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -1,0 +1,163 @@
+//! The engine's spans (docs/observability.md, "Traces"): the intake of
+//! each request, the send of a routed task, a workflow run as a whole and
+//! each of its steps.
+//!
+//! A run outlives any one message and may move between replicas, so its
+//! spans are recorded after the fact with ids derived from the run key
+//! ([`agentry::trace::derived_span_id`]): a step task carries its step
+//! span's context from the moment it is dispatched, and whichever replica
+//! records the settled step or the ended run uses the same ids. With export
+//! off every function returns the stored `traceparent` unchanged.
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use agentry::event::{self, ext};
+use agentry::id::Capability;
+use agentry::subject;
+use agentry::trace::{self, Kind, Span, TraceParent, attr, derived_span_id};
+use agentry::workflow::state::RunState;
+use chrono::{DateTime, Utc};
+use cloudevents::Event;
+
+/// The span of one request's intake (decode, checks, routing or run start),
+/// a consumer span under the client's `traceparent`.
+pub(crate) fn intake(
+    subject: &str,
+    request_id: &str,
+    traceparent: Option<&str>,
+    tenant: Option<&str>,
+) -> Span {
+    let mut span = Span::start("process agentry.requests", Kind::Consumer, traceparent);
+    if span.is_recording() {
+        span.messaging("process", subject, request_id);
+        if let Some(t) = tenant {
+            span.set(attr::TENANT, t.to_owned());
+        }
+    }
+    span
+}
+
+/// The producer span of a task routed to `agentry.tasks.<cap>`, a child
+/// of the intake span (whose context `req` carries by now).
+pub(crate) fn send(cap: &Capability, req: &Event, request_id: &str) -> Span {
+    if !trace::enabled() {
+        return Span::none();
+    }
+    let subject = subject::tasks(cap);
+    let parent = event::ext_str(req, ext::TRACEPARENT);
+    let mut span = Span::start(format!("send {subject}"), Kind::Producer, parent.as_deref());
+    span.messaging("send", &subject, request_id);
+    span.set(attr::CAPABILITY, cap.to_string());
+    span
+}
+
+/// `true` when spans are exported.
+pub(crate) fn enabled() -> bool {
+    trace::enabled()
+}
+
+/// The run span's context: a child of the stored `traceparent` (the intake
+/// span that started the run) with an id derived from the run key.
+fn run_context(stored: Option<&str>, run_key: &str) -> Option<TraceParent> {
+    if !trace::enabled() {
+        return None;
+    }
+    let parent = TraceParent::parse(stored?)?;
+    Some(parent.child(derived_span_id(parent.trace_id, &format!("run/{run_key}"))))
+}
+
+fn step_context(run: &TraceParent, run_key: &str, step: &str) -> TraceParent {
+    run.child(derived_span_id(
+        run.trace_id,
+        &format!("step/{run_key}/{step}"),
+    ))
+}
+
+/// The `traceparent` of a run's lifecycle events and result: its run span.
+pub(crate) fn run_traceparent<'a>(stored: Option<&'a str>, run_key: &str) -> Option<Cow<'a, str>> {
+    match run_context(stored, run_key) {
+        Some(ctx) => Some(Cow::Owned(ctx.header())),
+        None => stored.map(Cow::Borrowed),
+    }
+}
+
+/// The `traceparent` a task (or child run) of `step` carries: its step span.
+pub(crate) fn step_traceparent<'a>(
+    stored: Option<&'a str>,
+    run_key: &str,
+    step: &str,
+) -> Option<Cow<'a, str>> {
+    match run_context(stored, run_key) {
+        Some(run) => Some(Cow::Owned(step_context(&run, run_key, step).header())),
+        None => stored.map(Cow::Borrowed),
+    }
+}
+
+fn system_time(t: DateTime<Utc>) -> SystemTime {
+    SystemTime::from(t)
+}
+
+/// Records the spans a committed transition of `state` closed: each step
+/// that settled (`steps`) and, when `finished`, the run itself.
+pub(crate) fn record<'a>(
+    state: &RunState,
+    steps: impl IntoIterator<Item = &'a String>,
+    finished: bool,
+) {
+    let Some(run) = run_context(state.traceparent.as_deref(), &state.run_id) else {
+        return;
+    };
+    let now = Utc::now();
+    for step in steps {
+        let Some(rec) = state.steps.get(step) else {
+            continue;
+        };
+        let start = rec
+            .started_at
+            .or(rec.unit.attempt_started_at)
+            .unwrap_or(now);
+        let ctx = step_context(&run, &state.run_id, step);
+        let mut span = Span::at(
+            format!("step {step}"),
+            Kind::Internal,
+            run,
+            ctx.span_id,
+            system_time(start),
+        );
+        span.set(attr::RUN_ID, state.run_id.clone());
+        span.set(attr::STEP_ID, step.clone());
+        span.set(attr::ATTEMPT, i64::from(rec.unit.attempt));
+        span.set(attr::STATUS, rec.unit.status.as_str());
+        if let Some(cap) = &rec.capability {
+            span.set(attr::CAPABILITY, cap.clone());
+        }
+        if let Some(e) = &rec.unit.error {
+            span.fail(&e.code, e.message.clone());
+        }
+        span.end_at(system_time(rec.unit.ended_at.unwrap_or(now)));
+    }
+    if !finished {
+        return;
+    }
+    let Some(parent) = state.traceparent.as_deref().and_then(TraceParent::parse) else {
+        return;
+    };
+    let mut span = Span::at(
+        format!("workflow {}", state.workflow),
+        Kind::Internal,
+        parent,
+        run.span_id,
+        system_time(state.created_at),
+    );
+    span.set(attr::RUN_ID, state.run_id.clone());
+    span.set(attr::WORKFLOW, state.definition.clone());
+    span.set(attr::STATUS, state.status.as_str());
+    if let Some(t) = &state.tenant {
+        span.set(attr::TENANT, t.clone());
+    }
+    if let Some(e) = &state.error {
+        span.fail(&e.code, e.message.clone());
+    }
+    span.end_at(system_time(state.ended_at.unwrap_or(now)));
+}
