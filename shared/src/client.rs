@@ -20,20 +20,28 @@ use crate::subject::{self, Tenant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
-    #[error("request id: {0}")]
+    #[error("request id")]
     Id(#[from] crate::id::IdError),
-    #[error("cannot encode the request: {0}")]
+    #[error("cannot encode the request")]
     Encode(#[from] event::EncodeError),
-    #[error("cannot subscribe to {subject}: {detail}")]
-    Subscribe { subject: String, detail: String },
-    #[error("JetStream refused the request: {0}")]
-    Publish(String),
+    #[error("cannot subscribe to {subject}")]
+    Subscribe {
+        subject: String,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    #[error("JetStream refused the request")]
+    Publish(#[source] jetstream::context::PublishError),
     #[error(
         "no result for request {id} within {timeout:?} (it stays queued; fetch it later with `agentry submit --result {id}`)"
     )]
     Timeout { id: String, timeout: Duration },
-    #[error("result for {id} is not a valid CloudEvent: {detail}")]
-    BadResult { id: String, detail: String },
+    #[error("result for {id} is not a valid CloudEvent")]
+    BadResult {
+        id: String,
+        #[source]
+        source: event::DecodeError,
+    },
 }
 
 /// A terminal result as received.
@@ -75,13 +83,13 @@ pub async fn submit_as(
 ) -> Result<Outcome, SubmitError> {
     let id = RequestId::new(event.id())?;
     let results = subject::results_for(tenant, &id);
-    let mut sub = nats
-        .subscribe(results.clone())
-        .await
-        .map_err(|e| SubmitError::Subscribe {
-            subject: results.clone(),
-            detail: e.to_string(),
-        })?;
+    let mut sub =
+        nats.subscribe(results.clone())
+            .await
+            .map_err(|source| SubmitError::Subscribe {
+                subject: results.clone(),
+                source,
+            })?;
     publish_request_as(js, tenant, event, mode).await?;
     let got = tokio::time::timeout(timeout, sub.next()).await;
     let _ = sub.unsubscribe().await;
@@ -122,8 +130,8 @@ pub async fn publish_request_as(
     let ack = js
         .publish_with_headers(subject::requests_for(tenant), headers, body)
         .await
-        .map_err(|e| SubmitError::Publish(e.to_string()))?;
-    ack.await.map_err(|e| SubmitError::Publish(e.to_string()))?;
+        .map_err(SubmitError::Publish)?;
+    ack.await.map_err(SubmitError::Publish)?;
     Ok(())
 }
 
@@ -161,13 +169,13 @@ fn outcome(
             ..Limits::default()
         },
     )
-    .map_err(|e| SubmitError::BadResult {
+    .map_err(|source| SubmitError::BadResult {
         id: id.to_string(),
-        detail: e.to_string(),
+        source,
     })?;
-    let data = event::data_json(&d.event).map_err(|e| SubmitError::BadResult {
+    let data = event::data_json(&d.event).map_err(|source| SubmitError::BadResult {
         id: id.to_string(),
-        detail: e.to_string(),
+        source,
     })?;
     Ok(Outcome {
         request_id: id.to_string(),

@@ -95,29 +95,26 @@ impl Nats {
         .filter(|b| **b)
         .count();
         if methods > 1 {
-            return Err(ConfigError::Invalid(
-                "choose one NATS auth method: creds, user/password, token or nkey".into(),
-            ));
+            return Err(ConfigError::AuthMethods);
         }
         if self.user.is_some() != self.password.is_some() {
-            return Err(ConfigError::Invalid(
-                "--nats-user and --nats-password go together".into(),
-            ));
+            return Err(ConfigError::Pair {
+                first: "--nats-user",
+                second: "--nats-password",
+            });
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(ConfigError::Invalid(
-                "--nats-tls-cert and --nats-tls-key go together".into(),
-            ));
+            return Err(ConfigError::Pair {
+                first: "--nats-tls-cert",
+                second: "--nats-tls-key",
+            });
         }
         for p in [&self.creds, &self.tls_ca, &self.tls_cert, &self.tls_key]
             .into_iter()
             .flatten()
         {
             if !p.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "file not found: {}",
-                    p.display()
-                )));
+                return Err(ConfigError::FileNotFound(p.clone()));
             }
         }
         Ok(())
@@ -174,9 +171,13 @@ impl Observe {
         if self.http_addr == "off" || self.http_addr.is_empty() {
             return Ok(None);
         }
-        self.http_addr.parse().map(Some).map_err(|e| {
-            ConfigError::Invalid(format!("AGENTRY_HTTP_ADDR {:?}: {e}", self.http_addr))
-        })
+        self.http_addr
+            .parse()
+            .map(Some)
+            .map_err(|source| ConfigError::HttpAddr {
+                value: self.http_addr.clone(),
+                source,
+            })
     }
 }
 
@@ -188,10 +189,28 @@ pub struct Redis {
     pub url: Option<String>,
 }
 
+/// A setting that cannot work, found before anything connects.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    #[error(
+        "invalid configuration: choose one NATS auth method: creds, user/password, token or nkey"
+    )]
+    AuthMethods,
+    #[error("invalid configuration: {first} and {second} go together")]
+    Pair {
+        first: &'static str,
+        second: &'static str,
+    },
+    #[error("invalid configuration: file not found: {}", .0.display())]
+    FileNotFound(std::path::PathBuf),
+    #[error("invalid configuration: AGENTRY_HTTP_ADDR {value:?} is not a socket address")]
+    HttpAddr {
+        value: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error("bad duration {input:?}: expected a number and a unit (ms, s, m, h or d)")]
+    Duration { input: String },
 }
 
 /// Parses a duration like `250ms`, `30s`, `5m`, `2h`, `1d`.
@@ -199,16 +218,18 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, ConfigError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| ConfigError::Invalid(format!("bad duration {s:?}")))?;
+    let bad = || ConfigError::Duration {
+        input: s.to_owned(),
+    };
+    // A number too large for u64 is as bad as no number at all.
+    let n: u64 = num.parse().map_err(|_| bad())?;
     let ms = match unit {
         "ms" => n,
         "s" | "" => n.saturating_mul(1000),
         "m" => n.saturating_mul(60_000),
         "h" => n.saturating_mul(3_600_000),
         "d" => n.saturating_mul(86_400_000),
-        _ => return Err(ConfigError::Invalid(format!("bad duration unit in {s:?}"))),
+        _ => return Err(bad()),
     };
     Ok(std::time::Duration::from_millis(ms))
 }

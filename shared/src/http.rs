@@ -25,8 +25,25 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::liveness::{LoopState, Pulse, Tracked};
 
-/// One readiness check: `Ok` when ready, `Err(detail)` otherwise.
-pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+/// One readiness check: `Ok` when ready, `Err(why)` otherwise.
+pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), NotReady>> + Send + Sync>;
+
+/// Why a readiness check fails (shown with its causes in `/ready`).
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("not yet")]
+    NotYet,
+    #[error("{0:?}")]
+    Nats(async_nats::connection::State),
+    #[error("unavailable")]
+    Unavailable(#[source] async_nats::Error),
+    #[error("invalid url")]
+    RedisUrl(#[source] redis::RedisError),
+    #[error("unreachable")]
+    Unreachable(#[source] redis::RedisError),
+    #[error("PING failed")]
+    Ping(#[source] redis::RedisError),
+}
 
 /// A readiness flag a component sets once its consumers are bound.
 #[derive(Clone, Default)]
@@ -134,11 +151,11 @@ impl Observer {
                     let kv = js
                         .get_key_value(bucket)
                         .await
-                        .map_err(|e| format!("unavailable: {e}"))?;
+                        .map_err(|e| NotReady::Unavailable(e.into()))?;
                     kv.status()
                         .await
                         .map(|_| ())
-                        .map_err(|e| format!("unavailable: {e}"))
+                        .map_err(|e| NotReady::Unavailable(e.into()))
                 })
             }),
         );
@@ -150,18 +167,18 @@ impl Observer {
         self.add_check(
             name,
             Arc::new(move || {
-                let client = client.clone().map_err(|e| e.to_string());
+                let client = client.clone();
                 Box::pin(async move {
-                    let client = client.map_err(|e| format!("invalid url: {e}"))?;
+                    let client = client.map_err(NotReady::RedisUrl)?;
                     let mut conn = client
                         .get_multiplexed_async_connection()
                         .await
-                        .map_err(|e| format!("unreachable: {e}"))?;
+                        .map_err(NotReady::Unreachable)?;
                     redis::cmd("PING")
                         .query_async::<String>(&mut conn)
                         .await
                         .map(|_| ())
-                        .map_err(|e| format!("PING failed: {e}"))
+                        .map_err(NotReady::Ping)
                 })
             }),
         );
@@ -207,13 +224,7 @@ impl Observer {
             name,
             Arc::new(move || {
                 let ok = f.get();
-                Box::pin(async move {
-                    if ok {
-                        Ok(())
-                    } else {
-                        Err("not yet".to_owned())
-                    }
-                })
+                Box::pin(async move { if ok { Ok(()) } else { Err(NotReady::NotYet) } })
             }),
         );
         flag
@@ -228,7 +239,7 @@ impl Observer {
                 Box::pin(async move {
                     match state {
                         async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("{other:?}")),
+                        other => Err(NotReady::Nats(other)),
                     }
                 })
             }),
@@ -259,7 +270,7 @@ impl Observer {
             let res = tokio::time::timeout(Duration::from_secs(2), f()).await;
             let (ok, detail) = match res {
                 Ok(Ok(())) => (true, None),
-                Ok(Err(d)) => (false, Some(d)),
+                Ok(Err(e)) => (false, Some(crate::error::chain(&e))),
                 Err(_) => (false, Some("check timed out".to_owned())),
             };
             out.push(CheckResult { name, ok, detail });

@@ -16,6 +16,7 @@
 //! - [`client`]: submit a request and wait for its one result;
 //! - [`config`]: flags and `AGENTRY_*` environment shared by every binary;
 //! - [`connect`]: NATS connection with auth, TLS, backoff and version check;
+//! - [`error`]: showing an error with its causes ([`error::Chain`]);
 //! - [`telemetry`]: tracing subscriber and common metrics;
 //! - [`trace`]: spans per hop, W3C trace context, OTLP export;
 //! - [`http`]: `/health`, `/ready`, `/metrics` for one or many components;
@@ -29,6 +30,7 @@ pub mod client;
 pub mod config;
 pub mod connect;
 pub mod dlq;
+pub mod error;
 pub mod event;
 pub mod http;
 pub mod id;

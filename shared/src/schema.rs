@@ -3,7 +3,7 @@
 //! under its `$id`, so cross-file `$ref`s resolve offline.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use jsonschema::{Draft, Resource, Validator};
 use serde_json::Value;
@@ -25,13 +25,31 @@ pub struct SchemaError {
 pub enum LoadError {
     #[error("schema {0} is not embedded")]
     Missing(String),
-    #[error("schema {id} does not compile: {detail}")]
-    Compile { id: String, detail: String },
+    #[error("schema {id} does not compile")]
+    Compile {
+        id: String,
+        /// Shared: the outcome of compiling is kept for the process's life.
+        #[source]
+        source: Arc<CompileError>,
+    },
+}
+
+/// Why an embedded schema does not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("embedded schema {id} is not a usable resource")]
+    Resource {
+        id: String,
+        #[source]
+        source: jsonschema::ReferencingError,
+    },
+    #[error("not a valid JSON Schema 2020-12 document")]
+    Schema(#[source] jsonschema::ValidationError<'static>),
 }
 
 struct Entry {
     doc: Value,
-    compiled: OnceLock<Result<Validator, String>>,
+    compiled: OnceLock<Result<Validator, Arc<CompileError>>>,
 }
 
 pub struct Schemas {
@@ -94,23 +112,29 @@ impl Schemas {
             .compiled
             .get_or_init(|| self.compile(&entry.doc))
             .as_ref()
-            .map_err(|detail| LoadError::Compile {
+            .map_err(|source| LoadError::Compile {
                 id: path.to_owned(),
-                detail: detail.clone(),
+                source: Arc::clone(source),
             })
     }
 
-    fn compile(&self, doc: &Value) -> Result<Validator, String> {
+    fn compile(&self, doc: &Value) -> Result<Validator, Arc<CompileError>> {
         let mut opts = jsonschema::options()
             .with_draft(Draft::Draft202012)
             .should_validate_formats(true);
         for (id, d) in &self.resources {
             match Resource::from_contents(d.clone()) {
                 Ok(res) => opts = opts.with_resource(id.clone(), res),
-                Err(e) => return Err(format!("resource {id}: {e}")),
+                Err(source) => {
+                    return Err(Arc::new(CompileError::Resource {
+                        id: id.clone(),
+                        source,
+                    }));
+                }
             }
         }
-        opts.build(doc).map_err(|e| e.to_string())
+        opts.build(doc)
+            .map_err(|e| Arc::new(CompileError::Schema(e)))
     }
 
     /// Validator for an event type's data, if the type has a schema.

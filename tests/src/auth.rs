@@ -207,7 +207,7 @@ fn spawn_server(
     let ports = dir.join("ports");
     let _ = std::fs::remove_dir_all(&ports);
     std::fs::create_dir_all(&ports).expect("ports dir");
-    let bin = agentry_ctl::server::find_binary().unwrap_or_else(|e| panic!("{e}"));
+    let bin = agentry_ctl::nats_child::find_binary().unwrap_or_else(|e| panic!("{e}"));
     let mut cmd = Command::new(bin);
     let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
     cmd.arg("-c")

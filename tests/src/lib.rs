@@ -25,7 +25,7 @@ pub mod system;
 pub mod tenant;
 pub mod up;
 
-pub use agentry_ctl::server::{NatsServer, Options as NatsOptions};
+pub use agentry_ctl::nats_child::{NatsServer, Options as NatsOptions};
 pub use auth::{AuthServer, Certs};
 pub use cluster::Cluster;
 pub use otlp::{OtlpReceiver, ReceivedSpan};

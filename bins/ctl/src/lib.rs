@@ -16,15 +16,15 @@ pub mod context;
 mod dlq;
 pub mod exit;
 mod input;
+pub mod nats_child;
 pub mod output;
-pub mod server;
 mod setup;
 pub mod status;
 mod submit;
 mod table;
 mod up;
 mod watch;
-mod weather_check;
+mod weather_dns;
 pub mod workflow;
 
 /// agentry: an event-driven multi-agent system on NATS JetStream.
@@ -122,7 +122,5 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Connects for a one-shot command, with a clear error.
 pub async fn connect(cli: &Cli) -> anyhow::Result<async_nats::Client> {
     let cfg = cli.nats_config();
-    agentry::connect::connect_once(&cfg, "agentry-cli")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(agentry::connect::connect_once(&cfg, "agentry-cli").await?)
 }

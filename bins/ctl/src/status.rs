@@ -20,31 +20,38 @@ pub struct Args {
     pub http: Vec<String>,
 }
 
+/// Why an HTTP probe got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpGetError {
+    #[error("request failed")]
+    Io(#[from] std::io::Error),
+    #[error("bad HTTP response")]
+    BadResponse,
+    #[error("timed out")]
+    TimedOut,
+}
+
 /// GET http://addr/path with a short timeout: (status code, body).
-pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String), HttpGetError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+        s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        s.read_to_end(&mut buf).await?;
         let text = String::from_utf8_lossy(&buf).to_string();
         let code = text
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .ok_or("bad HTTP response")?;
+            .ok_or(HttpGetError::BadResponse)?;
         let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-        Ok::<_, String>((code, body))
+        Ok::<_, HttpGetError>((code, body))
     };
     tokio::time::timeout(Duration::from_secs(3), fut)
         .await
-        .map_err(|_| "timed out".to_owned())?
+        .map_err(|_| HttpGetError::TimedOut)?
 }
 
 pub async fn collect(cli: &Cli, args: &Args) -> anyhow::Result<Value> {

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, default_value = "/cli")]
     pub source: String,
     /// How long to wait for the result (e.g. 30s, 2m).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = agentry::config::parse_duration)]
     pub timeout: Duration,
     /// Task deadline passed to the engine (ms); default none.
     #[arg(long)]
@@ -52,10 +52,6 @@ pub struct Args {
     /// Only fetch the stored result of an earlier request id.
     #[arg(long, value_name = "ID", conflicts_with_all = ["capability", "workflow"])]
     pub result: Option<String>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    agentry::config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::Cli;
 use crate::context::{self, Context};
-use crate::server::{self, NatsServer};
+use crate::nats_child::{self, NatsServer};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,13 +51,13 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
                 cfg.forecast_base_url.as_str(),
                 cfg.geocoding_base_url.as_str(),
             ];
-            crate::weather_check::unresolved(&urls, Duration::from_secs(3)).await
+            crate::weather_dns::unresolved(&urls, Duration::from_secs(3)).await
         })
     });
     let mut nats_cfg = cli.nats.clone();
     let mut server: Option<NatsServer> = None;
     if nats_cfg.url.is_none() {
-        let bin = server::find_binary()?;
+        let bin = nats_child::find_binary()?;
         let dir = args.dir.join("nats");
         let s = tokio::task::spawn_blocking({
             let dir = dir.clone();
@@ -65,7 +65,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             move || {
                 NatsServer::start_with(
                     bin,
-                    server::Options {
+                    nats_child::Options {
                         port,
                         dir,
                         ..Default::default()
@@ -134,7 +134,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         && let Ok(bad) = check.await
         && !bad.is_empty()
     {
-        eprintln!("{}", crate::weather_check::warning(&bad));
+        eprintln!("{}", crate::weather_dns::warning(&bad));
     }
 
     println!("http          http://{bound}/health  /ready  /metrics");

@@ -56,7 +56,7 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
         /// How long --wait waits (e.g. 30s, 5m).
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = agentry::config::parse_duration)]
         timeout: Duration,
         /// Run id (= request id; default: a fresh UUIDv7). Resubmitting an id does not start a second run.
         #[arg(long)]
@@ -114,10 +114,6 @@ pub enum Command {
         #[arg(long, env = "AGENTRY_TENANT")]
         tenant: Option<Tenant>,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    agentry::config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub async fn run(cli: &Cli, cmd: &Command) -> anyhow::Result<ExitCode> {

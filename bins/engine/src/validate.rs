@@ -82,7 +82,7 @@ pub fn decode(
 ) -> Result<Accepted, Rejection> {
     let decoded = event::decode(headers, payload, limits).map_err(|e| Rejection {
         reason: e.reason(),
-        detail: e.to_string(),
+        detail: agentry::error::chain(&e),
         id: event::request_id_hint(headers, payload),
         source: event::source_hint(headers, payload),
     })?;
@@ -114,8 +114,13 @@ pub fn decode(
             Some(id),
         ));
     }
-    let data = event::data_json(&ev)
-        .map_err(|e| reject(Reason::SchemaInvalid, e.to_string(), Some(id.clone())))?;
+    let data = event::data_json(&ev).map_err(|e| {
+        reject(
+            Reason::SchemaInvalid,
+            agentry::error::chain(&e),
+            Some(id.clone()),
+        )
+    })?;
     if let Some(v) = schema::global().event(&ty)
         && let Err(e) = schema::check(v, &data)
     {

@@ -35,18 +35,14 @@ pub struct Config {
     #[arg(long, env = "AGENTRY_MISSED_HEARTBEATS", default_value_t = 3)]
     pub missed_heartbeats: u32,
     /// How often to sweep the registry for silent agents.
-    #[arg(long, env = "AGENTRY_SWEEP_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "AGENTRY_SWEEP_INTERVAL", default_value = "2s", value_parser = config::parse_duration)]
     pub sweep_interval: Duration,
     /// How long expired and deregistered records are kept.
-    #[arg(long, env = "AGENTRY_PURGE_AFTER", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "AGENTRY_PURGE_AFTER", default_value = "1h", value_parser = config::parse_duration)]
     pub purge_after: Duration,
     /// How often queue depth and DLQ gauges are refreshed.
-    #[arg(long, env = "AGENTRY_DEPTH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "AGENTRY_DEPTH_INTERVAL", default_value = "5s", value_parser = config::parse_duration)]
     pub depth_interval: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl Config {

@@ -94,7 +94,7 @@ async fn run(
                 inst,
                 msg,
                 e.reason(),
-                &e.to_string(),
+                &crate::error::chain(&e),
                 attempt,
                 seq,
                 None,

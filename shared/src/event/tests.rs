@@ -1,5 +1,10 @@
 use super::*;
+use async_nats::HeaderMap;
+use chrono::{DateTime, Utc};
 use cloudevents::AttributesReader;
+use cloudevents::event::Data;
+
+use crate::reason::Reason;
 use proptest::prelude::*;
 
 fn h(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -214,12 +219,12 @@ fn malformed_table() {
         ("plain json without specversion", None, br#"{"id":"x"}"#.to_vec(), |e| matches!(e, DecodeError::NotCloudEvent(_))),
         ("truncated structured json", Some(structured.clone()), br#"{"specversion":"1.0","id":"#.to_vec(), |e| matches!(e, DecodeError::BadJson(_))),
         ("structured not an object", Some(structured.clone()), b"[1,2]".to_vec(), |e| matches!(e, DecodeError::NotCloudEvent(_))),
-        ("structured missing specversion", Some(structured.clone()), br#"{"id":"a","source":"/s","type":"t"}"#.to_vec(), |e| *e == DecodeError::MissingAttribute("specversion")),
+        ("structured missing specversion", Some(structured.clone()), br#"{"id":"a","source":"/s","type":"t"}"#.to_vec(), |e| matches!(e, DecodeError::MissingAttribute("specversion"))),
         ("structured specversion 0.3", Some(structured.clone()), br#"{"specversion":"0.3","id":"a","source":"/s","type":"t"}"#.to_vec(), |e| matches!(e, DecodeError::BadSpecVersion(v) if v == "0.3")),
         ("structured specversion number", Some(structured.clone()), br#"{"specversion":1.0,"id":"a","source":"/s","type":"t"}"#.to_vec(), |e| matches!(e, DecodeError::BadSpecVersion(_))),
-        ("structured missing id", Some(structured.clone()), br#"{"specversion":"1.0","source":"/s","type":"t"}"#.to_vec(), |e| *e == DecodeError::MissingAttribute("id")),
-        ("structured missing source", Some(structured.clone()), br#"{"specversion":"1.0","id":"a","type":"t"}"#.to_vec(), |e| *e == DecodeError::MissingAttribute("source")),
-        ("structured missing type", Some(structured.clone()), br#"{"specversion":"1.0","id":"a","source":"/s"}"#.to_vec(), |e| *e == DecodeError::MissingAttribute("type")),
+        ("structured missing id", Some(structured.clone()), br#"{"specversion":"1.0","source":"/s","type":"t"}"#.to_vec(), |e| matches!(e, DecodeError::MissingAttribute("id"))),
+        ("structured missing source", Some(structured.clone()), br#"{"specversion":"1.0","id":"a","type":"t"}"#.to_vec(), |e| matches!(e, DecodeError::MissingAttribute("source"))),
+        ("structured missing type", Some(structured.clone()), br#"{"specversion":"1.0","id":"a","source":"/s"}"#.to_vec(), |e| matches!(e, DecodeError::MissingAttribute("type"))),
         ("structured id with dots", Some(structured.clone()), br#"{"specversion":"1.0","id":"a.b","source":"/s","type":"t"}"#.to_vec(), |e| matches!(e, DecodeError::InvalidId(_))),
         ("structured id not a string", Some(structured.clone()), br#"{"specversion":"1.0","id":7,"source":"/s","type":"t"}"#.to_vec(), |e| matches!(e, DecodeError::BadAttribute { name, .. } if name == "id")),
         ("structured bad time", Some(structured.clone()), br#"{"specversion":"1.0","id":"a","source":"/s","type":"t","time":"yesterday"}"#.to_vec(), |e| matches!(e, DecodeError::BadAttribute { name, .. } if name == "time")),
@@ -227,11 +232,11 @@ fn malformed_table() {
         ("structured data and data_base64", Some(structured.clone()), br#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data":1,"data_base64":"AA=="}"#.to_vec(), |e| matches!(e, DecodeError::BadAttribute { name, .. } if name == "data")),
         ("structured nested extension", Some(structured.clone()), br#"{"specversion":"1.0","id":"a","source":"/s","type":"t","myext":{"a":1}}"#.to_vec(), |e| matches!(e, DecodeError::BadAttribute { name, .. } if name == "myext")),
         ("structured uppercase extension", Some(structured.clone()), br#"{"specversion":"1.0","id":"a","source":"/s","type":"t","MyExt":"x"}"#.to_vec(), |e| matches!(e, DecodeError::BadAttribute { name, .. } if name == "MyExt")),
-        ("binary missing specversion", Some(ok_hdrs(&[("ce-specversion", "<drop>")])), b"{}".to_vec(), |e| *e == DecodeError::MissingAttribute("specversion")),
+        ("binary missing specversion", Some(ok_hdrs(&[("ce-specversion", "<drop>")])), b"{}".to_vec(), |e| matches!(e, DecodeError::MissingAttribute("specversion"))),
         ("binary specversion 2.0", Some(ok_hdrs(&[("ce-specversion", "2.0")])), b"{}".to_vec(), |e| matches!(e, DecodeError::BadSpecVersion(_))),
-        ("binary missing id", Some(ok_hdrs(&[("ce-id", "<drop>")])), b"{}".to_vec(), |e| *e == DecodeError::MissingAttribute("id")),
-        ("binary missing source", Some(ok_hdrs(&[("ce-source", "<drop>")])), b"{}".to_vec(), |e| *e == DecodeError::MissingAttribute("source")),
-        ("binary missing type", Some(ok_hdrs(&[("ce-type", "<drop>")])), b"{}".to_vec(), |e| *e == DecodeError::MissingAttribute("type")),
+        ("binary missing id", Some(ok_hdrs(&[("ce-id", "<drop>")])), b"{}".to_vec(), |e| matches!(e, DecodeError::MissingAttribute("id"))),
+        ("binary missing source", Some(ok_hdrs(&[("ce-source", "<drop>")])), b"{}".to_vec(), |e| matches!(e, DecodeError::MissingAttribute("source"))),
+        ("binary missing type", Some(ok_hdrs(&[("ce-type", "<drop>")])), b"{}".to_vec(), |e| matches!(e, DecodeError::MissingAttribute("type"))),
         ("binary id too long", Some(ok_hdrs(&[("ce-id", &"x".repeat(129))])), b"{}".to_vec(), |e| matches!(e, DecodeError::InvalidId(_))),
         ("binary id with space (encoded)", Some(ok_hdrs(&[("ce-id", "a%20b")])), b"{}".to_vec(), |e| matches!(e, DecodeError::InvalidId(_))),
         ("binary invalid utf-8 percent-encoding", Some(ok_hdrs(&[("ce-source", "%FF%FE")])), b"{}".to_vec(), |e| matches!(e, DecodeError::BadEncoding { .. })),
@@ -290,8 +295,30 @@ fn reasons_map() {
         Reason::TooLarge
     );
     assert_eq!(
-        DecodeError::BadJson("x".into()).reason(),
+        DecodeError::BadJson(serde_json::from_str::<serde_json::Value>("x").unwrap_err()).reason(),
         Reason::NotCloudevent
+    );
+}
+
+/// A rejection's detail keeps the cause: the chain names what was wrong and why.
+#[test]
+fn decode_error_keeps_its_cause() {
+    let headers = h(&[
+        ("ce-specversion", "1.0"),
+        ("ce-id", "a"),
+        ("ce-source", "/s"),
+        ("ce-type", "t"),
+        ("ce-time", "yesterday"),
+    ]);
+    let e = decode(Some(&headers), b"{}", &Limits::default()).unwrap_err();
+    assert!(matches!(
+        &e,
+        DecodeError::BadAttribute { name, problem: AttributeError::Time(_) } if name == "time"
+    ));
+    let text = crate::error::chain(&e);
+    assert!(
+        text.starts_with("attribute `time` is invalid: not an RFC 3339 time: "),
+        "{text}"
     );
 }
 

@@ -17,20 +17,32 @@ const ONE_KIND: &str = "a step needs exactly one of `capability`, `workflow`, `w
 /// Longest schema error message kept (instance values can be large).
 const MAX_MESSAGE_LEN: usize = 300;
 
+/// Why the embedded workflow schema cannot be used (a build defect).
+#[derive(Debug, thiserror::Error)]
+enum SchemaUnusable {
+    #[error("not JSON")]
+    Json(#[source] serde_json::Error),
+    #[error("not a valid JSON Schema")]
+    Schema(#[source] Box<jsonschema::ValidationError<'static>>),
+}
+
 fn validator() -> Result<&'static jsonschema::Validator, DefinitionErrors> {
-    static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+    static VALIDATOR: OnceLock<Result<jsonschema::Validator, SchemaUnusable>> = OnceLock::new();
     VALIDATOR
         .get_or_init(|| {
             let schema: serde_json::Value =
-                serde_json::from_str(SCHEMA).map_err(|e| e.to_string())?;
-            jsonschema::draft202012::new(&schema).map_err(|e| e.to_string())
+                serde_json::from_str(SCHEMA).map_err(SchemaUnusable::Json)?;
+            jsonschema::draft202012::new(&schema).map_err(|e| SchemaUnusable::Schema(Box::new(e)))
         })
         .as_ref()
         .map_err(|e| {
             DefinitionErrors::one(
                 "",
                 ErrorKind::Schema,
-                format!("embedded workflow schema is unusable: {e}"),
+                format!(
+                    "embedded workflow schema is unusable: {}",
+                    crate::error::Chain(e)
+                ),
             )
         })
 }

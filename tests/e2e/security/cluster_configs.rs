@@ -61,7 +61,7 @@ fn start_node(
     let store = dir.join(format!("{conf}.store"));
     std::fs::create_dir_all(&store).unwrap();
     let log = dir.join(format!("{conf}.log"));
-    let mut cmd = Command::new(agentry_ctl::server::find_binary().unwrap());
+    let mut cmd = Command::new(agentry_ctl::nats_child::find_binary().unwrap());
     cmd.arg("-c")
         .arg(&copy)
         .arg("-l")

@@ -54,7 +54,7 @@ fn fuzz_regression_extension_named_data() {
     decode_roundtrip_holds(&input).unwrap();
 }
 
-/// Fuzz crash cloudevent_decode ea3e6b0e: a Content-Type header whose byte 23 falls inside a multi-byte character made the decoder panic (`ct[..23]` in shared/src/event.rs) instead of rejecting or decoding.
+/// Fuzz crash cloudevent_decode ea3e6b0e: a Content-Type header whose byte 23 falls inside a multi-byte character made the decoder panic (`ct[..23]` in shared/src/event/decode.rs) instead of rejecting or decoding.
 #[test]
 fn fuzz_regression_content_type_char_boundary() {
     use base64::Engine as _;

@@ -17,10 +17,10 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{
-    Args, COMPONENTS, Embedded, Mode, cpu_seconds, ensure_bench_workflow, publish, setup_raw,
-    spawn_component, spawn_raw_worker, terminate,
-};
+use super::embedded::{COMPONENTS, Embedded, spawn_component, terminate};
+use super::load::{ensure_bench_workflow, publish};
+use super::raw::{setup_raw, spawn_raw_worker};
+use super::{Args, Mode, cpu_seconds};
 
 /// Publishes in flight while queueing (PubAcks awaited in batches).
 const QUEUE_WINDOW: usize = 2048;

@@ -140,7 +140,7 @@ async fn measure(
                 first_error.get_or_insert_with(|| format!("{}: {}", o.ty, o.data));
             }
             Ok((Err(e), _)) => {
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert_with(|| agentry::error::chain(&e));
             }
             Err(e) => {
                 first_error.get_or_insert_with(|| e.to_string());

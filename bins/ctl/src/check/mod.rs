@@ -169,7 +169,12 @@ async fn health(args: &Args, endpoints: &[String], js: &jetstream::Context, rows
                     format!("HTTP {c}; stalled: {}", stalled.join("; ")),
                 ))
             }
-            Err(e) => rows.push(row("health", format!("{ep} /health"), Verdict::Fail, e)),
+            Err(e) => rows.push(row(
+                "health",
+                format!("{ep} /health"),
+                Verdict::Fail,
+                agentry::error::chain(&e),
+            )),
         }
         match crate::status::http_get(ep, "/ready").await {
             Ok((200, _)) => rows.push(row(
@@ -187,7 +192,12 @@ async fn health(args: &Args, endpoints: &[String], js: &jetstream::Context, rows
                     format!("HTTP {c}; failing: {}", failing.join("; ")),
                 ));
             }
-            Err(e) => rows.push(row("health", format!("{ep} /ready"), Verdict::Fail, e)),
+            Err(e) => rows.push(row(
+                "health",
+                format!("{ep} /ready"),
+                Verdict::Fail,
+                agentry::error::chain(&e),
+            )),
         }
     }
     // Components seen from NATS: someone pulls from each durable consumer.

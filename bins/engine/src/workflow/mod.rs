@@ -292,9 +292,15 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
         Ok(d) => d.event,
         Err(e) => {
             warn!(error = %e, subject = %msg.subject, "unreadable step result, dead-lettering");
-            let recorded =
-                crate::reject::dead_letter(engine, msg, e.reason(), &e.to_string(), None, None)
-                    .await;
+            let recorded = crate::reject::dead_letter(
+                engine,
+                msg,
+                e.reason(),
+                &agentry::error::chain(&e),
+                None,
+                None,
+            )
+            .await;
             return crate::reject::settle(msg, recorded, Disposition::Term);
         }
     };
