@@ -16,7 +16,7 @@
 //! Module map: `agent` (the runtime adapter), `client` (requests and flow),
 //! `input` (capability input validation), `model` (Open-Meteo wire types and
 //! the normalised outputs), `wmo` (weather code descriptions), `retry` (the
-//! only user of `backoff`), `cache` (Redis), `error`, `fixture`.
+//! only user of `backon`), `cache` (Redis), `error`, `tests`.
 
 mod agent;
 mod cache;

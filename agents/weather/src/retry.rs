@@ -1,12 +1,11 @@
-//! Retry with exponential backoff. The only module that knows the `backoff`
-//! crate (unmaintained, RUSTSEC-2025-0012): swapping it for `backon` touches
-//! this file alone.
+//! Retry with exponential backoff (`backon`), honouring a server's
+//! `Retry-After` (capped), with a warning per retry.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-use backoff::ExponentialBackoffBuilder;
+use backon::{ExponentialBuilder, Retryable as _};
 use tracing::warn;
 
 /// Errors that know whether another attempt can help.
@@ -29,7 +28,7 @@ impl Retryable for super::WeatherError {
 pub(crate) struct Policy {
     /// Attempts after the first one.
     pub max_retries: u32,
-    /// First delay; doubles each time, jittered by ±30 %.
+    /// First delay; doubles each time, plus a random jitter of up to the delay itself.
     pub initial: Duration,
     /// Cap on one delay.
     pub max: Duration,
@@ -37,41 +36,26 @@ pub(crate) struct Policy {
 
 /// Runs `op` until it succeeds, fails permanently, or has been retried
 /// `max_retries` times; returns the last error then.
-pub(crate) async fn run<T, E, F, Fut>(policy: Policy, what: &'static str, mut op: F) -> Result<T, E>
+pub(crate) async fn run<T, E, F, Fut>(policy: Policy, what: &'static str, op: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: Retryable + Display,
 {
-    let schedule = ExponentialBackoffBuilder::new()
-        .with_initial_interval(policy.initial)
-        .with_multiplier(2.0)
-        .with_randomization_factor(0.3)
-        .with_max_interval(policy.max)
-        .with_max_elapsed_time(None)
-        .build();
-    let mut attempt: u32 = 0;
-    let operation = || {
-        attempt += 1;
-        let this_attempt = attempt;
-        let fut = op();
-        async move {
-            match fut.await {
-                Ok(v) => Ok(v),
-                Err(e) if e.is_retryable() && this_attempt <= policy.max_retries => {
-                    match e.retry_after() {
-                        Some(after) => Err(backoff::Error::retry_after(e, after.min(policy.max))),
-                        None => Err(backoff::Error::transient(e)),
-                    }
-                }
-                Err(e) => Err(backoff::Error::permanent(e)),
-            }
-        }
-    };
-    let notify = |e: E, delay: Duration| {
-        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
-    };
-    backoff::future::retry_notify(schedule, operation, notify).await
+    let schedule = ExponentialBuilder::default()
+        .with_min_delay(policy.initial)
+        .with_factor(2.0)
+        .with_max_delay(policy.max)
+        .with_max_times(usize::try_from(policy.max_retries).unwrap_or(usize::MAX))
+        .with_jitter();
+    op.retry(schedule)
+        .sleep(tokio::time::sleep)
+        .when(|e: &E| e.is_retryable())
+        .adjust(|e: &E, delay| delay.map(|d| e.retry_after().map_or(d, |a| a.min(policy.max))))
+        .notify(|e: &E, delay: Duration| {
+            warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
+        })
+        .await
 }
 
 #[cfg(test)]
