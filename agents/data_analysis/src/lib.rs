@@ -13,11 +13,13 @@
 //! The agent on the runtime is [`DataAnalysisAgent`] (`agent`): the logic
 //! runs on the blocking pool, a large chart goes to the object store.
 //! Module map: `agent`, `table` (parsing, type inference), `processing`,
-//! `numeric`, `dist`, `regression`, `stats`, `charts`, `render`, `svg`, `tests`.
+//! `numeric`, `dist`, `regression`, `stats`, `charts` (input), `layout` (geometry),
+//! `render` (drawing), `svg`, `tests`.
 
 mod agent;
 mod charts;
 mod dist;
+mod layout;
 mod numeric;
 mod processing;
 mod regression;

@@ -1,4 +1,5 @@
-//! Draws a parsed [`Chart`] as an SVG 1.1 document: layout (plot area,
+//! Draws a parsed [`Chart`] as an SVG 1.1 document on the geometry of
+//! [`layout`](crate::layout) (plot area,
 //! axes with nice ticks), grid, one `<g class="series">` per series, legend
 //! and axis labels.
 
@@ -6,8 +7,8 @@ use std::fmt::Write as _;
 
 use super::LogicError;
 use super::charts::{Chart, Kind, Series, XVal};
-use super::svg::{self, Ticks, coord, escape, truncate};
-use agentry_agent_kit::invalid;
+use super::layout::{Layout, XAxis, category_label, layout, x_of};
+use super::svg::{coord, escape, truncate};
 
 const PALETTE: [&str; 10] = [
     "#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
@@ -15,8 +16,6 @@ const PALETTE: [&str; 10] = [
 ];
 const AXIS_COLOUR: &str = "#374151";
 const GRID_COLOUR: &str = "#e5e7eb";
-/// Rough advance width of one character at font size 12.
-const CHAR_WIDTH: f64 = 7.0;
 
 /// The SVG text and, for a histogram, its bin edges.
 pub(super) struct Rendered {
@@ -24,244 +23,9 @@ pub(super) struct Rendered {
     pub(super) bin_edges: Option<Vec<f64>>,
 }
 
-/// Pixel rectangle of the plot area.
-#[derive(Debug, Clone, Copy)]
-struct Frame {
-    left: f64,
-    right: f64,
-    top: f64,
-    bottom: f64,
-}
-
-#[derive(Debug)]
-enum XAxis {
-    /// Ticks and the domain `[lo, hi]` mapped onto the plot width.
-    Numeric { ticks: Ticks, lo: f64, hi: f64 },
-    /// One band per category.
-    Categories(Vec<String>),
-}
-
-#[derive(Debug)]
-struct Histogram {
-    edges: Vec<f64>,
-    /// Per series, per bin.
-    counts: Vec<Vec<usize>>,
-}
-
-/// Everything needed to map data to pixels.
-#[derive(Debug)]
-struct Layout {
-    frame: Frame,
-    x_axis: XAxis,
-    y_ticks: Ticks,
-    histogram: Option<Histogram>,
-    /// Characters of a series name shown in the legend.
-    legend_chars: usize,
-}
-
-impl Layout {
-    fn sy(&self, v: f64) -> f64 {
-        let (lo, hi) = (self.y_ticks.lo, self.y_ticks.hi);
-        self.frame.bottom - (v - lo) / (hi - lo) * (self.frame.bottom - self.frame.top)
-    }
-
-    fn plot_width(&self) -> f64 {
-        self.frame.right - self.frame.left
-    }
-
-    /// Pixel x of a numeric value (numeric axis only).
-    fn sx(&self, v: f64) -> Option<f64> {
-        match &self.x_axis {
-            XAxis::Numeric { lo, hi, .. } => {
-                Some(self.frame.left + (v - lo) / (hi - lo) * self.plot_width())
-            }
-            XAxis::Categories(_) => None,
-        }
-    }
-
-    /// Width of one category band (categorical axis).
-    fn band(&self) -> f64 {
-        match &self.x_axis {
-            XAxis::Categories(labels) => self.plot_width() / labels.len().max(1) as f64,
-            XAxis::Numeric { .. } => self.plot_width(),
-        }
-    }
-
-    /// Index of a category label.
-    fn category(&self, label: &str) -> Option<usize> {
-        match &self.x_axis {
-            XAxis::Categories(labels) => labels.iter().position(|l| l == label),
-            XAxis::Numeric { .. } => None,
-        }
-    }
-}
-
 fn push(out: &mut String, args: std::fmt::Arguments<'_>) {
     // Writing into a String cannot fail.
     let _ = out.write_fmt(args);
-}
-
-/// The x of point `k` of a series: its x value or its 1-based index.
-fn x_of(series: &Series, k: usize) -> XVal {
-    match &series.x {
-        Some(x) => x[k].clone(),
-        None => XVal::Num((k + 1) as f64),
-    }
-}
-
-fn category_label(x: &XVal) -> Option<String> {
-    match x {
-        XVal::Num(v) => Some(svg::number_label(*v)),
-        XVal::Cat(s) => Some(s.clone()),
-        XVal::Missing => None,
-    }
-}
-
-/// Category labels in order of first appearance across the series.
-fn categories(chart: &Chart) -> Vec<String> {
-    let mut labels: Vec<String> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for s in &chart.series {
-        for k in 0..s.y.len() {
-            if let Some(label) = category_label(&x_of(s, k))
-                && seen.insert(label.clone())
-            {
-                labels.push(label);
-            }
-        }
-    }
-    labels
-}
-
-fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
-    values
-        .filter(|v| v.is_finite())
-        .fold(None, |acc, v| match acc {
-            None => Some((v, v)),
-            Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
-        })
-}
-
-/// Bin edges over all series (Sturges' rule by default: ceil(log2 n) + 1
-/// bins; the last bin is closed on the right) and the counts.
-fn histogram(chart: &Chart) -> Histogram {
-    let values = || {
-        chart
-            .series
-            .iter()
-            .flat_map(|s| s.y.iter().flatten().copied())
-    };
-    let n = values().filter(|v| v.is_finite()).count();
-    let bins = chart.bins.unwrap_or_else(|| {
-        if n <= 1 {
-            1
-        } else {
-            (n as f64).log2().ceil() as usize + 1
-        }
-    });
-    let (lo, hi) = match finite_range(values()) {
-        None => (0.0, 1.0),
-        Some((lo, hi)) if lo == hi => (lo - 0.5, hi + 0.5),
-        Some(range) => range,
-    };
-    let width = (hi - lo) / bins as f64;
-    let edges: Vec<f64> = (0..=bins)
-        .map(|k| if k == bins { hi } else { lo + k as f64 * width })
-        .collect();
-    let counts = chart
-        .series
-        .iter()
-        .map(|s| {
-            let mut counts = vec![0usize; bins];
-            for v in s.y.iter().flatten().filter(|v| v.is_finite()) {
-                let k = (((v - lo) / width).floor().max(0.0) as usize).min(bins - 1);
-                counts[k] += 1;
-            }
-            counts
-        })
-        .collect();
-    Histogram { edges, counts }
-}
-
-fn layout(chart: &Chart) -> Result<Layout, LogicError> {
-    let width = f64::from(chart.width);
-    let height = f64::from(chart.height);
-    let longest = chart
-        .series
-        .iter()
-        .map(|s| s.name.chars().count())
-        .max()
-        .unwrap_or(0);
-    let legend_width = (36.0 + CHAR_WIDTH * longest.min(24) as f64).min(width * 0.3);
-    let legend_chars = (((legend_width - 36.0) / CHAR_WIDTH).floor() as usize).max(3);
-    let frame = Frame {
-        left: if chart.y_label.is_some() { 84.0 } else { 64.0 },
-        right: width - 16.0 - legend_width,
-        top: if chart.title.is_some() { 48.0 } else { 20.0 },
-        bottom: height - if chart.x_label.is_some() { 58.0 } else { 40.0 },
-    };
-
-    if chart.kind == Kind::Histogram {
-        let hist = histogram(chart);
-        let max_count = hist.counts.iter().flatten().copied().max().unwrap_or(0);
-        let lo = hist.edges[0];
-        let hi = hist.edges[hist.edges.len() - 1];
-        return Ok(Layout {
-            frame,
-            x_axis: XAxis::Numeric {
-                ticks: svg::nice_ticks(lo, hi, 6),
-                lo,
-                hi,
-            },
-            y_ticks: svg::nice_ticks(0.0, max_count.max(1) as f64, 6),
-            histogram: Some(hist),
-            legend_chars,
-        });
-    }
-
-    let y = finite_range(
-        chart
-            .series
-            .iter()
-            .flat_map(|s| s.y.iter().flatten().copied()),
-    );
-    let (y_lo, y_hi) = match (chart.kind, y) {
-        (Kind::Bar, Some((lo, hi))) => (lo.min(0.0), hi.max(0.0)),
-        (_, Some(range)) => range,
-        (_, None) => (0.0, 1.0),
-    };
-    let has_text_x = |s: &Series| s.x.iter().flatten().any(|x| matches!(x, XVal::Cat(_)));
-    if chart.kind == Kind::Scatter
-        && let Some(i) = chart.series.iter().position(has_text_x)
-    {
-        return Err(invalid(format!(
-            "series[{i}].x: a scatter chart needs numeric x values"
-        )));
-    }
-    let x_axis = if chart.kind == Kind::Bar || chart.series.iter().any(has_text_x) {
-        XAxis::Categories(categories(chart))
-    } else {
-        let xs = chart.series.iter().flat_map(|s| {
-            (0..s.y.len()).filter_map(move |k| match x_of(s, k) {
-                XVal::Num(v) => Some(v),
-                _ => None,
-            })
-        });
-        let (lo, hi) = finite_range(xs).unwrap_or((0.0, 1.0));
-        let ticks = svg::nice_ticks(lo, hi, 8);
-        XAxis::Numeric {
-            lo: ticks.lo,
-            hi: ticks.hi,
-            ticks,
-        }
-    };
-    Ok(Layout {
-        frame,
-        x_axis,
-        y_ticks: svg::nice_ticks(y_lo, y_hi, 6),
-        histogram: None,
-        legend_chars,
-    })
 }
 
 pub(super) fn render(chart: &Chart) -> Result<Rendered, LogicError> {

@@ -1,7 +1,7 @@
 //! The `security_monitor` agent: `threat_detection`, `security_analysis`
 //! and `incident_response` on request, and continuous monitoring of the
 //! event stream, the DLQ and task results in the background
-//! ([`super::monitor`]).
+//! ([`crate::stream_watch`]).
 //!
 //! Incident ids are `inc-<request id>` when a task opens an incident
 //! without naming one, so a redelivered task writes the same incident.
@@ -16,9 +16,9 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use super::detector::{AlertKind, DetectorConfig};
+use super::alert_rules::{AlertKind, DetectorConfig};
 use super::respond::{self, ApplyError, Buckets, Change};
-use super::{LogicError, monitor, security_analysis, threat_detection};
+use super::{LogicError, security_analysis, stream_watch, threat_detection};
 
 /// The capabilities, in descriptor order.
 pub const CAPABILITIES: [&str; 3] = ["threat_detection", "security_analysis", "incident_response"];
@@ -216,7 +216,7 @@ impl Agent for SecurityMonitor {
     }
 
     async fn background(&self, ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()> {
-        monitor::run(self, ctx, shutdown).await
+        stream_watch::run(self, ctx, shutdown).await
     }
 
     fn default_timeout(&self) -> Duration {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::incident::{Incident, QuarantineChange, incident_response};
+use super::incident_response::{Incident, QuarantineChange, incident_response};
 use super::store::{self, StoreError};
 use super::{LogicError, Severity, ThreatKind};
 

@@ -12,7 +12,7 @@ use async_nats::jetstream::kv::{self, Operation};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
-use super::incident::{Incident, QuarantineChange};
+use super::incident_response::{Incident, QuarantineChange};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

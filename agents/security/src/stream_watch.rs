@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::agent::SecurityMonitor;
-use super::detector::{Alert, AlertKind, Detector, Observation, ObservationKind};
+use super::alert_rules::{Alert, AlertKind, Detector, Observation, ObservationKind};
 use super::respond::{self, Change};
 
 const MAX_REBIND_DELAY: Duration = Duration::from_secs(30);
