@@ -14,6 +14,9 @@ Scenarios:
                  the agent's row appears without a reload; Submit page, echo
                  form, a message containing <script> is submitted; the result
                  page reaches `completed` and shows the markup as text.
+  run            log in; Runs page, start echo_diamond with {"n": 3}; the run
+                 page reloads itself until `completed`, with 6 completed
+                 steps drawn in the SVG graph and the hand-computed output.
 """
 
 import shutil
@@ -88,7 +91,31 @@ def agents_submit(d, url, token, shots):
     step("result " + d.current_url.rsplit("/", 1)[-1])
 
 
-SCENARIOS = {"agents-submit": agents_submit}
+def run_page(d, url, token, shots):
+    login(d, url, token)
+    d.find_element(By.LINK_TEXT, "Runs").click()
+    WebDriverWait(d, WAIT).until(lambda d: d.find_elements(By.ID, "start-workflow"))
+    d.find_element(By.CSS_SELECTOR, "#start-workflow option[value='echo_diamond']").click()
+    box = d.find_element(By.ID, "start-input")
+    box.clear()
+    box.send_keys('{"n": 3}')
+    d.find_element(By.ID, "start").click()
+    WebDriverWait(d, WAIT).until(lambda d: "/console/runs/" in d.current_url)
+    # The page reloads itself while the run is going.
+    WebDriverWait(d, WAIT).until(
+        lambda d: d.find_element(By.ID, "run-status").text == "completed")
+    steps = d.find_elements(By.CSS_SELECTOR, "svg#dag g.step")
+    statuses = sorted(s.get_attribute("data-status") for s in steps)
+    if statuses != ["completed"] * 6:
+        raise AssertionError(f"expected 6 completed steps drawn, got {statuses}")
+    output = d.find_element(By.ID, "run-output").text
+    if '"total": 19' not in output:
+        raise AssertionError(f"run output: {output!r}")
+    d.save_screenshot(f"{shots}/run.png")
+    step("run " + d.current_url.rsplit("/", 1)[-1])
+
+
+SCENARIOS = {"agents-submit": agents_submit, "run": run_page}
 
 
 def main():

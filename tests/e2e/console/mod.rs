@@ -117,6 +117,41 @@ async fn browser_sees_live_agents_and_submits_echo() {
     sys.stop().await;
 }
 
+/// In Chromium: echo_diamond started from the Runs page; its run page follows it to `completed` with the six steps drawn in the graph, all completed, and the output computed by hand (total 19).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_follows_echo_diamond_to_completed() {
+    let sys = System::builder()
+        .engine(|_| {})
+        .monitor()
+        .echo(8)
+        .start()
+        .await;
+    wait_for_agents(&sys.admin, "echo", 1).await;
+    let diamond =
+        std::fs::read_to_string(repo_root().join("schemas/examples/workflows/echo_diamond.yaml"))
+            .unwrap();
+    agentry::workflow::store::put(&sys.admin, &diamond)
+        .await
+        .expect("echo_diamond stored");
+    let addr = start_console(&sys).await;
+    let mut browser = Browser::start(addr, "run");
+    let run = browser.step("run").await;
+    let state = sys
+        .admin
+        .get_key_value(agentry::subject::RUNS_BUCKET)
+        .await
+        .unwrap()
+        .get(&run)
+        .await
+        .unwrap()
+        .expect("the run the page showed is stored");
+    let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
+    assert_eq!(state["status"], "completed");
+    assert_eq!(state["steps"].as_object().unwrap().len(), 6);
+    browser.finish().await;
+    sys.stop().await;
+}
+
 /// One HTTP/1.1 exchange; returns (status, headers, body).
 async fn exchange(addr: SocketAddr, request: String) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

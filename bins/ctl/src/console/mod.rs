@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 mod agents;
 pub mod auth;
+mod dag;
 mod html;
+mod runs;
 mod submit;
 
 /// Path every console page lives under.
@@ -62,6 +64,11 @@ pub fn router(console: Console) -> Router {
         .route("/submit", get(submit::index))
         .route("/submit/{capability}", get(submit::form).post(submit::post))
         .route("/results/{id}", get(submit::result))
+        .route("/runs", get(runs::list))
+        .route("/runs/start", axum::routing::post(runs::start))
+        .route("/runs/{key}", get(runs::show))
+        .route("/runs/{key}/signal", axum::routing::post(runs::signal))
+        .route("/runs/{key}/cancel", axum::routing::post(runs::cancel))
         .route_layer(axum::middleware::from_fn_with_state(
             console.clone(),
             auth::require,
