@@ -259,8 +259,7 @@ pub fn escalation(
     new_ticket_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(Value, Ticket), LogicError> {
-    let input: Input = serde_json::from_value(input.clone())
-        .map_err(|e| LogicError::InvalidInput(format!("escalation input: {e}")))?;
+    let input: Input = agentry_agent_kit::input::decode(input)?;
     if input.customer_id.trim().is_empty() {
         return Err(LogicError::InvalidInput("customer_id is empty".into()));
     }

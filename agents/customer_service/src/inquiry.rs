@@ -96,8 +96,7 @@ pub fn customer_inquiry(
     input: &Value,
     memory: &Conversation,
 ) -> Result<(Value, Conversation), LogicError> {
-    let input: Input = serde_json::from_value(input.clone())
-        .map_err(|e| LogicError::InvalidInput(format!("customer_inquiry input: {e}")))?;
+    let input: Input = agentry_agent_kit::input::decode(input)?;
     let message = input.message.trim();
     if message.is_empty() {
         return Err(LogicError::InvalidInput("message is empty".into()));

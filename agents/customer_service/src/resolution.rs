@@ -76,8 +76,7 @@ pub fn issue_resolution(
     ticket_id: &str,
     created_at: DateTime<Utc>,
 ) -> Result<(Value, Ticket), LogicError> {
-    let input: Input = serde_json::from_value(input.clone())
-        .map_err(|e| LogicError::InvalidInput(format!("issue_resolution input: {e}")))?;
+    let input: Input = agentry_agent_kit::input::decode(input)?;
     if ticket_id.trim().is_empty() {
         return Err(LogicError::InvalidInput("ticket_id is empty".into()));
     }

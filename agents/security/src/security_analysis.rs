@@ -131,8 +131,7 @@ struct Input {
 /// The `security_analysis` capability. Recency is measured against
 /// `input.as_of` when given, else `now`.
 pub fn security_analysis(input: &Value, now: DateTime<Utc>) -> Result<Value, LogicError> {
-    let input: Input = serde_json::from_value(input.clone())
-        .map_err(|e| LogicError::InvalidInput(format!("security_analysis input: {e}")))?;
+    let input: Input = agentry_agent_kit::input::decode(input)?;
     let window_s = input.window_s.unwrap_or(DEFAULT_WINDOW_S);
     if window_s == 0 || window_s > MAX_WINDOW_S {
         return Err(LogicError::InvalidInput(format!(

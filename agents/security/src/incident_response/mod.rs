@@ -199,8 +199,7 @@ pub fn incident_response(
     now: DateTime<Utc>,
     new_incident_id: &str,
 ) -> Result<(Value, Incident, Option<QuarantineChange>), LogicError> {
-    let input: Input = serde_json::from_value(input.clone())
-        .map_err(|e| LogicError::InvalidInput(format!("incident_response input: {e}")))?;
+    let input: Input = agentry_agent_kit::input::decode(input)?;
     if let (Some(cur), Some(id)) = (&current, input.incident_id.as_deref())
         && cur.id != id
     {

@@ -373,8 +373,7 @@ fn scanner_rule(
 /// The `threat_detection` capability. `now` resolves syslog timestamps
 /// without a year.
 pub fn threat_detection(input: &Value, now: DateTime<Utc>) -> Result<Value, LogicError> {
-    let input: Input = serde_json::from_value(input.clone())
-        .map_err(|e| LogicError::InvalidInput(format!("threat_detection input: {e}")))?;
+    let input: Input = agentry_agent_kit::input::decode(input)?;
     let window_s = input.window_s.unwrap_or(DEFAULT_WINDOW_S);
     if window_s == 0 || window_s > MAX_WINDOW_S {
         return Err(LogicError::InvalidInput(format!(

@@ -227,3 +227,17 @@ fn rejects_bad_input() {
         ));
     }
 }
+
+/// A value of the wrong shape is named by its JSON path.
+#[test]
+fn bad_input_names_the_json_path() {
+    let bad = json!({"events": [
+        {"ts": "2025-01-01T00:00:00Z", "source": "a", "kind": "auth_failure"},
+        {"ts": "2025-01-01T00:00:01Z", "source": "a", "kind": "teleport"},
+    ]});
+    let err = threat_detection(&bad, now()).unwrap_err();
+    assert!(
+        matches!(&err, LogicError::InvalidInput(m) if m.starts_with("events[1].kind: unknown variant `teleport`")),
+        "{err}"
+    );
+}
