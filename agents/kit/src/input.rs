@@ -7,10 +7,18 @@ use serde_json::Value;
 
 use crate::LogicError;
 
-/// Decodes `input` into `T`; a mismatch is a [`LogicError::InvalidInput`]
-/// whose message starts with the path of the value that did not fit (the
-/// path is `input` when the root itself is wrong).
+/// Decodes a capability input (a JSON object) into `T`; a mismatch is a
+/// [`LogicError::InvalidInput`] whose message starts with the path of the
+/// value that did not fit (the path is `input` when the root itself is
+/// wrong). The root must be an object: serde would otherwise read a struct
+/// from an array, field by position.
 pub fn decode<T: DeserializeOwned>(input: &Value) -> Result<T, LogicError> {
+    if !input.is_object() {
+        return Err(LogicError::InvalidInput(format!(
+            "input: expected an object, found {}",
+            crate::kind_of(input)
+        )));
+    }
     serde_path_to_error::deserialize(input).map_err(|e| {
         let path = e.path().to_string();
         let shown = if path == "." { "input" } else { path.as_str() };
@@ -62,7 +70,9 @@ mod tests {
         assert!(m.starts_with("nme: unknown field `nme`"), "{m}");
 
         let m = message(decode::<Outer>(&json!("x")).unwrap_err());
-        assert!(m.starts_with("input: invalid type: string"), "{m}");
+        assert_eq!(m, "input: expected an object, found a string");
+        let m = message(decode::<Outer>(&json!(["a", []])).unwrap_err());
+        assert_eq!(m, "input: expected an object, found an array");
     }
 
     #[test]

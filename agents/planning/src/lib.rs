@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use agentry_agent_kit::input::decode;
 use agentry_agent_kit::time::{self as common, Leniency, Timestamp};
-use agentry_agent_kit::{Fields, invalid, num};
+use agentry_agent_kit::{invalid, num};
+use serde::Deserialize;
 
 pub use agent::{DEFAULT_FORECAST_DAYS, PlanningAgent};
 pub use agentry_agent_kit::LogicError;
@@ -159,20 +161,36 @@ pub fn benchmark_plan(n_tasks: usize) -> Result<Duration, LogicError> {
     Ok(started.elapsed())
 }
 
-const TASK_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "duration_h",
-    "depends_on",
-    "resources",
-    "earliest_start_h",
-    "outdoor",
-];
+/// The `plan_tasks` input (`schemas/capabilities/plan_tasks.input.json`);
+/// an explicit `null` counts as absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    tasks: Option<Vec<TaskInput>>,
+    resources: Option<BTreeMap<String, f64>>,
+    start: Option<String>,
+    /// A forecast (Open-Meteo or `weather_forecast` output, read leniently
+    /// by `weather`) and the threshold.
+    weather: Option<Value>,
+}
+
+/// One task of the input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskInput {
+    id: String,
+    name: Option<String>,
+    duration_h: f64,
+    depends_on: Option<Vec<String>>,
+    resources: Option<BTreeMap<String, f64>>,
+    earliest_start_h: Option<f64>,
+    outdoor: Option<bool>,
+}
 
 fn parse(input: &Value) -> Result<Plan, LogicError> {
-    let root = Fields::of(input, "", &["tasks", "resources", "start", "weather"])?;
+    let root: Input = decode(input)?;
     let items = root
-        .array("tasks")?
+        .tasks
         .ok_or_else(|| invalid("tasks: required field is missing"))?;
     if items.is_empty() {
         return Err(invalid("tasks: at least one task is required"));
@@ -184,7 +202,7 @@ fn parse(input: &Value) -> Result<Plan, LogicError> {
         )));
     }
 
-    let capacities: BTreeMap<String, f64> = root.opt("resources")?.unwrap_or_default();
+    let capacities = root.resources.unwrap_or_default();
     for (name, cap) in &capacities {
         if !cap.is_finite() || *cap < 0.0 {
             return Err(invalid(format!(
@@ -193,7 +211,7 @@ fn parse(input: &Value) -> Result<Plan, LogicError> {
         }
     }
 
-    let start = match root.opt::<String>("start")? {
+    let start = match root.start {
         None => None,
         Some(text) => Some(common::parse_datetime(&text, Leniency::Rfc3339).ok_or_else(|| {
             invalid(format!(
@@ -211,53 +229,47 @@ fn parse(input: &Value) -> Result<Plan, LogicError> {
     let mut tasks = Vec::with_capacity(items.len());
     let mut raws = Vec::with_capacity(items.len());
     let mut edges = 0usize;
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         let path = format!("tasks[{i}]");
-        let f = Fields::of(item, &path, TASK_FIELDS)?;
-        let id: String = f.req("id")?;
+        let id = item.id;
         if id.trim().is_empty() {
-            return Err(invalid(format!("{}: must not be empty", f.path("id"))));
+            return Err(invalid(format!("{path}.id: must not be empty")));
         }
         if let Some(first) = index.insert(id.clone(), i) {
             return Err(invalid(format!(
-                "{}: duplicate id `{id}` (first used by tasks[{first}])",
-                f.path("id")
+                "{path}.id: duplicate id `{id}` (first used by tasks[{first}])"
             )));
         }
-        let duration: f64 = f.req("duration_h")?;
+        let duration = item.duration_h;
         if !duration.is_finite() || duration <= 0.0 {
             return Err(invalid(format!(
-                "{}: must be a number > 0, got {duration}",
-                f.path("duration_h")
+                "{path}.duration_h: must be a number > 0, got {duration}"
             )));
         }
-        let release: f64 = f.opt("earliest_start_h")?.unwrap_or(0.0);
+        let release = item.earliest_start_h.unwrap_or(0.0);
         if !release.is_finite() || release < 0.0 {
             return Err(invalid(format!(
-                "{}: must be a number >= 0, got {release}",
-                f.path("earliest_start_h")
+                "{path}.earliest_start_h: must be a number >= 0, got {release}"
             )));
         }
-        let deps: Vec<String> = f.opt("depends_on")?.unwrap_or_default();
+        let deps = item.depends_on.unwrap_or_default();
         edges += deps.len();
         if edges > MAX_DEPENDENCIES {
             return Err(LogicError::TooLarge(format!(
                 "tasks: more than {MAX_DEPENDENCIES} dependencies in total"
             )));
         }
-        let uses: BTreeMap<String, f64> = f.opt("resources")?.unwrap_or_default();
+        let uses = item.resources.unwrap_or_default();
         for (name, units) in &uses {
             if !units.is_finite() || *units < 0.0 {
                 return Err(invalid(format!(
-                    "{}.{name}: must be a number >= 0, got {units}",
-                    f.path("resources")
+                    "{path}.resources.{name}: must be a number >= 0, got {units}"
                 )));
             }
             match capacities.get(name) {
                 Some(cap) if units > cap => {
                     return Err(invalid(format!(
-                        "{}.{name}: demand {units} exceeds the capacity {cap} of resource `{name}`",
-                        f.path("resources")
+                        "{path}.resources.{name}: demand {units} exceeds the capacity {cap} of resource `{name}`"
                     )));
                 }
                 _ => {}
@@ -265,12 +277,12 @@ fn parse(input: &Value) -> Result<Plan, LogicError> {
         }
         tasks.push(Task {
             id,
-            name: f.opt("name")?,
+            name: item.name,
             duration,
             preds: Vec::new(),
             demand: Vec::new(),
             release,
-            outdoor: f.opt("outdoor")?.unwrap_or(false),
+            outdoor: item.outdoor.unwrap_or(false),
         });
         raws.push(Raw { deps, uses });
     }
@@ -321,7 +333,7 @@ fn parse(input: &Value) -> Result<Plan, LogicError> {
     let latest_release = tasks.iter().map(|t| t.release).fold(0.0, f64::max);
     let tol = 1e-9 * (1.0 + work + latest_release);
 
-    let weather = match root.raw("weather") {
+    let weather = match &root.weather {
         None => None,
         Some(value) => Some(weather::Blocked::parse(value, start, tol)?),
     };

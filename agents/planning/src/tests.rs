@@ -221,14 +221,17 @@ fn bad_input_names_the_field() {
         "{m}"
     );
     let m = invalid_message(json!({"tasks": [{"id": "a"}]}));
-    assert_eq!(m, "tasks[0].duration_h: required field is missing");
+    assert_eq!(m, "tasks[0]: missing field `duration_h`");
     let m = invalid_message(json!({"tasks": [{"id": "a", "duration_h": "3"}]}));
     assert!(
         m.starts_with("tasks[0].duration_h: invalid type: string"),
         "{m}"
     );
     let m = invalid_message(json!({"tasks": [{"id": "a", "duration_h": 1, "colour": "red"}]}));
-    assert!(m.starts_with("tasks[0]: unknown field `colour`"), "{m}");
+    assert!(
+        m.starts_with("tasks[0].colour: unknown field `colour`"),
+        "{m}"
+    );
     let m = invalid_message(json!({"tasks": []}));
     assert_eq!(m, "tasks: at least one task is required");
     let m = invalid_message(json!({"tasks": [{"id": "a", "duration_h": 1}], "start": "tomorrow"}));
