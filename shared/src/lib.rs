@@ -16,6 +16,8 @@
 //! - [`client`]: submit a request and wait for its one result;
 //! - [`config`]: flags and `AGENTRY_*` environment shared by every binary;
 //! - [`connect`]: NATS connection with auth, TLS, backoff and version check;
+//! - [`consume`]: the one pull loop (bind when ready, bounded concurrency,
+//!   dispositions, dead letters), KV watches that stay open, supervised tasks;
 //! - [`error`]: showing an error with its causes ([`error::Chain`]);
 //! - [`telemetry`]: tracing subscriber and common metrics;
 //! - [`trace`]: spans per hop, W3C trace context, OTLP export;
@@ -29,6 +31,7 @@ pub mod agent;
 pub mod client;
 pub mod config;
 pub mod connect;
+pub mod consume;
 pub mod dlq;
 pub mod error;
 pub mod event;

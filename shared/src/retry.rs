@@ -1,9 +1,6 @@
-//! Retry delays, behind one small module so the `backoff` crate (unmaintained,
-//! RUSTSEC-2025-0012) can be swapped without touching callers.
+//! Retry delays of failed tasks (the NAK delay of a retryable failure).
 
 use std::time::Duration;
-
-use backoff::backoff::Backoff as _;
 
 /// An exponential policy: `initial * multiplier^(attempt-1)`, capped at `max`, with ±20% jitter.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -24,22 +21,11 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// Delay before retry number `attempt` (1 = first retry).
+    /// Delay before retry number `attempt` (1 = first retry): the exact
+    /// delay with ±20% jitter, never above `max`.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let mut b = backoff::ExponentialBackoff {
-            current_interval: self.initial,
-            initial_interval: self.initial,
-            randomization_factor: 0.2,
-            multiplier: self.multiplier.max(1.0),
-            max_interval: self.max,
-            max_elapsed_time: None,
-            ..Default::default()
-        };
-        let mut d = self.initial;
-        for _ in 0..attempt.max(1) {
-            d = b.next_backoff().unwrap_or(self.max);
-        }
-        d.min(self.max)
+        let jitter: f64 = rand::random_range(0.8..=1.2);
+        self.delay_exact(attempt).mul_f64(jitter).min(self.max)
     }
 
     /// The same without jitter (for schedules that must be reproducible).

@@ -7,10 +7,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use agentry::config;
+use agentry::consume::supervise::Supervisor;
 use agentry::http::Observer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::error;
 
 use crate::up::Args;
 
@@ -34,13 +34,7 @@ impl Stage {
     /// whole `up`), so `up` never runs half a system; it stops when this
     /// stage's token is cancelled.
     fn spawn(&self, name: &'static str, fut: Component, failed: &CancellationToken) {
-        let failed = failed.clone();
-        self.tracker.spawn(async move {
-            if let Err(e) = fut.await {
-                error!(component = name, error = %format!("{e:#}"), "component failed, stopping everything");
-                failed.cancel();
-            }
-        });
+        Supervisor::new(self.tracker.clone(), failed.clone()).spawn(name, fut);
     }
 
     /// Cancels the stage and waits up to `grace` for its tasks.

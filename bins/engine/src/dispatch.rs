@@ -68,7 +68,7 @@ pub(crate) async fn handle(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "stored-result lookup failed; the request is kept");
-                    return Disposition::Nak(reject::record_retry(msg));
+                    return Disposition::Nak(agentry::consume::record_retry(msg));
                 }
             }
         }

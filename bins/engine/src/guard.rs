@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use agentry::consume::Delays;
 use agentry::quarantine::{self, QuarantineEntry};
 use agentry::ratelimit::{Decision, Limiter, Scope};
 use agentry::reason::Reason;
@@ -175,7 +176,7 @@ impl Quarantine {
 /// with backoff (meanwhile lookups read the bucket directly). Never fails.
 pub(crate) async fn watch(engine: Arc<Engine>, shutdown: CancellationToken) {
     let q = &engine.guard.quarantine;
-    let mut delay = Duration::from_millis(200);
+    let mut delays = Delays::new();
     loop {
         let res = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -186,11 +187,9 @@ pub(crate) async fn watch(engine: Arc<Engine>, shutdown: CancellationToken) {
             Ok(()) => warn!("quarantine watch ended, reopening"),
             Err(e) => warn!(error = %e, "quarantine watch unavailable, retrying"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !delays.pause(&shutdown).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

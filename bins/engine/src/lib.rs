@@ -13,14 +13,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agentry::config;
+use agentry::consume::{self, Pull};
 use agentry::event::Limits;
 use agentry::http::Observer;
 use agentry::ratelimit::{self, FailMode, Limiter, Overrides};
 use agentry::subject;
 use agentry::telemetry::{self, ConnectionMetrics};
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use futures::StreamExt;
-use tokio::sync::Semaphore;
+use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -190,27 +189,14 @@ pub async fn run_with(
         runs,
         shutdown: shutdown.clone(),
     });
-    let requests = bind(
-        &js,
-        subject::REQUESTS_STREAM,
-        subject::ENGINE_CONSUMER,
-        &shutdown,
-    )
-    .await?;
-    let timers = bind(
-        &js,
-        subject::TIMERS_STREAM,
-        subject::ENGINE_TIMERS_CONSUMER,
-        &shutdown,
-    )
-    .await?;
-    let steps = bind(
-        &js,
-        subject::STEPS_STREAM,
-        subject::ENGINE_STEPS_CONSUMER,
-        &shutdown,
-    )
-    .await?;
+    let bind = |stream: &'static str, consumer: &'static str| {
+        let js = js.clone();
+        let shutdown = shutdown.clone();
+        async move { consume::ready::consumer(&js, stream, consumer, &shutdown).await }
+    };
+    let requests = bind(subject::REQUESTS_STREAM, subject::ENGINE_CONSUMER).await?;
+    let timers = bind(subject::TIMERS_STREAM, subject::ENGINE_TIMERS_CONSUMER).await?;
+    let steps = bind(subject::STEPS_STREAM, subject::ENGINE_STEPS_CONSUMER).await?;
     ready.set(true);
     info!("engine consuming requests");
 
@@ -221,69 +207,48 @@ pub async fn run_with(
         // Samples queue depths and releases held tasks; never fails, stops on shutdown.
         tracker.spawn(fair::release(engine.clone(), shutdown.clone()));
     }
-    let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    {
-        let engine = engine.clone();
-        let sem = sem.clone();
-        let stop = shutdown.clone();
-        let work = tracker.clone();
-        // Stops on shutdown; message errors are handled per message.
-        // Prefetch stays small so replicas share requests (a workflow request
-        // waiting for a run permit holds its message; see workflow::limiter).
-        tracker.spawn(consume(
-            requests,
-            obs.add_loop("engine requests"),
-            cfg.concurrency.min(REQUEST_PREFETCH),
-            sem,
-            stop,
-            work,
-            move |msg, permit| {
-                let engine = engine.clone();
+    let pull = |consumer, name: &str| {
+        Pull::new(js.clone(), consumer, obs.add_loop(name))
+            .count_dead_letters(engine.metrics.dlq.clone())
+    };
+    // The three pull loops stop on shutdown; message errors are handled per message.
+    // Requests: prefetch stays small so replicas share them (a workflow request
+    // waiting for a run permit holds its message; see workflow::limiter).
+    let e = engine.clone();
+    tracker.spawn(
+        pull(requests, "engine requests")
+            .batch(cfg.concurrency.min(REQUEST_PREFETCH))
+            .concurrency(cfg.concurrency)
+            .run(shutdown.clone(), tracker.clone(), move |msg, permit| {
+                let engine = e.clone();
                 Box::pin(async move { dispatch::handle(&engine, &msg, permit).await })
-            },
-        ));
-    }
-    {
-        let engine = engine.clone();
-        let stop = shutdown.clone();
-        let work = tracker.clone();
-        tracker.spawn(consume(
-            timers,
-            obs.add_loop("engine timers"),
-            64,
-            Arc::new(Semaphore::new(64)),
-            stop,
-            work,
-            move |msg, permit| {
-                let engine = engine.clone();
-                Box::pin(async move {
-                    let _permit = permit;
-                    timers::fire(&engine, &msg).await
-                })
-            },
-        ));
-    }
-    {
-        let engine = engine.clone();
-        let stop = shutdown.clone();
-        let work = tracker.clone();
-        // Step results of workflow runs; stops on shutdown, errors handled per message.
-        tracker.spawn(consume(
-            steps,
-            obs.add_loop("engine steps"),
-            64,
-            Arc::new(Semaphore::new(64)),
-            stop,
-            work,
-            move |msg, permit| {
-                let engine = engine.clone();
-                Box::pin(async move {
-                    let _permit = permit;
-                    workflow::on_step_result(&engine, &msg).await
-                })
-            },
-        ));
-    }
+            }),
+    );
+    let e = engine.clone();
+    tracker.spawn(pull(timers, "engine timers").run(
+        shutdown.clone(),
+        tracker.clone(),
+        move |msg, permit| {
+            let engine = e.clone();
+            Box::pin(async move {
+                let _permit = permit;
+                timers::fire(&engine, &msg).await
+            })
+        },
+    ));
+    // Step results of workflow runs.
+    let e = engine.clone();
+    tracker.spawn(pull(steps, "engine steps").run(
+        shutdown.clone(),
+        tracker.clone(),
+        move |msg, permit| {
+            let engine = e.clone();
+            Box::pin(async move {
+                let _permit = permit;
+                workflow::on_step_result(&engine, &msg).await
+            })
+        },
+    ));
     // Frees run permits of runs that ended on any replica; never fails, stops on shutdown.
     tracker.spawn(workflow::watch(engine.clone(), shutdown.clone()));
     shutdown.cancelled().await;
@@ -305,123 +270,9 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Binds a durable consumer, retrying until it exists (setup may run after us).
-async fn bind(
-    js: &jetstream::Context,
-    stream: &str,
-    consumer: &str,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<PullConsumer> {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let res = async {
-            let st = js.get_stream_no_info(stream).await?;
-            let c: PullConsumer = st
-                .get_consumer(consumer)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok::<_, anyhow::Error>(c)
-        }
-        .await;
-        match res {
-            Ok(c) => return Ok(c),
-            Err(e) => {
-                warn!(stream, consumer, error = %e, "consumer not available yet (run `agentry setup`)");
-                tokio::select! {
-                    _ = shutdown.cancelled() => anyhow::bail!("shut down before {stream}/{consumer} existed"),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// What to do with a message once handled.
-pub(crate) enum Disposition {
-    Ack,
-    Nak(Duration),
-    Term,
-}
+pub(crate) use agentry::consume::Disposition;
 
 /// One of a consumer's concurrency permits, handed to the handler: it is
 /// held until the handler drops it (a workflow start waiting for a run slot
 /// drops it early, see workflow::limiter).
 pub(crate) type EnginePermit = tokio::sync::OwnedSemaphorePermit;
-
-/// Pulls from `consumer` with at most `limit` handlers in flight. The
-/// handler borrows the message (shared, not cloned), holds the permit and
-/// says how to ack it; handlers return boxed futures so spawning a delivery
-/// moves a pointer, not a large state machine.
-async fn consume<F, Fut>(
-    consumer: PullConsumer,
-    pulse: agentry::http::Pulse,
-    batch: usize,
-    sem: Arc<Semaphore>,
-    stop: CancellationToken,
-    work: TaskTracker,
-    handler: F,
-) where
-    F: Fn(Arc<jetstream::Message>, EnginePermit) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Disposition> + Send + 'static,
-{
-    let handler = Arc::new(handler);
-    loop {
-        let stream = consumer
-            .stream()
-            .max_messages_per_batch(batch.clamp(1, 1000))
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await;
-        let mut messages = match stream {
-            Ok(m) => pulse.track(m),
-            Err(e) => {
-                warn!(error = %e, "cannot open pull stream, retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let permit = tokio::select! {
-                _ = stop.cancelled() => return,
-                p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            };
-            let next = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = messages.next() => m,
-            };
-            match next {
-                Some(Ok(msg)) => {
-                    let handler = handler.clone();
-                    let msg = Arc::new(msg);
-                    work.spawn(async move {
-                        let outcome = handler(msg.clone(), permit).await;
-                        let res = match outcome {
-                            Disposition::Ack => msg.ack().await,
-                            Disposition::Nak(d) => msg.ack_with(AckKind::Nak(Some(d))).await,
-                            Disposition::Term => msg.ack_with(AckKind::Term).await,
-                        };
-                        if let Err(e) = res {
-                            warn!(error = %e, "ack failed; message will be redelivered");
-                        }
-                    });
-                }
-                Some(Err(e)) => {
-                    warn!(error = %e, "pull error, continuing");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                None => {
-                    // Also after its consumer was deleted: retry at a calm pace until it is back.
-                    warn!("pull stream ended, reopening");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => break,
-                    }
-                }
-            }
-        }
-    }
-}

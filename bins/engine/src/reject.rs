@@ -3,7 +3,7 @@
 //! [`reject`] says whether both were recorded, and a request whose rejection
 //! could not be recorded is kept (NAK with delay) and rejected again later.
 
-use agentry::dlq::{self, Origin};
+use agentry::consume::{self, DeadLetter, dead_letter};
 use agentry::event::{self, types};
 use agentry::publish::{self, Published};
 use agentry::reason::Reason;
@@ -31,16 +31,10 @@ pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) ->
     // Dead letter first: a stored rejection then implies a stored DLQ copy
     // (a redelivery finding the result answers from it, answered.rs).
     // Benign duplicates are counted, not dead-lettered: the first result stands.
+    let dl = DeadLetter::new(r.reason, r.detail.as_str())
+        .request(r.id.as_ref().map(|i| i.as_str()), r.source.as_deref());
     if r.reason != Reason::Duplicate
-        && !dead_letter(
-            engine,
-            msg,
-            r.reason,
-            &r.detail,
-            r.id.as_ref().map(|i| i.as_str()),
-            r.source.as_deref(),
-        )
-        .await
+        && !dead_letter::record(&engine.js, msg, &dl, Some(&engine.metrics.dlq)).await
     {
         return false;
     }
@@ -66,61 +60,6 @@ pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) ->
     true
 }
 
-/// Copies `msg` to the DLQ; `false` when the copy was not stored.
-pub async fn dead_letter(
-    engine: &Engine,
-    msg: &jetstream::Message,
-    reason: Reason,
-    detail: &str,
-    id: Option<&str>,
-    source: Option<&str>,
-) -> bool {
-    // The stream it came from: requests, step results or timers.
-    let (stream, seq, attempts) = msg
-        .info()
-        .map(|i| (i.stream.to_owned(), i.stream_sequence, i.delivered as u64))
-        .unwrap_or_else(|_| (subject::REQUESTS_STREAM.to_owned(), 0, 1));
-    let origin = Origin {
-        subject: msg.subject.as_str(),
-        stream: &stream,
-        stream_seq: seq,
-        attempts,
-        request_id: id,
-        source,
-    };
-    match dlq::dead_letter(
-        &engine.js,
-        reason,
-        detail,
-        &origin,
-        msg.headers.as_ref(),
-        msg.payload.clone(),
-    )
-    .await
-    {
-        Ok(_) => {
-            engine
-                .metrics
-                .dlq
-                .with_label_values(&[reason.as_str()])
-                .inc();
-            true
-        }
-        Err(e) => {
-            warn!(error = %e, "dead letter not written");
-            false
-        }
-    }
-}
-
-/// How long a message whose outcome could not be recorded waits before it
-/// is redelivered: grows with its delivery count (1 s, 2 s, 4 s, ... 8 s)
-/// so a short NATS outage is outlasted within the consumer's `max_deliver`.
-pub fn record_retry(msg: &jetstream::Message) -> std::time::Duration {
-    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1).clamp(1, 4);
-    std::time::Duration::from_secs(1 << (delivered - 1))
-}
-
 /// The disposition of a message after [`reject`] (or a DLQ copy): ack when
 /// recorded, else keep it.
 pub fn settle(
@@ -131,6 +70,6 @@ pub fn settle(
     if recorded {
         done
     } else {
-        crate::Disposition::Nak(record_retry(msg))
+        crate::Disposition::Nak(consume::record_retry(msg))
     }
 }

@@ -158,7 +158,7 @@ pub(crate) async fn route(
             // request; its redelivery finds the task already queued (same
             // Nats-Msg-Id) and schedules the timer again.
             warn!(error = %e, "task deadline timer not scheduled; the request is kept");
-            return Ok(Disposition::Nak(crate::reject::record_retry(msg)));
+            return Ok(Disposition::Nak(agentry::consume::record_retry(msg)));
         }
     }
     Ok(Disposition::Ack)

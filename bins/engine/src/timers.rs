@@ -98,16 +98,10 @@ pub(crate) async fn fire(engine: &Engine, msg: &jetstream::Message) -> Dispositi
         Ok(t) => t,
         Err(e) => {
             warn!(error = %e, "unreadable timer, dead-lettering");
-            let recorded = crate::reject::dead_letter(
-                engine,
-                msg,
+            return Disposition::dead_letter(
                 Reason::SchemaInvalid,
-                &format!("unreadable timer: {e}"),
-                None,
-                None,
-            )
-            .await;
-            return crate::reject::settle(msg, recorded, Disposition::Term);
+                format!("unreadable timer: {e}"),
+            );
         }
     };
     match timer {

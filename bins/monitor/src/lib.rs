@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentry::config;
+use agentry::consume::{self, ready::ReadyError, supervise::Supervisor};
 use agentry::http::Observer;
 use agentry::subject;
 use agentry::telemetry::{self, ConnectionMetrics};
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, warn};
 
 mod backstop;
 mod depth;
@@ -89,17 +89,10 @@ pub async fn run_with(
     let ready = obs.add_loop("monitor registrar");
     let js = jetstream::new(client.clone());
     obs.add_kv(js.clone(), subject::AGENTS_BUCKET);
-    let kv = loop {
-        match js.get_key_value(subject::AGENTS_BUCKET).await {
-            Ok(kv) => break kv,
-            Err(e) => {
-                warn!(error = %e, "registry bucket not available yet (run `agentry setup`)");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let kv = match consume::ready::bucket(&js, subject::AGENTS_BUCKET, &shutdown).await {
+        Ok(kv) => kv,
+        Err(ReadyError::Cancelled { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
     };
     let mon = Arc::new(Monitor {
         js,
@@ -110,49 +103,30 @@ pub async fn run_with(
     let tracker = TaskTracker::new();
     // Each loop runs until shutdown; a loop that fails logs and stops the monitor
     // (an orchestrator restarts it), since a half-working registry misleads.
-    let spawn = |name: &'static str,
-                 fut: std::pin::Pin<
-        Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>,
-    >| {
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = fut.await {
-                error!(task = name, error = %format!("{e:#}"), "monitor task failed");
-                stop.cancel();
-            }
-        });
-    };
-    spawn(
+    let loops = Supervisor::new(tracker.clone(), shutdown.clone());
+    loops.spawn(
         "registrar",
-        Box::pin(registrar::run(
-            mon.clone(),
-            kv.clone(),
-            ready,
-            shutdown.clone(),
-        )),
+        registrar::run(mon.clone(), kv.clone(), ready, shutdown.clone()),
     );
-    spawn(
+    loops.spawn(
         "sweep",
-        Box::pin(sweep::run(
+        sweep::run(
             mon.clone(),
             kv.clone(),
             obs.add_loop("monitor sweep"),
             shutdown.clone(),
-        )),
+        ),
     );
-    spawn(
+    loops.spawn(
         "depth",
-        Box::pin(depth::run(
+        depth::run(
             mon.clone(),
             kv,
             obs.add_loop("monitor depth"),
             shutdown.clone(),
-        )),
+        ),
     );
-    spawn(
-        "backstop",
-        Box::pin(backstop::run(mon.clone(), shutdown.clone())),
-    );
+    loops.spawn("backstop", backstop::run(mon.clone(), shutdown.clone()));
     tracker.close();
     tracker.wait().await;
     client.flush().await.ok();

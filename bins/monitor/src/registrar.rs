@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentry::consume::{self, Disposition, Pull, ready::ReadyError};
 use agentry::event::{self, Limits, types};
 use agentry::registry::{AgentRecord, Status};
 use agentry::subject;
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, kv};
+use async_nats::jetstream::{self, kv};
 use cloudevents::AttributesReader;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::Monitor;
@@ -23,68 +24,41 @@ pub async fn run(
     pulse: agentry::http::Pulse,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: PullConsumer = loop {
-        let res = async {
-            let st = mon.js.get_stream_no_info(subject::REGISTRY_STREAM).await?;
-            st.get_consumer(subject::REGISTRAR_CONSUMER)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
-        }
-        .await;
-        match res {
-            Ok(c) => break c,
-            Err(e) => {
-                warn!(error = %e, "registrar consumer not available yet");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let consumer = match consume::ready::consumer(
+        &mon.js,
+        subject::REGISTRY_STREAM,
+        subject::REGISTRAR_CONSUMER,
+        &shutdown,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(ReadyError::Cancelled { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
     };
-    loop {
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(256)
-            .heartbeat(Duration::from_secs(5))
-            .messages()
-            .await
-        {
-            Ok(m) => pulse.track(m),
-            Err(e) => {
-                warn!(error = %e, "registrar pull failed, retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                m = messages.next() => m,
-            };
-            match next {
-                Some(Ok(msg)) => {
-                    let kind = match apply(&mon, &kv, &msg).await {
-                        Ok(()) => AckKind::Ack,
-                        Err(e) => {
-                            warn!(error = %e, "registry event not applied, retrying");
-                            AckKind::Nak(Some(Duration::from_millis(500)))
-                        }
-                    };
-                    if let Err(e) = msg.ack_with(kind).await {
-                        warn!(error = %e, "registrar ack failed");
+    // One event at a time, in order; a failed write is retried by redelivery.
+    let work = TaskTracker::new();
+    let js = mon.js.clone();
+    Pull::new(js, consumer, pulse)
+        .batch(256)
+        .concurrency(1)
+        .run(shutdown, work.clone(), move |msg, _permit| {
+            let mon = mon.clone();
+            let kv = kv.clone();
+            async move {
+                match apply(&mon, &kv, &msg).await {
+                    Ok(()) => Disposition::Ack,
+                    Err(e) => {
+                        warn!(error = %e, "registry event not applied, retrying");
+                        Disposition::Nak(Duration::from_millis(500))
                     }
                 }
-                Some(Err(e)) => {
-                    warn!(error = %e, "registrar pull error");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                None => break,
             }
-        }
-    }
+        })
+        .await;
+    work.close();
+    work.wait().await;
+    Ok(())
 }
 
 async fn apply(mon: &Monitor, kv: &kv::Store, msg: &jetstream::Message) -> anyhow::Result<()> {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +17,7 @@ use super::metrics::Metrics;
 use super::worker::{self, Instance};
 use super::{Agent, service};
 use crate::config;
+use crate::consume::Pull;
 use crate::event::{self, types};
 use crate::http::Observer;
 use crate::id::{AgentId, Capability};
@@ -249,77 +249,25 @@ async fn run_instance(
     .map_err(|e| anyhow::anyhow!("starting $SRV service: {e}"))?;
 
     for ((cap, consumer, _, _), pulse) in consumers.into_iter().zip(pulses) {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(capacity)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await?;
         let inst = inst.clone();
-        let sem = sem.clone();
-        let stop = pull_stop.clone();
-        let inner = work.clone();
-        let reopen = consumer.clone();
-        // Pull loop: ends on shutdown; errors on the stream are logged and the stream retried by the client.
-        work.spawn(async move {
-            let mut messages = pulse.track(messages);
-            let mut stopping = false;
-            loop {
-                let permit = tokio::select! {
-                    _ = stop.cancelled(), if !stopping => { stopping = true; continue }
-                    p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                };
-                // After stop: take only what was already delivered to us (it is
-                // in flight from the server's point of view), then let go.
-                let next = if stopping {
-                    match tokio::time::timeout(Duration::from_millis(100), messages.next()).await {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    }
-                } else {
-                    tokio::select! {
-                        _ = stop.cancelled() => { stopping = true; continue }
-                        m = messages.next() => m,
-                    }
-                };
-                match next {
-                    Some(Ok(msg)) => {
-                        let inst = inst.clone();
-                        let cap = cap.clone();
-                        inner.spawn(async move {
-                            worker::process(inst, cap, msg).await;
-                            drop(permit);
-                        });
-                    }
-                    Some(Err(e)) => {
-                        warn!(capability = %cap, error = %e, "pull error, continuing");
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        // The client ends a stream whose consumer was deleted:
-                        // the `None` that follows reopens it.
-                    }
-                    None if !stopping => {
-                        warn!(capability = %cap, "pull stream ended, reopening");
-                        tokio::select! {
-                            _ = stop.cancelled() => { stopping = true; continue }
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                        match reopen
-                            .stream()
-                            .max_messages_per_batch(capacity)
-                            .heartbeat(Duration::from_secs(5))
-                            .expires(Duration::from_secs(30))
-                            .messages()
-                            .await
-                        {
-                            Ok(m) => messages = pulse.track(m),
-                            Err(e) => warn!(capability = %cap, error = %e, "cannot reopen pull stream, retrying"),
-                        }
-                    }
-                    None => break,
+        // Pull loop: ends on drain (handing over what was already delivered);
+        // pull errors are retried; each delivery's outcome settles it.
+        let pull = Pull::new(shared.js.clone(), consumer, pulse)
+            .batch(capacity)
+            .permits(sem.clone())
+            .drain_delivered()
+            .count_dead_letters(shared.metrics.dlq.clone());
+        work.spawn(
+            pull.run(pull_stop.clone(), work.clone(), move |msg, permit| {
+                let inst = inst.clone();
+                let cap = cap.clone();
+                async move {
+                    let d = worker::process(&inst, &cap, &msg).await;
+                    drop(permit);
+                    d
                 }
-            }
-        });
+            }),
+        );
     }
 
     publish_record(&shared, types::AGENT_REGISTERED, &record(Status::Live)).await;

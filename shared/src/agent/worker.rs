@@ -14,7 +14,7 @@ use tracing::{Instrument, info_span, warn};
 use super::attempts::{self, Delivery};
 use super::context::{Context, Shared};
 use super::{Agent, Task, TaskError};
-use crate::dlq::{self, Origin};
+use crate::consume::{DeadLetter, Disposition, dead_letter};
 use crate::event::{self, Limits, ext, types};
 use crate::id::{Capability, RequestId};
 use crate::publish::{self, Published};
@@ -34,18 +34,35 @@ pub(crate) struct Instance {
     pub in_flight: AtomicU64,
 }
 
+/// How a delivery ended; each settles its message one way.
 enum Outcome {
+    /// Result stored: ack.
     Completed,
+    /// Failure recorded (result and DLQ copy): terminate.
     Failed,
-    Retried,
+    /// To be tried again after the delay: NAK.
+    Retried(Duration),
+    /// Deadline passed before it ran, answered: terminate.
     Skipped,
 }
 
-pub(crate) async fn process(inst: Arc<Instance>, cap: Capability, msg: jetstream::Message) {
-    let (attempt, seq) = match msg.info() {
-        Ok(i) => (i.delivered.max(1) as u64, i.stream_sequence),
-        Err(_) => (1, 0),
-    };
+impl Outcome {
+    fn disposition(&self) -> Disposition {
+        match self {
+            Outcome::Completed => Disposition::Ack,
+            Outcome::Failed | Outcome::Skipped => Disposition::Term,
+            Outcome::Retried(d) => Disposition::Nak(*d),
+        }
+    }
+}
+
+/// Handles one delivery and says how to settle it.
+pub(crate) async fn process(
+    inst: &Instance,
+    cap: &Capability,
+    msg: &jetstream::Message,
+) -> Disposition {
+    let attempt = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
     inst.in_flight.fetch_add(1, Ordering::Relaxed);
     let gauge = inst
         .shared
@@ -54,11 +71,11 @@ pub(crate) async fn process(inst: Arc<Instance>, cap: Capability, msg: jetstream
         .with_label_values(&[cap.as_str()]);
     gauge.inc();
     let started = Instant::now();
-    let outcome = run(&inst, &cap, &msg, attempt, seq).await;
+    let outcome = run(inst, cap, msg, attempt).await;
     gauge.dec();
     inst.in_flight.fetch_sub(1, Ordering::Relaxed);
     let m = &inst.shared.metrics;
-    match outcome {
+    match &outcome {
         Outcome::Completed => {
             inst.processed.fetch_add(1, Ordering::Relaxed);
             m.tasks
@@ -75,50 +92,26 @@ pub(crate) async fn process(inst: Arc<Instance>, cap: Capability, msg: jetstream
                 .with_label_values(&[cap.as_str()])
                 .observe(started.elapsed().as_secs_f64());
         }
-        Outcome::Retried => m.tasks.with_label_values(&[cap.as_str(), "retried"]).inc(),
+        Outcome::Retried(_) => m.tasks.with_label_values(&[cap.as_str(), "retried"]).inc(),
         Outcome::Skipped => m.tasks.with_label_values(&[cap.as_str(), "timeout"]).inc(),
     }
+    outcome.disposition()
 }
 
-async fn run(
-    inst: &Arc<Instance>,
-    cap: &Capability,
-    msg: &jetstream::Message,
-    attempt: u64,
-    seq: u64,
-) -> Outcome {
+async fn run(inst: &Instance, cap: &Capability, msg: &jetstream::Message, attempt: u64) -> Outcome {
     let mut decoded = match event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()) {
         Ok(d) => d.event,
         Err(e) => {
-            let recorded = dead_letter(
-                inst,
-                msg,
-                e.reason(),
-                &crate::error::chain(&e),
-                attempt,
-                seq,
-                None,
-                None,
-            )
-            .await;
-            return settle_dead_letter(inst, msg, recorded, attempt).await;
+            let recorded = dead_letter(inst, msg, e.reason(), &crate::error::chain(&e), None, None).await;
+            return settle_dead_letter(inst, recorded, attempt);
         }
     };
     let request_id = match RequestId::new(decoded.id()) {
         Ok(id) => id,
         Err(e) => {
-            let recorded = dead_letter(
-                inst,
-                msg,
-                Reason::InvalidId,
-                &e.to_string(),
-                attempt,
-                seq,
-                None,
-                None,
-            )
-            .await;
-            return settle_dead_letter(inst, msg, recorded, attempt).await;
+            let recorded =
+                dead_letter(inst, msg, Reason::InvalidId, &e.to_string(), None, None).await;
+            return settle_dead_letter(inst, recorded, attempt);
         }
     };
     let source = decoded.source().to_string();
@@ -131,13 +124,11 @@ async fn run(
             msg,
             Reason::MissingAttribute,
             &detail,
-            attempt,
-            seq,
             Some(&request_id),
             Some(&source),
         )
         .await;
-        return settle_dead_letter(inst, msg, recorded, attempt).await;
+        return settle_dead_letter(inst, recorded, attempt);
     }
     let is_step = replyto.starts_with(subject::STEPS_PREFIX);
     let traceparent = event::ext_str(&decoded, ext::TRACEPARENT);
@@ -167,13 +158,13 @@ async fn run(
                 code: "retries_exhausted",
                 message: format!("no outcome after {} attempts (worker crashes or timeouts?)", attempt - 1),
             };
-            return fail(inst, msg, &reply_ctx, &err, attempt, seq, &source, is_step, Reason::MaxDeliveries).await;
+            return fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::MaxDeliveries).await;
         }
         if let Some(v) = crate::schema::global().capability_input(cap.as_str())
             && let Err(e) = crate::schema::check(v, &input)
         {
             let err = TaskError::invalid_input(format!("input does not match the {cap} schema: {e}"));
-            return fail(inst, msg, &reply_ctx, &err, attempt, seq, &source, is_step, Reason::SchemaInvalid).await;
+            return fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::SchemaInvalid).await;
         }
         if let Some(d) = deadline
             && d <= Utc::now()
@@ -182,10 +173,8 @@ async fn run(
             warn!("task deadline passed before it started, skipping");
             let err = TaskError::Permanent { code: "timeout", message: "deadline passed before an agent picked the task up".into() };
             if !publish_outcome(inst, &reply_ctx, Err(&err), Duration::ZERO).await {
-                nak(msg, record_retry(inst, attempt)).await;
-                return Outcome::Retried;
+                                return Outcome::Retried(record_retry(inst, attempt));
             }
-            term(msg).await;
             return Outcome::Skipped;
         }
         let task = Task {
@@ -226,32 +215,29 @@ async fn run(
                     warn!(error = %e, "handler output does not match its schema");
                 }
                 if publish_outcome(inst, &reply_ctx, Ok(&output), elapsed).await {
-                    ack(msg).await;
                     tracing::debug!(duration_ms = elapsed.as_millis() as u64, "task completed");
                     Outcome::Completed
                 } else {
                     // Result not stored (NATS trouble): let the delivery be retried.
-                    nak(msg, record_retry(inst, attempt)).await;
-                    Outcome::Retried
+                                        Outcome::Retried(record_retry(inst, attempt))
                 }
             }
             Ok(Err(err)) => {
                 if err.is_retryable() && !is_step && delivery == (Delivery::Run { last: false }) {
                     let delay = inst.retry.delay(attempt as u32);
                     warn!(error = %err, attempt, delay_ms = delay.as_millis() as u64, "task failed, retrying");
-                    nak(msg, delay).await;
-                    return Outcome::Retried;
+                                        return Outcome::Retried(delay);
                 }
                 let err = if err.is_retryable() && !is_step {
                     TaskError::Permanent { code: "retries_exhausted", message: format!("failed after {attempt} attempts: {err}") }
                 } else {
                     err
                 };
-                fail(inst, msg, &reply_ctx, &err, attempt, seq, &source, is_step, Reason::TaskFailed).await
+                fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::TaskFailed).await
             }
             Err(_) => {
                 let err = TaskError::Permanent { code: "timeout", message: format!("handler exceeded {limit:?}") };
-                fail(inst, msg, &reply_ctx, &err, attempt, seq, &source, is_step, Reason::TaskFailed).await
+                fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::TaskFailed).await
             }
         }
     }
@@ -292,12 +278,11 @@ struct ReplyCtx<'a> {
 
 #[allow(clippy::too_many_arguments)]
 async fn fail(
-    inst: &Arc<Instance>,
+    inst: &Instance,
     msg: &jetstream::Message,
     rc: &ReplyCtx<'_>,
     err: &TaskError,
     attempt: u64,
-    seq: u64,
     source: &str,
     is_step: bool,
     reason: Reason,
@@ -311,39 +296,31 @@ async fn fail(
             msg,
             reason,
             &err.to_string(),
-            attempt,
-            seq,
             Some(rc.request_id),
             Some(source),
         )
         .await
     {
         // Neither copy may be skipped: keep the message and try again later.
-        nak(msg, record_retry(inst, attempt)).await;
-        return Outcome::Retried;
+        return Outcome::Retried(record_retry(inst, attempt));
     }
     if !publish_outcome(inst, rc, Err(err), Duration::ZERO).await {
-        nak(msg, record_retry(inst, attempt)).await;
-        return Outcome::Retried;
+        return Outcome::Retried(record_retry(inst, attempt));
     }
-    term(msg).await;
     Outcome::Failed
 }
 
 /// After an undecodable task was dead-lettered (or not): terminate it only
 /// when its DLQ copy is stored.
-async fn settle_dead_letter(
-    inst: &Arc<Instance>,
-    msg: &jetstream::Message,
+fn settle_dead_letter(
+    inst: &Instance,
     recorded: bool,
     attempt: u64,
 ) -> Outcome {
     if recorded {
-        term(msg).await;
         Outcome::Failed
     } else {
-        nak(msg, record_retry(inst, attempt)).await;
-        Outcome::Retried
+        Outcome::Retried(record_retry(inst, attempt))
     }
 }
 
@@ -356,7 +333,7 @@ fn record_retry(inst: &Instance, attempt: u64) -> Duration {
 /// Publishes the completed/failed result; `true` when it is stored (or a
 /// result already existed).
 async fn publish_outcome(
-    inst: &Arc<Instance>,
+    inst: &Instance,
     rc: &ReplyCtx<'_>,
     result: Result<&Value, &TaskError>,
     elapsed: Duration,
@@ -412,48 +389,18 @@ async fn publish_outcome(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Copies `msg` to the DLQ (the one dead-letter path, [`dead_letter::record`]);
+/// `false` when the copy is not stored.
 async fn dead_letter(
-    inst: &Arc<Instance>,
+    inst: &Instance,
     msg: &jetstream::Message,
     reason: Reason,
     detail: &str,
-    attempts: u64,
-    seq: u64,
     request_id: Option<&RequestId>,
     source: Option<&str>,
 ) -> bool {
-    let origin = Origin {
-        subject: msg.subject.as_str(),
-        stream: subject::TASKS_STREAM,
-        stream_seq: seq,
-        attempts,
-        request_id: request_id.map(|r| r.as_str()),
-        source,
-    };
-    match dlq::dead_letter(
-        &inst.shared.js,
-        reason,
-        detail,
-        &origin,
-        msg.headers.as_ref(),
-        msg.payload.clone(),
-    )
-    .await
-    {
-        Ok(_) => {
-            inst.shared
-                .metrics
-                .dlq
-                .with_label_values(&[reason.as_str()])
-                .inc();
-            true
-        }
-        Err(e) => {
-            warn!(error = %e, "dead-letter publish failed; the task is kept");
-            false
-        }
-    }
+    let dl = DeadLetter::new(reason, detail).request(request_id.map(|r| r.as_str()), source);
+    dead_letter::record(&inst.shared.js, msg, &dl, Some(&inst.shared.metrics.dlq)).await
 }
 
 /// Runs `fut`, sending `+WPI` every third of AckWait so long work is not redelivered.
@@ -474,23 +421,5 @@ async fn with_progress<F: std::future::Future>(
                 }
             }
         }
-    }
-}
-
-async fn ack(msg: &jetstream::Message) {
-    if let Err(e) = msg.ack().await {
-        warn!(error = %e, "ack failed; the task will be redelivered and its duplicate result refused");
-    }
-}
-
-async fn nak(msg: &jetstream::Message, delay: Duration) {
-    if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
-        warn!(error = %e, "nak failed");
-    }
-}
-
-async fn term(msg: &jetstream::Message) {
-    if let Err(e) = msg.ack_with(AckKind::Term).await {
-        warn!(error = %e, "term failed");
     }
 }

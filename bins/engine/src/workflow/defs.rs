@@ -6,14 +6,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
+use agentry::consume::watch;
 use agentry::workflow::Compiled;
 use agentry::workflow::store::{self, StoreError};
 use async_nats::jetstream::kv;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 pub(crate) struct Definitions {
     kv: kv::Store,
@@ -92,30 +90,12 @@ impl Definitions {
         }
     }
 
-    /// Keeps the version index current until shutdown; errors are logged and
-    /// the watch restarted.
+    /// Keeps the version index current until shutdown (the watch is
+    /// reopened when it ends).
     pub async fn watch(&self, shutdown: CancellationToken) {
-        loop {
-            let mut updates = match self.kv.watch_with_history(">").await {
-                Ok(w) => w,
-                Err(e) => {
-                    warn!(error = %e, "cannot watch agentry-workflows, retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    next = updates.next() => match next {
-                        Some(Ok(entry)) => self.index(&entry.key, entry.operation == kv::Operation::Put),
-                        Some(Err(e)) => warn!(error = %e, "agentry-workflows watch error"),
-                        None => break,
-                    },
-                }
-            }
-        }
+        watch::kv(&self.kv, watch::From::History, &shutdown, |entry| {
+            self.index(&entry.key, entry.operation == kv::Operation::Put)
+        })
+        .await
     }
 }

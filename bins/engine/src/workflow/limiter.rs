@@ -32,6 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agentry::consume::watch;
 use agentry::subject;
 use agentry::workflow::state::RunState;
 use async_nats::jetstream::{self, AckKind, kv};
@@ -343,41 +344,29 @@ pub(crate) async fn watch(
     timers_pending: IntGauge,
     shutdown: CancellationToken,
 ) {
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    loop {
-        let mut updates = match runs.watch_all().await {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(error = %e, "cannot watch agentry-runs, retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
+    // The watch follows changes; the sweep re-reads held runs (a change the
+    // watch missed while it was reopened) and samples the pending timers.
+    let follow = watch::kv(&runs, watch::From::Now, &shutdown, |entry| {
+        if limiter.holds(&entry.key) {
+            apply(&limiter, &entry.key, entry.operation, &entry.value);
+        }
+    });
+    let sweep = async {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = sweep.tick() => {
-                    sweep_held(&limiter, &runs).await;
-                    if let Ok(mut st) = js.get_stream(subject::TIMERS_STREAM).await
-                        && let Ok(info) = st.info().await
-                    {
-                        timers_pending.set(info.state.messages as i64);
-                    }
-                }
-                next = updates.next() => match next {
-                    Some(Ok(entry)) => {
-                        if limiter.holds(&entry.key) {
-                            apply(&limiter, &entry.key, entry.operation, &entry.value);
-                        }
-                    }
-                    Some(Err(e)) => warn!(error = %e, "agentry-runs watch error"),
-                    None => break,
-                },
+                _ = tick.tick() => {}
+            }
+            sweep_held(&limiter, &runs).await;
+            if let Ok(mut st) = js.get_stream(subject::TIMERS_STREAM).await
+                && let Ok(info) = st.info().await
+            {
+                timers_pending.set(info.state.messages as i64);
             }
         }
-    }
+    };
+    tokio::join!(follow, sweep);
 }
 
 fn apply(limiter: &Limiter, run_id: &str, op: kv::Operation, value: &[u8]) {

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentry::consume::{self, DeadLetter};
 use agentry::event::{self, Limits, ext, types};
 use agentry::id::{RunId, SignalName, WorkflowName};
 use agentry::reason::Reason;
@@ -64,37 +65,14 @@ impl Runs {
         runs_parked: prometheus::IntGauge,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let opened = async {
-                let runs = js.get_key_value(subject::RUNS_BUCKET).await?;
-                let workflows = js.get_key_value(subject::WORKFLOWS_BUCKET).await?;
-                Ok::<_, async_nats::jetstream::context::KeyValueError>((runs, workflows))
-            }
-            .await;
-            match opened {
-                Ok((runs, workflows)) => {
-                    return Ok(Self {
-                        kv: runs,
-                        defs: defs::Definitions::new(workflows),
-                        limiter: Arc::new(limiter::Limiter::new(
-                            max_runs,
-                            runs_active,
-                            runs_parked,
-                        )),
-                        hot: hot::Hot::default(),
-                    });
-                }
-                Err(e) => {
-                    warn!(error = %e, "workflow buckets not available yet (run `agentry setup`)");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => anyhow::bail!("shut down before the workflow buckets existed"),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        let runs = consume::ready::bucket(js, subject::RUNS_BUCKET, shutdown).await?;
+        let workflows = consume::ready::bucket(js, subject::WORKFLOWS_BUCKET, shutdown).await?;
+        Ok(Self {
+            kv: runs,
+            defs: defs::Definitions::new(workflows),
+            limiter: Arc::new(limiter::Limiter::new(max_runs, runs_active, runs_parked)),
+            hot: hot::Hot::default(),
+        })
     }
 }
 
@@ -292,16 +270,7 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
         Ok(d) => d.event,
         Err(e) => {
             warn!(error = %e, subject = %msg.subject, "unreadable step result, dead-lettering");
-            let recorded = crate::reject::dead_letter(
-                engine,
-                msg,
-                e.reason(),
-                &agentry::error::chain(&e),
-                None,
-                None,
-            )
-            .await;
-            return crate::reject::settle(msg, recorded, Disposition::Term);
+            return Disposition::dead_letter(e.reason(), agentry::error::chain(&e));
         }
     };
     let run_id = event::ext_str(&ev, ext::RUNID);
@@ -309,16 +278,13 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
     let attempt = event::ext_i64(&ev, ext::ATTEMPT).and_then(|a| u32::try_from(a).ok());
     let (Some(run_id), Some(slot), Some(attempt)) = (run_id, slot, attempt) else {
         warn!(subject = %msg.subject, "step result without runid/stepid/attempt, dead-lettering");
-        let recorded = crate::reject::dead_letter(
-            engine,
-            msg,
-            Reason::MissingAttribute,
-            "step result without runid/stepid/attempt",
-            Some(ev.id()),
-            Some(&ev.source().to_string()),
-        )
-        .await;
-        return crate::reject::settle(msg, recorded, Disposition::Term);
+        return Disposition::DeadLetter(
+            DeadLetter::new(
+                Reason::MissingAttribute,
+                "step result without runid/stepid/attempt",
+            )
+            .request(Some(ev.id()), Some(&ev.source().to_string())),
+        );
     };
     let data = event::data_json(&ev).unwrap_or(Value::Null);
     let outcome = if ev.ty() == types::TASK_COMPLETED {
@@ -344,16 +310,10 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
         Err(e) if e.is_transient() => transient(&e),
         Err(e) => {
             warn!(error = %e, run = %run_id, "step result cannot be applied, dead-lettering");
-            let recorded = crate::reject::dead_letter(
-                engine,
-                msg,
-                Reason::UnknownRun,
-                &e.to_string(),
-                Some(ev.id()),
-                Some(&ev.source().to_string()),
+            Disposition::DeadLetter(
+                DeadLetter::new(Reason::UnknownRun, e.to_string())
+                    .request(Some(ev.id()), Some(&ev.source().to_string())),
             )
-            .await;
-            crate::reject::settle(msg, recorded, Disposition::Term)
         }
     }
 }
