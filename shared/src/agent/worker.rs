@@ -312,11 +312,7 @@ async fn fail(
 
 /// After an undecodable task was dead-lettered (or not): terminate it only
 /// when its DLQ copy is stored.
-fn settle_dead_letter(
-    inst: &Instance,
-    recorded: bool,
-    attempt: u64,
-) -> Outcome {
+fn settle_dead_letter(inst: &Instance, recorded: bool, attempt: u64) -> Outcome {
     if recorded {
         Outcome::Failed
     } else {
