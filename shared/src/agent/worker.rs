@@ -102,7 +102,8 @@ async fn run(inst: &Instance, cap: &Capability, msg: &jetstream::Message, attemp
     let mut decoded = match event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()) {
         Ok(d) => d.event,
         Err(e) => {
-            let recorded = dead_letter(inst, msg, e.reason(), &crate::error::chain(&e), None, None).await;
+            let recorded =
+                dead_letter(inst, msg, e.reason(), &crate::error::chain(&e), None, None).await;
             return settle_dead_letter(inst, recorded, attempt);
         }
     };
