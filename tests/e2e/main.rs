@@ -26,6 +26,7 @@ mod health;
 mod inspect;
 mod interop;
 mod layout;
+mod mcp;
 mod nothing_lost;
 mod observability;
 mod readme;

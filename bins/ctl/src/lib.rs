@@ -16,6 +16,7 @@ pub mod context;
 mod dlq;
 pub mod exit;
 mod input;
+pub mod mcp;
 pub mod nats_child;
 pub mod output;
 mod setup;
@@ -75,6 +76,8 @@ pub enum Command {
     Workflow(workflow::Command),
     /// Serve the web console (agents, submit) for the system at --nats-url.
     Console(console::Args),
+    /// Serve the live capabilities and stored workflows as MCP tools (stdio or Streamable HTTP).
+    Mcp(mcp::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
 }
@@ -84,7 +87,7 @@ impl Cli {
     pub fn is_service(&self) -> bool {
         matches!(
             self.command,
-            Command::Up(_) | Command::Bench(_) | Command::Console(_)
+            Command::Up(_) | Command::Bench(_) | Command::Console(_) | Command::Mcp(_)
         )
     }
 
@@ -115,6 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(cmd) => dlq::run(&cli, cmd).await,
         Command::Workflow(cmd) => workflow::run(&cli, cmd).await,
         Command::Console(args) => console::run(&cli, args).await,
+        Command::Mcp(args) => mcp::run(&cli, args).await,
         Command::Completions(args) => completions::run(args),
     }
 }

@@ -339,6 +339,12 @@ async fn matrix_console() {
     run_role("console").await;
 }
 
+/// mcp: the MCP server, a client of tenant `mcp` that reads (never writes) agentry-agents and agentry-workflows and watches step events; other tenants, run state, tasks and the rest of the events are refused.
+#[tokio::test]
+async fn matrix_mcp() {
+    run_role("mcp").await;
+}
+
 /// admin: manages streams and consumers inside AGENTRY; nothing of the SYS account.
 #[tokio::test]
 async fn matrix_admin() {

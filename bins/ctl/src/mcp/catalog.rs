@@ -1,0 +1,252 @@
+//! The tool catalog: one MCP tool per live capability and one per stored
+//! workflow, rebuilt whenever `agentry-agents` or `agentry-workflows`
+//! changes. Only what a client sees (names, descriptions, schemas) counts as
+//! a change, so heartbeats that move an agent's load do not make clients
+//! list the tools again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentry::registry::{Registry, Status};
+use agentry::schema;
+use agentry::workflow::store;
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use rmcp::model::{JsonObject, Tool};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Prefix of workflow tool names (`workflow_<name>`).
+pub const WORKFLOW_PREFIX: &str = "workflow_";
+
+/// After a change, more changes within this window are folded into one
+/// rebuild (an agent start writes several registry entries in a row).
+const SETTLE: Duration = Duration::from_millis(150);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("agent registry: {0}")]
+    Registry(#[from] agentry::registry::RegistryError),
+    #[error("workflow store: {0}")]
+    Workflows(#[from] store::StoreError),
+    #[error("cannot watch bucket {bucket}")]
+    Watch {
+        bucket: &'static str,
+        #[source]
+        source: kv::WatchError,
+    },
+}
+
+/// What a tool call runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Capability(String),
+    Workflow {
+        name: String,
+        version: u32,
+        steps: usize,
+    },
+}
+
+/// One snapshot of the tools.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Catalog {
+    tools: BTreeMap<String, (Tool, Target)>,
+}
+
+impl Catalog {
+    pub fn tools(&self) -> Vec<Tool> {
+        self.tools.values().map(|(t, _)| t.clone()).collect()
+    }
+
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.tools.get(name).map(|(_, t)| t)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.tools.keys().map(String::as_str).collect()
+    }
+}
+
+/// The input schema of `capability` from `schemas/capabilities`, or an open
+/// object for a capability without one (custom agents).
+fn capability_schema(capability: &str) -> JsonObject {
+    let path = format!("capabilities/{capability}.input.json");
+    match schema::global().document(&path) {
+        Some(Value::Object(o)) => o.clone(),
+        _ => open_object(),
+    }
+}
+
+fn open_object() -> JsonObject {
+    let mut o = JsonObject::new();
+    o.insert("type".into(), "object".into());
+    o
+}
+
+/// A tool for `capability` served by `servers` (kind, version) pairs.
+fn capability_tool(capability: &str, servers: &BTreeSet<(String, String)>) -> Tool {
+    let schema = capability_schema(capability);
+    let about = schema
+        .get("description")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("Run the agentry capability `{capability}`."));
+    let by: Vec<String> = servers
+        .iter()
+        .map(|(kind, version)| format!("{kind} {version}"))
+        .collect();
+    let description = format!(
+        "{about}\n\nServed by the live agentry agent(s): {}. Runs as a durable request (retries, dead-letter queue).",
+        by.join(", ")
+    );
+    let mut tool = Tool::new(capability.to_owned(), description, schema);
+    tool.title = Some(format!("agentry {capability}"));
+    tool
+}
+
+/// A tool for a stored workflow definition.
+fn workflow_tool(def: &agentry::workflow::Definition) -> Tool {
+    let schema = match &def.input_schema {
+        Some(Value::Object(o)) => o.clone(),
+        _ => open_object(),
+    };
+    let about = def
+        .description
+        .clone()
+        .unwrap_or_else(|| format!("Run the agentry workflow `{}`.", def.name));
+    let steps: Vec<&str> = def.steps.iter().map(|s| s.id.as_str()).collect();
+    let description = format!(
+        "{about}\n\nWorkflow {} version {} ({} steps: {}). Reports progress per step; cancelling the call cancels the run.",
+        def.name,
+        def.version,
+        steps.len(),
+        steps.join(", ")
+    );
+    let mut tool = Tool::new(
+        format!("{WORKFLOW_PREFIX}{}", def.name),
+        description,
+        schema,
+    );
+    tool.title = Some(format!("agentry workflow {}", def.name));
+    tool
+}
+
+/// Reads both buckets and builds the catalog.
+pub async fn build(registry: &Registry, workflows: &kv::Store) -> Result<Catalog, CatalogError> {
+    let mut servers: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    for rec in registry.list().await? {
+        if rec.status != Status::Live {
+            continue;
+        }
+        for cap in &rec.capabilities {
+            servers
+                .entry(cap.clone())
+                .or_default()
+                .insert((rec.kind.clone(), rec.version.clone()));
+        }
+    }
+    let mut tools = BTreeMap::new();
+    for (cap, by) in &servers {
+        tools.insert(
+            cap.clone(),
+            (capability_tool(cap, by), Target::Capability(cap.clone())),
+        );
+    }
+    for (name, versions) in store::versions(workflows).await? {
+        let Some(&version) = versions.last() else {
+            continue;
+        };
+        let Some(def) = store::get(workflows, &name, Some(version)).await? else {
+            continue;
+        };
+        let tool = workflow_tool(&def);
+        let tool_name = tool.name.to_string();
+        if tools.contains_key(&tool_name) {
+            tracing::warn!(tool = %tool_name, "a capability has the workflow tool's name; the workflow is not offered");
+            continue;
+        }
+        let steps = def.steps.len();
+        tools.insert(
+            tool_name,
+            (
+                tool,
+                Target::Workflow {
+                    name,
+                    version,
+                    steps,
+                },
+            ),
+        );
+    }
+    Ok(Catalog { tools })
+}
+
+/// Keeps a [`Catalog`] current: the first one is built before this returns;
+/// later ones are published on the returned channel when they differ.
+pub async fn follow(
+    js: &jetstream::Context,
+    shutdown: CancellationToken,
+) -> Result<watch::Receiver<Arc<Catalog>>, CatalogError> {
+    let registry = Registry::open(js).await?;
+    let workflows = store::open(js).await?;
+    // Watch first, then read: a change between the two is seen twice, never missed.
+    let agents = registry
+        .store()
+        .watch_all()
+        .await
+        .map_err(|source| CatalogError::Watch {
+            bucket: agentry::subject::AGENTS_BUCKET,
+            source,
+        })?;
+    let defs = workflows
+        .watch_all()
+        .await
+        .map_err(|source| CatalogError::Watch {
+            bucket: agentry::subject::WORKFLOWS_BUCKET,
+            source,
+        })?;
+    let first = build(&registry, &workflows).await?;
+    tracing::info!(tools = ?first.names(), "tool catalog ready");
+    let (tx, rx) = watch::channel(Arc::new(first));
+    tokio::spawn(async move {
+        let mut changes = futures::stream::select(agents.map(|_| ()), defs.map(|_| ()));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = changes.next() => if next.is_none() {
+                    tracing::error!("registry or workflow watch ended; the tool list no longer follows changes");
+                    return;
+                },
+            }
+            // Fold the burst that usually follows one change.
+            while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.next()).await {}
+            match build(&registry, &workflows).await {
+                Ok(next) => {
+                    let changed = **tx.borrow() != next;
+                    if changed {
+                        tracing::info!(tools = ?next.names(), "tool list changed");
+                        if tx.send(Arc::new(next)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "tool catalog not rebuilt; keeping the last one")
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The structured content of a result: the outcome's data when it is an
+/// object (MCP wants an object), else `{"value": data}`.
+pub fn structured(data: Value) -> Value {
+    match data {
+        Value::Object(_) => data,
+        other => json!({ "value": other }),
+    }
+}
