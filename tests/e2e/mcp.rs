@@ -5,7 +5,8 @@
 //! list shows the live capabilities with their schemas, `plan_tasks` returns
 //! its schedule, a workflow tool runs `echo_diamond` with progress, and
 //! stopping the planning agent removes its tool with a list_changed
-//! notification. Over Streamable HTTP: the same calls.
+//! notification, and abandoning a workflow call cancels its run. Over
+//! Streamable HTTP: the same calls.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,6 +16,15 @@ use agentry_tests::{System, bin, free_port, repo_root, wait_for_agents};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// A run that waits for a signal nobody sends: only a cancel ends it.
+const WAIT_WORKFLOW: &str = "name: mcp_wait
+version: 1
+description: Waits for the signal go (the MCP cancellation test).
+steps:
+  - id: hold
+    wait_for: { signal: go, timeout: 1h }
+";
 
 /// How long one step of the Python scenario may take.
 const STEP: Duration = Duration::from_secs(90);
@@ -101,6 +111,9 @@ async fn start() -> (System, tokio_util::sync::CancellationToken) {
     agentry::workflow::store::put(&sys.admin, &yaml)
         .await
         .expect("store echo_diamond");
+    agentry::workflow::store::put(&sys.admin, WAIT_WORKFLOW)
+        .await
+        .expect("store mcp_wait");
     wait_for_agents(&sys.admin, "plan_tasks", 1).await;
     wait_for_agents(&sys.admin, "echo", 1).await;
     (sys, planning)
@@ -204,6 +217,35 @@ async fn mcp_stdio_tools_follow_the_registry() {
     env.push(("RUST_LOG".into(), "agentry_ctl=info,warn".into()));
     let mut client = Client::spawn(&["stdio".into(), agentry], &env);
     common_checks(&mut client).await;
+
+    // The client abandoned a workflow_mcp_wait call: its run (tenant mcp)
+    // is cancelled, not left waiting.
+    let sent = client.expect("cancel_sent").await;
+    assert_eq!(sent["raised"], true, "{sent}");
+    let runs = sys.admin.get_key_value("agentry-runs").await.unwrap();
+    agentry_tests::eventually(Duration::from_secs(30), "mcp_wait run cancelled", || {
+        let runs = runs.clone();
+        async move {
+            let mut keys = match runs.keys().await {
+                Ok(k) => k,
+                Err(_) => return false,
+            };
+            while let Some(Ok(key)) = futures::StreamExt::next(&mut keys).await {
+                if !key.starts_with("mcp.") {
+                    continue;
+                }
+                if let Ok(Some(b)) = runs.get(&key).await
+                    && let Ok(v) = serde_json::from_slice::<Value>(&b)
+                    && v["workflow"] == "mcp_wait"
+                    && v["status"] == "cancelled"
+                {
+                    return true;
+                }
+            }
+            false
+        }
+    })
+    .await;
 
     client.expect("stop_planning").await;
     planning.cancel();

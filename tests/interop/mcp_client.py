@@ -97,6 +97,14 @@ async def scenario(read, write, *, stop_phase):
 
         if not stop_phase:
             return
+        # A workflow call the client gives up on: the SDK sends
+        # notifications/cancelled, and the server cancels the run.
+        try:
+            await session.call_tool("workflow_mcp_wait", {}, read_timeout_seconds=3)
+            emit("cancel_sent", raised=False)
+        except Exception as e:  # the SDK's timeout error
+            emit("cancel_sent", raised=True, error=type(e).__name__)
+
         # The test stops the planning agent now and says so.
         emit("stop_planning")
         assert await stdin_line() == "stopped"
