@@ -14,7 +14,8 @@ use super::LogicError;
 use super::numeric::{self, Moments};
 use super::table::{self, Cell, ColType, Table};
 use agentry_agent_kit::time::{self as common, Leniency};
-use agentry_agent_kit::{Fields, invalid, kind_of, num, opt_num};
+use agentry_agent_kit::input::decode;
+use agentry_agent_kit::{invalid, kind_of, num, opt_num};
 
 /// Default and maximum of `limit`.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -100,35 +101,58 @@ struct Aggregate {
     output: String,
 }
 
+/// The `data_processing` input (`schemas/capabilities/data_processing.*.json`);
+/// an explicit `null` counts as absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    format: Option<Format>,
+    data: Option<Value>,
+    delimiter: Option<String>,
+    has_header: Option<bool>,
+    filter: Option<Vec<FilterInput>>,
+    group_by: Option<Vec<String>>,
+    aggregates: Option<Vec<AggregateInput>>,
+    missing: Option<Missing>,
+    limit: Option<usize>,
+}
+
+/// One `filter` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterInput {
+    column: String,
+    op: Op,
+    value: Option<Value>,
+}
+
+/// One `aggregates` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateInput {
+    column: Option<String>,
+    #[serde(rename = "fn")]
+    func: AggFn,
+    #[serde(rename = "as")]
+    output: Option<String>,
+}
+
 /// Processes a data set. See the module docs and
 /// `schemas/capabilities/data_processing.*.json`.
 pub fn data_processing(input: &Value) -> Result<Value, LogicError> {
-    let root = Fields::of(
-        input,
-        "",
-        &[
-            "format",
-            "data",
-            "delimiter",
-            "has_header",
-            "filter",
-            "group_by",
-            "aggregates",
-            "missing",
-            "limit",
-        ],
-    )?;
+    let root: Input = decode(input)?;
     let data = root
-        .raw("data")
+        .data
+        .as_ref()
         .ok_or_else(|| invalid("data: required field is missing"))?;
-    let format = root.opt::<Format>("format")?.unwrap_or(match data {
+    let format = root.format.unwrap_or(match data {
         Value::String(_) => Format::Csv,
         _ => Format::Json,
     });
     let mut table = match (format, data) {
         (Format::Csv, Value::String(text)) => {
-            let delimiter = delimiter(root.opt::<String>("delimiter")?)?;
-            let has_header = root.opt("has_header")?.unwrap_or(true);
+            let delimiter = delimiter(root.delimiter.clone())?;
+            let has_header = root.has_header.unwrap_or(true);
             table::from_csv(text, delimiter, has_header, "data")?
         }
         (Format::Csv, other) => {
@@ -144,20 +168,20 @@ pub fn data_processing(input: &Value) -> Result<Value, LogicError> {
         }
         (Format::Json, other) => table::from_json(other, "data")?,
     };
-    let limit: usize = root.opt("limit")?.unwrap_or(DEFAULT_LIMIT);
+    let limit: usize = root.limit.unwrap_or(DEFAULT_LIMIT);
     if limit > MAX_LIMIT {
         return Err(invalid(format!("limit: at most {MAX_LIMIT}, got {limit}")));
     }
-    let missing = root.opt("missing")?.unwrap_or(Missing::Keep);
-    let predicates = parse_filters(&root, &table)?;
-    let group_by = match root.opt::<Vec<String>>("group_by")? {
+    let missing = root.missing.unwrap_or(Missing::Keep);
+    let predicates = parse_filters(root.filter.unwrap_or_default(), &table)?;
+    let group_by = match root.group_by {
         None => Vec::new(),
         Some(names) => names
             .iter()
             .map(|name| table.column(name, "group_by"))
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let aggregates = parse_aggregates(&root, &table)?;
+    let aggregates = parse_aggregates(root.aggregates.unwrap_or_default(), &table)?;
 
     let profile = profile(&table);
 
@@ -273,20 +297,15 @@ fn fill(table: &mut Table, with_mean: bool) {
     }
 }
 
-fn parse_filters(root: &Fields<'_>, table: &Table) -> Result<Vec<Predicate>, LogicError> {
-    let Some(items) = root.array("filter")? else {
-        return Ok(Vec::new());
-    };
+fn parse_filters(items: Vec<FilterInput>, table: &Table) -> Result<Vec<Predicate>, LogicError> {
     let mut predicates = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         let path = format!("filter[{i}]");
-        let f = Fields::of(item, &path, &["column", "op", "value"])?;
-        let name: String = f.req("column")?;
-        let column = table.column(&name, &f.path("column"))?;
-        let op: Op = f.req("op")?;
+        let column = table.column(&item.column, &format!("{path}.column"))?;
+        let op = item.op;
         let ty = table.types[column];
-        let value = f.raw("value");
-        let value_path = f.path("value");
+        let value = item.value.as_ref();
+        let value_path = format!("{path}.value");
         let operand = match op {
             Op::IsNull | Op::NotNull => Operand::None,
             Op::Contains => match value {
@@ -301,7 +320,7 @@ fn parse_filters(root: &Fields<'_>, table: &Table) -> Result<Vec<Predicate>, Log
                 let value = value.ok_or_else(|| {
                     invalid(format!("{value_path}: required for op `{}`", op_name(op)))
                 })?;
-                operand_for(value, ty, &name, &value_path)?
+                operand_for(value, ty, &item.column, &value_path)?
             }
         };
         predicates.push(Predicate {
@@ -414,26 +433,25 @@ fn holds(p: &Predicate, cell: &Cell) -> bool {
     }
 }
 
-fn parse_aggregates(root: &Fields<'_>, table: &Table) -> Result<Vec<Aggregate>, LogicError> {
-    let Some(items) = root.array("aggregates")? else {
-        return Ok(Vec::new());
-    };
+fn parse_aggregates(
+    items: Vec<AggregateInput>,
+    table: &Table,
+) -> Result<Vec<Aggregate>, LogicError> {
     let mut aggregates: Vec<Aggregate> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         let path = format!("aggregates[{i}]");
-        let f = Fields::of(item, &path, &["column", "fn", "as"])?;
-        let func: AggFn = f.req("fn")?;
-        let name: Option<String> = f.opt("column")?;
+        let column_path = format!("{path}.column");
+        let func = item.func;
+        let name = item.column;
         let column = match &name {
             None if func == AggFn::Count => None,
             None => {
                 return Err(invalid(format!(
-                    "{}: required for `{}`",
-                    f.path("column"),
+                    "{column_path}: required for `{}`",
                     func.name()
                 )));
             }
-            Some(name) => Some(table.column(name, &f.path("column"))?),
+            Some(name) => Some(table.column(name, &column_path)?),
         };
         if let Some(c) = column {
             let ty = table.types[c];
@@ -441,15 +459,14 @@ fn parse_aggregates(root: &Fields<'_>, table: &Table) -> Result<Vec<Aggregate>, 
                 matches!(func, AggFn::Sum | AggFn::Mean | AggFn::Median | AggFn::Std);
             if numeric_only && !(ty.is_numeric() || ty == ColType::Null) {
                 return Err(invalid(format!(
-                    "{}: column `{}` is {}; `{}` needs a numeric column",
-                    f.path("column"),
+                    "{column_path}: column `{}` is {}; `{}` needs a numeric column",
                     table.names[c],
                     ty.name(),
                     func.name()
                 )));
             }
         }
-        let output = match (f.opt::<String>("as")?, &name) {
+        let output = match (item.output, &name) {
             (Some(alias), _) => alias,
             (None, Some(column)) => format!("{}_{column}", func.name()),
             (None, None) => "count".to_owned(),
