@@ -15,7 +15,8 @@ use super::LogicError;
 use super::numeric::{self, Moments};
 use super::regression::{self, Estimate};
 use super::table::{self, ColType, Table};
-use agentry_agent_kit::{Fields, invalid, num, opt_num};
+use agentry_agent_kit::input::decode;
+use agentry_agent_kit::{invalid, num, opt_num};
 
 /// At most this many row indices are listed per column of outliers.
 const MAX_LISTED_OUTLIERS: usize = 1000;
@@ -43,21 +44,47 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
+/// The `statistical_analysis` input
+/// (`schemas/capabilities/statistical_analysis.*.json`); an explicit `null`
+/// counts as absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    data: Option<Value>,
+    columns: Option<Vec<String>>,
+    analyses: Option<Vec<Analysis>>,
+    regression: Option<RegressionInput>,
+    outliers: Option<OutliersInput>,
+}
+
+/// `regression`: predictors and the response.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegressionInput {
+    x: OneOrMany,
+    y: String,
+}
+
+/// `outliers`: the method and its threshold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutliersInput {
+    method: Option<OutlierMethod>,
+    threshold: Option<f64>,
+}
+
 /// Runs the requested analyses. See the module docs and
 /// `schemas/capabilities/statistical_analysis.*.json`.
 pub fn statistical_analysis(input: &Value) -> Result<Value, LogicError> {
-    let root = Fields::of(
-        input,
-        "",
-        &["data", "columns", "analyses", "regression", "outliers"],
-    )?;
+    let root: Input = decode(input)?;
     let data = root
-        .raw("data")
+        .data
+        .as_ref()
         .ok_or_else(|| invalid("data: required field is missing"))?;
     let table = table::from_json(data, "data")?;
 
     let numeric_ok = |ty: ColType| ty.is_numeric() || ty == ColType::Null;
-    let (selected, skipped): (Vec<usize>, Vec<usize>) = match root.opt::<Vec<String>>("columns")? {
+    let (selected, skipped): (Vec<usize>, Vec<usize>) = match root.columns {
         Some(names) => {
             let mut chosen = Vec::with_capacity(names.len());
             for name in &names {
@@ -77,9 +104,9 @@ pub fn statistical_analysis(input: &Value) -> Result<Value, LogicError> {
         None => (0..table.names.len()).partition(|&c| table.types[c].is_numeric()),
     };
 
-    let regression_spec = root.raw("regression");
-    let outlier_spec = root.raw("outliers");
-    let analyses: Vec<Analysis> = match root.opt("analyses")? {
+    let regression_spec = root.regression;
+    let outlier_spec = root.outliers.unwrap_or_default();
+    let analyses: Vec<Analysis> = match root.analyses {
         Some(list) => list,
         None => {
             let mut list = vec![Analysis::Descriptive];
@@ -131,7 +158,7 @@ pub fn statistical_analysis(input: &Value) -> Result<Value, LogicError> {
         );
     }
     if analyses.contains(&Analysis::Regression) {
-        let spec = regression_spec.ok_or_else(|| {
+        let spec = regression_spec.as_ref().ok_or_else(|| {
             invalid("regression: required when `analyses` contains \"regression\"")
         })?;
         out.insert("regression".into(), regression(&table, &values, spec)?);
@@ -139,7 +166,7 @@ pub fn statistical_analysis(input: &Value) -> Result<Value, LogicError> {
     if analyses.contains(&Analysis::Outliers) {
         out.insert(
             "outliers".into(),
-            outliers(&table, &selected, &values, outlier_spec)?,
+            outliers(&table, &selected, &values, &outlier_spec)?,
         );
     }
     Ok(Value::Object(out))
@@ -224,17 +251,16 @@ fn estimate_json(name: Option<&str>, e: &Estimate) -> Value {
 fn regression(
     table: &Table,
     values: &[Vec<Option<f64>>],
-    spec: &Value,
+    spec: &RegressionInput,
 ) -> Result<Value, LogicError> {
-    let f = Fields::of(spec, "regression", &["x", "y"])?;
-    let x_names = match f.req::<OneOrMany>("x")? {
-        OneOrMany::One(name) => vec![name],
-        OneOrMany::Many(names) => names,
+    let x_names = match &spec.x {
+        OneOrMany::One(name) => vec![name.clone()],
+        OneOrMany::Many(names) => names.clone(),
     };
     if x_names.is_empty() {
         return Err(invalid("regression.x: at least one predictor is required"));
     }
-    let y_name: String = f.req("y")?;
+    let y_name = spec.y.clone();
     let numeric_column = |name: &str, path: &str| -> Result<usize, LogicError> {
         let c = table.column(name, path)?;
         if table.types[c].is_numeric() {
@@ -292,18 +318,10 @@ fn outliers(
     table: &Table,
     selected: &[usize],
     values: &[Vec<Option<f64>>],
-    spec: Option<&Value>,
+    spec: &OutliersInput,
 ) -> Result<Value, LogicError> {
-    let (method, threshold) = match spec {
-        None => (OutlierMethod::Iqr, None),
-        Some(spec) => {
-            let f = Fields::of(spec, "outliers", &["method", "threshold"])?;
-            (
-                f.opt("method")?.unwrap_or(OutlierMethod::Iqr),
-                f.opt::<f64>("threshold")?,
-            )
-        }
-    };
+    let method = spec.method.unwrap_or(OutlierMethod::Iqr);
+    let threshold = spec.threshold;
     let threshold = threshold.unwrap_or(match method {
         OutlierMethod::Iqr => 1.5,
         OutlierMethod::Zscore => 3.0,
