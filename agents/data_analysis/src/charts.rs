@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use super::LogicError;
 use super::render;
 use super::table::{self, Cell};
-use agentry_agent_kit::{Fields, invalid, kind_of, num};
+use agentry_agent_kit::input::decode;
+use agentry_agent_kit::{invalid, kind_of, num};
 
 /// Size guards.
 pub const MAX_POINTS: usize = 10_000;
@@ -91,18 +92,39 @@ pub fn visualization(input: &Value) -> Result<Value, LogicError> {
     Ok(out)
 }
 
+/// The `visualization` input (`schemas/capabilities/visualization.*.json`);
+/// an explicit `null` counts as absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    chart: Kind,
+    title: Option<String>,
+    x_label: Option<String>,
+    y_label: Option<String>,
+    series: Option<Vec<SeriesInput>>,
+    data: Option<Value>,
+    columns: Option<Vec<String>>,
+    x: Option<String>,
+    bins: Option<usize>,
+    width: Option<u32>,
+    height: Option<u32>,
+}
+
+/// One `series` entry; its values are checked one by one (numbers, strings
+/// or null) so that the error names the offending index.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesInput {
+    name: Option<String>,
+    x: Option<Vec<Value>>,
+    y: Option<Vec<Value>>,
+}
+
 fn parse(input: &Value) -> Result<Chart, LogicError> {
-    let root = Fields::of(
-        input,
-        "",
-        &[
-            "chart", "title", "x_label", "y_label", "series", "data", "columns", "x", "bins",
-            "width", "height",
-        ],
-    )?;
-    let kind: Kind = root.req("chart")?;
-    let side = |key: &str, default: u32| -> Result<u32, LogicError> {
-        let value = root.opt::<u32>(key)?.unwrap_or(default);
+    let root: Input = decode(input)?;
+    let kind = root.chart;
+    let side = |key: &str, value: Option<u32>, default: u32| -> Result<u32, LogicError> {
+        let value = value.unwrap_or(default);
         if (MIN_SIDE..=MAX_SIDE).contains(&value) {
             Ok(value)
         } else {
@@ -111,15 +133,15 @@ fn parse(input: &Value) -> Result<Chart, LogicError> {
             )))
         }
     };
-    let width = side("width", DEFAULT_WIDTH)?;
-    let height = side("height", DEFAULT_HEIGHT)?;
-    let bins: Option<usize> = root.opt("bins")?;
+    let width = side("width", root.width, DEFAULT_WIDTH)?;
+    let height = side("height", root.height, DEFAULT_HEIGHT)?;
+    let bins = root.bins;
     if let Some(b) = bins.filter(|b| !(1..=MAX_BINS).contains(b)) {
         return Err(invalid(format!(
             "bins: must be between 1 and {MAX_BINS}, got {b}"
         )));
     }
-    let series = match (root.array("series")?, root.raw("data")) {
+    let series = match (&root.series, &root.data) {
         (Some(_), Some(_)) => {
             return Err(invalid("series: give either `series` or `data`, not both"));
         }
@@ -148,9 +170,9 @@ fn parse(input: &Value) -> Result<Chart, LogicError> {
     }
     Ok(Chart {
         kind,
-        title: root.opt("title")?,
-        x_label: root.opt("x_label")?,
-        y_label: root.opt("y_label")?,
+        title: root.title,
+        x_label: root.x_label,
+        y_label: root.y_label,
         series,
         bins,
         width,
@@ -158,7 +180,7 @@ fn parse(input: &Value) -> Result<Chart, LogicError> {
     })
 }
 
-fn parse_series(items: &[Value]) -> Result<Vec<Series>, LogicError> {
+fn parse_series(items: &[SeriesInput]) -> Result<Vec<Series>, LogicError> {
     if items.len() > MAX_SERIES {
         return Err(LogicError::TooLarge(format!(
             "series: {} series, at most {MAX_SERIES} per chart",
@@ -168,13 +190,15 @@ fn parse_series(items: &[Value]) -> Result<Vec<Series>, LogicError> {
     let mut out = Vec::with_capacity(items.len());
     let mut points = 0usize;
     for (i, item) in items.iter().enumerate() {
-        let f = Fields::of(item, &format!("series[{i}]"), &["name", "x", "y"])?;
-        let name = f
-            .opt::<String>("name")?
+        let (x_path, y_path) = (format!("series[{i}].x"), format!("series[{i}].y"));
+        let name = item
+            .name
+            .clone()
             .unwrap_or_else(|| format!("series {}", i + 1));
-        let y_items = f
-            .array("y")?
-            .ok_or_else(|| invalid(format!("{}: required field is missing", f.path("y"))))?;
+        let y_items = item
+            .y
+            .as_ref()
+            .ok_or_else(|| invalid(format!("{y_path}: required field is missing")))?;
         points += y_items.len();
         if points > MAX_POINTS {
             return Err(LogicError::TooLarge(format!(
@@ -188,19 +212,17 @@ fn parse_series(items: &[Value]) -> Result<Vec<Series>, LogicError> {
                 Value::Null => Ok(None),
                 Value::Number(n) => Ok(n.as_f64()),
                 other => Err(invalid(format!(
-                    "{}[{k}]: expected a number or null, found {}",
-                    f.path("y"),
+                    "{y_path}[{k}]: expected a number or null, found {}",
                     kind_of(other)
                 ))),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let x = match f.array("x")? {
+        let x = match &item.x {
             None => None,
             Some(x_items) => {
                 if x_items.len() != y.len() {
                     return Err(invalid(format!(
-                        "{}: {} values but y has {}",
-                        f.path("x"),
+                        "{x_path}: {} values but y has {}",
                         x_items.len(),
                         y.len()
                     )));
@@ -214,8 +236,7 @@ fn parse_series(items: &[Value]) -> Result<Vec<Series>, LogicError> {
                             Value::Number(n) => Ok(n.as_f64().map_or(XVal::Missing, XVal::Num)),
                             Value::String(s) => Ok(XVal::Cat(s.clone())),
                             other => Err(invalid(format!(
-                                "{}[{k}]: expected a number, a string or null, found {}",
-                                f.path("x"),
+                                "{x_path}[{k}]: expected a number, a string or null, found {}",
                                 kind_of(other)
                             ))),
                         })
@@ -228,13 +249,13 @@ fn parse_series(items: &[Value]) -> Result<Vec<Series>, LogicError> {
     Ok(out)
 }
 
-fn series_from_data(root: &Fields<'_>, data: &Value) -> Result<Vec<Series>, LogicError> {
+fn series_from_data(root: &Input, data: &Value) -> Result<Vec<Series>, LogicError> {
     let table = table::from_json(data, "data")?;
-    let x_col = match root.opt::<String>("x")? {
+    let x_col = match &root.x {
         None => None,
-        Some(name) => Some(table.column(&name, "x")?),
+        Some(name) => Some(table.column(name, "x")?),
     };
-    let columns: Vec<usize> = match root.opt::<Vec<String>>("columns")? {
+    let columns: Vec<usize> = match &root.columns {
         Some(names) => names
             .iter()
             .map(|name| {

@@ -13,8 +13,8 @@ use serde_json::{Map, Value, json};
 use super::LogicError;
 use super::numeric::{self, Moments};
 use super::table::{self, Cell, ColType, Table};
-use agentry_agent_kit::time::{self as common, Leniency};
 use agentry_agent_kit::input::decode;
+use agentry_agent_kit::time::{self as common, Leniency};
 use agentry_agent_kit::{invalid, kind_of, num, opt_num};
 
 /// Default and maximum of `limit`.

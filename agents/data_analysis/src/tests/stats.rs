@@ -373,7 +373,10 @@ fn invalid_statistics_input() {
     let m = message(json!({"data": {"a": [1]}, "analyses": ["descriptive", "magic"]}));
     assert!(m.starts_with("analyses[1]: unknown variant `magic`"), "{m}");
     let m = message(json!({"data": {"a": [1]}, "outliers": {"method": "iqr", "limit": 2}}));
-    assert!(m.starts_with("outliers.limit: unknown field `limit`"), "{m}");
+    assert!(
+        m.starts_with("outliers.limit: unknown field `limit`"),
+        "{m}"
+    );
     // Collinear predictors: b = 2a.
     let m = message(
         json!({"data": {"a": [1, 2, 3, 4, 5], "b": [2, 4, 6, 8, 10], "y": [1, 3, 2, 5, 4]},
