@@ -1,6 +1,7 @@
 //! A field-by-field reader for JSON objects whose errors name the offending
-//! path (`filter[1].op: unknown variant ...`). New inputs use
-//! [`decode`](crate::input::decode) on a derived struct instead.
+//! path. Capability inputs use [`decode`](crate::input::decode) on a derived
+//! struct; this reader is for foreign payloads read leniently, field by
+//! field (the planning agent's Open-Meteo or `weather_forecast` forecast).
 
 use serde::Deserialize;
 use serde_json::{Map, Value};

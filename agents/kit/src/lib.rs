@@ -4,8 +4,8 @@
 //!   code and becomes a permanent [`TaskError`](agentry::agent::TaskError).
 //! - [`input::decode`]: a capability input into a `serde`-derived struct;
 //!   the error names the JSON path of the offending value.
-//! - [`fields::Fields`]: a field-by-field reader for inputs whose shape
-//!   depends on their values (kept for the logic that still reads that way).
+//! - [`fields::Fields`]: a field-by-field reader for foreign payloads read
+//!   leniently (a forecast handed to the planning agent).
 //! - [`num`], [`opt_num`]: `f64` to JSON numbers (NaN and infinities as `null`).
 //! - [`time`]: RFC 3339 and Open-Meteo date-times through `chrono`.
 //! - [`run_blocking`]: CPU-bound logic on the blocking pool.
