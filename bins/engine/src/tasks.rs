@@ -5,11 +5,16 @@
 
 use std::time::Duration;
 
+use agentry::error::Chain;
 use agentry::event::{self, Mode, ext, header};
 use agentry::id::Capability;
+use agentry::publish;
 use agentry::reason::Reason;
 use agentry::subject;
-use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::jetstream::{
+    self,
+    context::{ConsumerInfoErrorKind, PublishErrorKind},
+};
 use chrono::Utc;
 use cloudevents::Event;
 use tracing::{info, warn};
@@ -25,12 +30,7 @@ pub(crate) async fn route(
     cap: &Capability,
     timeout_ms: Option<u64>,
 ) -> Result<Disposition, Rejection> {
-    let rejection = |reason: Reason, detail: String| Rejection {
-        reason,
-        detail,
-        id: Some(req.id.clone()),
-        source: Some(req.source.clone()),
-    };
+    let rejection = |reason: Reason, detail: String| req.reject(reason, detail);
     match known_capability(engine, cap).await {
         Ok(true) => {}
         Ok(false) => {
@@ -40,7 +40,7 @@ pub(crate) async fn route(
             ));
         }
         Err(e) => {
-            warn!(error = %e, "capability lookup failed, retrying request later");
+            warn!(error = %Chain(&e), "capability lookup failed, retrying request later");
             return Ok(Disposition::Nak(Duration::from_secs(1)));
         }
     }
@@ -125,25 +125,22 @@ pub(crate) async fn route(
                     .inc();
             }
         }
-        Err(e) => {
-            let text = e.to_string();
-            if text.contains("maximum messages")
-                || text.contains("maximum bytes")
-                || text.contains("10077")
-                || text.contains("resource limits")
-            {
-                return Err(rejection(
-                    Reason::QueueFull,
-                    format!("the {cap} queue is full: {text}"),
-                ));
-            }
+        Err(e) if publish::stream_full(&e) => {
+            return Err(rejection(
+                Reason::QueueFull,
+                format!("the {cap} queue is full: {}", Chain(&e)),
+            ));
+        }
+        Err(e)
             if matches!(
                 e.kind(),
                 PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
-            ) {
-                return Ok(Disposition::Nak(Duration::from_secs(1)));
-            }
-            warn!(error = %text, "task publish refused, retrying request later");
+            ) =>
+        {
+            return Ok(Disposition::Nak(Duration::from_secs(1)));
+        }
+        Err(e) => {
+            warn!(error = %Chain(&e), "task publish refused, retrying request later");
             return Ok(Disposition::Nak(Duration::from_secs(2)));
         }
     }
@@ -164,8 +161,17 @@ pub(crate) async fn route(
     Ok(Disposition::Ack)
 }
 
+/// Why the consumer of a capability could not be looked up.
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    #[error("tasks stream")]
+    Stream(#[from] jetstream::context::GetStreamError),
+    #[error("capability consumer")]
+    Consumer(#[from] jetstream::context::ConsumerInfoError),
+}
+
 /// `true` when `cap-<capability>` exists (positive answers cached).
-async fn known_capability(engine: &Engine, cap: &Capability) -> Result<bool, String> {
+async fn known_capability(engine: &Engine, cap: &Capability) -> Result<bool, LookupError> {
     if engine
         .known_caps
         .read()
@@ -174,11 +180,7 @@ async fn known_capability(engine: &Engine, cap: &Capability) -> Result<bool, Str
     {
         return Ok(true);
     }
-    let stream = engine
-        .js
-        .get_stream_no_info(subject::TASKS_STREAM)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream = engine.js.get_stream_no_info(subject::TASKS_STREAM).await?;
     match stream.consumer_info(subject::task_consumer(cap)).await {
         Ok(_) => {
             if let Ok(mut s) = engine.known_caps.write() {
@@ -186,13 +188,14 @@ async fn known_capability(engine: &Engine, cap: &Capability) -> Result<bool, Str
             }
             Ok(true)
         }
-        Err(e) => {
-            let text = e.to_string();
-            if text.contains("not found") || text.contains("10014") {
-                Ok(false)
-            } else {
-                Err(text)
-            }
+        Err(e)
+            if matches!(
+                e.kind(),
+                ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
+            ) =>
+        {
+            Ok(false)
         }
+        Err(e) => Err(e.into()),
     }
 }

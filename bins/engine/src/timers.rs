@@ -64,10 +64,7 @@ pub async fn schedule(
     );
     headers.insert("Nats-Schedule-Target", subject::timer_fire(key).as_str());
     headers.insert(header::MSG_ID, format!("timer-{key}").as_str());
-    let body = serde_json::to_vec(timer).map_err(|e| PublishError::Nats {
-        subject: key.to_owned(),
-        detail: e.to_string(),
-    })?;
+    let body = serde_json::to_vec(timer)?;
     publish::acked(js, &subject::timer_schedule(key), headers, body.into())
         .await
         .map(|_| ())
@@ -143,7 +140,7 @@ pub(crate) async fn fire(engine: &Engine, msg: &jetstream::Message) -> Dispositi
                 }
                 Ok(Published::DuplicateRefused) => Disposition::Ack,
                 Err(e) => {
-                    warn!(error = %e, "timeout result not published, retrying");
+                    warn!(error = %agentry::error::Chain(&e), "timeout result not published, retrying");
                     Disposition::Nak(Duration::from_secs(1))
                 }
             }

@@ -59,6 +59,17 @@ pub struct Rejection {
     pub detail: String,
     pub id: Option<RequestId>,
     pub source: Option<String>,
+    pub arrived: Arrived,
+}
+
+/// The tenant a request arrived under, read from its subject only, once.
+#[derive(Debug, Clone)]
+pub enum Arrived {
+    /// On `agentry.requests.<tenant>`, or on `agentry.requests` (`None`).
+    Under(Option<Tenant>),
+    /// On a subject naming no valid tenant (only a service role can
+    /// publish there): its rejection gets no result, only the DLQ copy.
+    Invalid,
 }
 
 pub struct Accepted {
@@ -73,6 +84,19 @@ pub struct Accepted {
     pub request: Request,
 }
 
+impl Accepted {
+    /// Rejects this request (after it was decoded) for `reason`.
+    pub fn reject(&self, reason: Reason, detail: String) -> Rejection {
+        Rejection {
+            reason,
+            detail,
+            id: Some(self.id.clone()),
+            source: Some(self.source.clone()),
+            arrived: Arrived::Under(self.tenant.clone()),
+        }
+    }
+}
+
 /// Decodes the request that arrived on `subject`.
 pub fn decode(
     subject: &str,
@@ -80,11 +104,18 @@ pub fn decode(
     payload: &[u8],
     limits: &Limits,
 ) -> Result<Accepted, Rejection> {
+    // The principal's tenant: parsed here once, from the subject only.
+    let tenant = subject::tenant_of_request(subject);
+    let arrived = match &tenant {
+        Ok(t) => Arrived::Under(t.clone()),
+        Err(_) => Arrived::Invalid,
+    };
     let decoded = event::decode(headers, payload, limits).map_err(|e| Rejection {
         reason: e.reason(),
         detail: agentry::error::chain(&e),
         id: event::request_id_hint(headers, payload),
         source: event::source_hint(headers, payload),
+        arrived: arrived.clone(),
     })?;
     let mode = decoded.mode;
     let ev = decoded.event;
@@ -94,11 +125,10 @@ pub fn decode(
         detail,
         id,
         source: Some(source.clone()),
+        arrived: arrived.clone(),
     };
     let id = RequestId::new(ev.id()).map_err(|e| reject(Reason::InvalidId, e.to_string(), None))?;
-    // The principal's tenant: parsed here once, from the subject only.
-    let tenant = subject::tenant_of_request(subject)
-        .map_err(|e| reject(Reason::InvalidId, e.to_string(), Some(id.clone())))?;
+    let tenant = tenant.map_err(|e| reject(Reason::InvalidId, e.to_string(), Some(id.clone())))?;
     let ty = ev.ty().to_owned();
     if ![
         types::TASK_REQUESTED,

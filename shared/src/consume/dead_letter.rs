@@ -76,7 +76,7 @@ pub async fn record(
             true
         }
         Err(e) => {
-            warn!(error = %e, reason = %dl.reason, "dead letter not stored; the message is kept");
+            warn!(error = %crate::error::Chain(&e), reason = %dl.reason, "dead letter not stored; the message is kept");
             false
         }
     }

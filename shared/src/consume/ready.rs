@@ -55,7 +55,7 @@ where
             Err(e) => {
                 tries += 1;
                 let delay = delays.next_delay();
-                warn!(what, tries, error = %e, retry_in_ms = delay.as_millis() as u64, "not available yet (has `agentry setup` run?)");
+                warn!(what, tries, error = %crate::error::Chain(&e), retry_in_ms = delay.as_millis() as u64, "not available yet, retrying");
                 if !super::pause(shutdown, delay).await {
                     return Err(ReadyError::Cancelled {
                         what: what.to_owned(),
@@ -98,7 +98,7 @@ pub async fn consumer(
     consumer: &str,
     shutdown: &CancellationToken,
 ) -> Result<PullConsumer, ReadyError<LookupError>> {
-    let what = format!("consumer {stream}/{consumer}");
+    let what = format!("consumer {stream}/{consumer} (created by `agentry setup`)");
     retry(
         &what,
         shutdown,
@@ -130,7 +130,7 @@ pub async fn bucket(
     shutdown: &CancellationToken,
 ) -> Result<kv::Store, ReadyError<LookupError>> {
     retry(
-        &format!("bucket {bucket}"),
+        &format!("bucket {bucket} (created by `agentry setup`)"),
         shutdown,
         || async {
             js.get_key_value(bucket)

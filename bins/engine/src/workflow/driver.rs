@@ -26,10 +26,22 @@ const MAX_ROUNDS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DriverError {
-    #[error("run store: {0}")]
-    Kv(String),
-    #[error("run {run} is unreadable: {detail}")]
-    Corrupt { run: String, detail: String },
+    #[error("run store read")]
+    Read(#[from] kv::EntryError),
+    #[error("run store write")]
+    Write(#[from] kv::UpdateError),
+    #[error("run store create")]
+    Create(#[from] kv::CreateError),
+    #[error("workflow definitions")]
+    Definitions(#[from] agentry::workflow::store::StoreError),
+    #[error("step result to the parent run")]
+    StepResult(#[from] agentry::publish::PublishError),
+    #[error("run {run} is unreadable")]
+    Corrupt {
+        run: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(
         "run {run} has schema_version {version}, newer than this engine ({RUN_SCHEMA_VERSION})"
     )]
@@ -57,17 +69,14 @@ pub(crate) struct Loaded {
 }
 
 pub(crate) async fn load(kv: &kv::Store, run_id: &str) -> Result<Option<Loaded>, DriverError> {
-    let entry = kv
-        .entry(run_id)
-        .await
-        .map_err(|e| DriverError::Kv(e.to_string()))?;
+    let entry = kv.entry(run_id).await?;
     let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
         return Ok(None);
     };
     let state: RunState =
-        serde_json::from_slice(&entry.value).map_err(|e| DriverError::Corrupt {
+        serde_json::from_slice(&entry.value).map_err(|source| DriverError::Corrupt {
             run: run_id.to_owned(),
-            detail: e.to_string(),
+            source,
         })?;
     if state.schema_version > RUN_SCHEMA_VERSION {
         return Err(DriverError::TooNew {
@@ -84,9 +93,9 @@ pub(crate) async fn load(kv: &kv::Store, run_id: &str) -> Result<Option<Loaded>,
 fn encode(state: &RunState) -> Result<Bytes, DriverError> {
     serde_json::to_vec(state)
         .map(Bytes::from)
-        .map_err(|e| DriverError::Corrupt {
+        .map_err(|source| DriverError::Corrupt {
             run: state.run_id.clone(),
-            detail: e.to_string(),
+            source,
         })
 }
 
@@ -99,14 +108,7 @@ async fn write(
     match kv.update(&state.run_id, encode(state)?, revision).await {
         Ok(rev) => Ok(Some(rev)),
         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
-        Err(e) => {
-            let text = e.to_string();
-            if text.contains("wrong last sequence") || text.contains("10071") {
-                Ok(None)
-            } else {
-                Err(DriverError::Kv(text))
-            }
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -161,8 +163,7 @@ async fn drive_turn(
             .runs
             .defs
             .get(&state.definition)
-            .await
-            .map_err(|e| DriverError::Kv(e.to_string()))?
+            .await?
             .ok_or_else(|| DriverError::Definition(state.definition.clone()))?;
         let outputs = artifacts::resolve(engine, &state).await?;
         let before = state.clone();
@@ -239,7 +240,7 @@ pub(crate) async fn commit(
         None => match kv.create(&state.run_id, encode(&state)?).await {
             Ok(r) => r,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
-            Err(e) => return Err(DriverError::Kv(e.to_string())),
+            Err(e) => return Err(e.into()),
         },
     };
     if adopted {

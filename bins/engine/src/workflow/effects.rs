@@ -253,10 +253,10 @@ pub(crate) async fn publish_step_result(
     error: Option<&ErrorInfo>,
     traceparent: Option<&str>,
 ) -> Result<(), publish::PublishError> {
-    let steps = subject::steps_for_key(parent.run_id.as_str()).map_err(|e| {
-        publish::PublishError::Nats {
-            subject: subject::STEPS_PREFIX.to_owned(),
-            detail: e.to_string(),
+    let steps = subject::steps_for_key(parent.run_id.as_str()).map_err(|source| {
+        publish::PublishError::Subject {
+            key: parent.run_id.to_string(),
+            source,
         }
     })?;
     let (ty, data) = match error {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentry::consume::{self, DeadLetter};
+use agentry::error::Chain;
 use agentry::event::{self, Limits, ext, types};
 use agentry::id::{RunId, SignalName, WorkflowName};
 use agentry::reason::Reason;
@@ -103,16 +104,11 @@ pub(crate) async fn settle(engine: &Engine) {
 }
 
 fn rejection(req: &Accepted, reason: Reason, detail: String) -> Rejection {
-    Rejection {
-        reason,
-        detail,
-        id: Some(req.id.clone()),
-        source: Some(req.source.clone()),
-    }
+    req.reject(reason, detail)
 }
 
 fn transient(e: &DriverError) -> Disposition {
-    warn!(error = %e, "workflow store trouble, retrying later");
+    warn!(error = %Chain(e), "workflow store trouble, retrying later");
     Disposition::Nak(Duration::from_secs(1))
 }
 
@@ -256,7 +252,11 @@ async fn apply_request(
         )),
         Ok(_) => Ok(Disposition::Ack),
         Err(e) if e.is_transient() => Ok(transient(&e)),
-        Err(e) => Err(rejection(req, Reason::UnknownRun, e.to_string())),
+        Err(e) => Err(rejection(
+            req,
+            Reason::UnknownRun,
+            agentry::error::chain(&e),
+        )),
     }
 }
 
@@ -309,9 +309,9 @@ pub(crate) async fn on_step_result(engine: &Engine, msg: &jetstream::Message) ->
         Ok(_) => Disposition::Ack,
         Err(e) if e.is_transient() => transient(&e),
         Err(e) => {
-            warn!(error = %e, run = %run_id, "step result cannot be applied, dead-lettering");
+            warn!(error = %Chain(&e), run = %run_id, "step result cannot be applied, dead-lettering");
             Disposition::DeadLetter(
-                DeadLetter::new(Reason::UnknownRun, e.to_string())
+                DeadLetter::new(Reason::UnknownRun, agentry::error::chain(&e))
                     .request(Some(ev.id()), Some(&ev.source().to_string())),
             )
         }
@@ -351,7 +351,7 @@ pub(crate) async fn on_timer(engine: &Engine, timer: Timer) -> Disposition {
         Ok(_) => Disposition::Ack,
         Err(e) if e.is_transient() => transient(&e),
         Err(e) => {
-            warn!(error = %e, run = %run_id, "timer cannot be applied, dropped");
+            warn!(error = %Chain(&e), run = %run_id, "timer cannot be applied, dropped");
             Disposition::Ack
         }
     }

@@ -152,7 +152,7 @@ pub(crate) async fn start_child(engine: &Engine, spec: &ChildSpec) -> Result<(),
                     .unwrap_or_default()
             ),
         ),
-        Err(e) => return Err(DriverError::Kv(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     warn!(child = %spec.run_id, error = %err.message, "child run not started");
     effects::publish_step_result(
@@ -164,5 +164,5 @@ pub(crate) async fn start_child(engine: &Engine, spec: &ChildSpec) -> Result<(),
         spec.traceparent.as_deref(),
     )
     .await
-    .map_err(|e| DriverError::Kv(e.to_string()))
+    .map_err(DriverError::from)
 }
