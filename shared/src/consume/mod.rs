@@ -122,3 +122,21 @@ pub async fn pause(shutdown: &tokio_util::sync::CancellationToken, delay: Durati
         _ = tokio::time::sleep(delay) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Delays grow from the minimum, stay within twice the cap (jitter), and reset.
+    #[test]
+    fn delays_grow_cap_and_reset() {
+        let mut d = Delays::new();
+        let first = d.next_delay();
+        assert!(first >= MIN_DELAY && first <= MIN_DELAY * 2, "{first:?}");
+        let later: Vec<Duration> = (0..20).map(|_| d.next_delay()).collect();
+        assert!(later.iter().all(|x| *x <= MAX_DELAY * 2), "{later:?}");
+        assert!(later.last().is_some_and(|x| *x >= MAX_DELAY), "{later:?}");
+        d.reset();
+        assert!(d.next_delay() <= MIN_DELAY * 2);
+    }
+}
