@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use agentry::client::workflow_request;
+use agentry::client::{task_request, workflow_request};
 use agentry::event::ext;
 use agentry::id::RequestId;
 use agentry_tests::*;
@@ -19,10 +19,19 @@ const STEPS: [&str; 6] = ["start", "left", "middle", "right", "join", "finish"];
 
 /// The component's environment as `role`, exporting spans to `otlp`.
 fn traced_env(base: Vec<(String, String)>, otlp: &OtlpReceiver) -> Vec<(String, String)> {
+    traced_env_as(base, &otlp.endpoint, "http/protobuf")
+}
+
+/// `traced_env` with the OTLP endpoint and protocol given.
+fn traced_env_as(
+    base: Vec<(String, String)>,
+    endpoint: &str,
+    protocol: &str,
+) -> Vec<(String, String)> {
     let mut env = base;
     for (k, v) in [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint.as_str()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
         // Export within a tenth of a second instead of five.
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ] {
@@ -182,4 +191,86 @@ async fn workflow_run_is_one_trace_across_processes() {
             dump()
         );
     }
+}
+
+/// A single task with a client traceparent, exported over OTLP/gRPC: intake (child of the client's span) -> send to agentry.tasks.echo -> the agent's queue wait and execution, and the result carries the same trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_is_one_trace_over_grpc() {
+    const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const CLIENT: &str = "b7ad6b7169203331";
+    let otlp = OtlpReceiver::start().await;
+    let nats = AuthServer::start();
+    nats.setup().await;
+    let grpc = |env| traced_env_as(env, &otlp.grpc_endpoint, "grpc");
+    let _engine = ChildProc::spawn(
+        "agentry-engine",
+        &["--http-addr", "off", "--rate-limit-tenant", "0"],
+        &grpc(nats.env("engine")),
+    );
+    let _agent = ChildProc::spawn(
+        "agentry-agent",
+        &["--agents", "echo", "--http-addr", "off"],
+        &grpc(nats.agent_env("echo")),
+    );
+    let acme = nats.tenant("acme").await;
+    let id = RequestId::generate();
+    let mut ev = task_request(
+        &id,
+        "/tests/traces",
+        "echo",
+        json!({"message": "traced"}),
+        None,
+    );
+    ev.set_extension(ext::TRACEPARENT, format!("00-{TRACE}-{CLIENT}-01"));
+    let out = acme.submit(&ev, Duration::from_secs(60)).await.unwrap();
+    assert!(out.is_success(), "{:?}", out.data);
+    let tp = agentry::event::ext_str(&out.event, ext::TRACEPARENT).unwrap_or_default();
+    assert!(tp.contains(TRACE), "the result carries the trace: {tp}");
+
+    let o = &otlp;
+    eventually(
+        Duration::from_secs(30),
+        "intake, send, wait and execution exported",
+        || {
+            let n = o.trace(TRACE).len();
+            async move { n >= 4 }
+        },
+    )
+    .await;
+    let spans = otlp.trace(TRACE);
+    let dump = spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} <- {} [{}]",
+                s.service, s.span_id, s.parent_span_id, s.name
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let named = |name: &str| {
+        let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "exactly one {name}:\n{dump}");
+        found[0].clone()
+    };
+    let intake = named("process agentry.requests");
+    assert_eq!(intake.parent_span_id, CLIENT);
+    let send = named("send agentry.tasks.echo");
+    assert_eq!(send.service, "agentry-engine");
+    assert_eq!(send.parent_span_id, intake.span_id, "{dump}");
+    assert_eq!(send.kind, 4, "producer");
+    assert_eq!(
+        send.attr("messaging.destination.name"),
+        "agentry.tasks.echo"
+    );
+    assert_eq!(send.attr("messaging.message.id"), id.as_str());
+    let wait = named("wait agentry.tasks.echo");
+    let exec = named("process agentry.tasks.echo");
+    for s in [&wait, &exec] {
+        assert_eq!(s.service, "agentry-agent");
+        assert_eq!(s.parent_span_id, send.span_id, "{dump}");
+        assert_eq!(s.attr("messaging.message.id"), id.as_str());
+    }
+    assert_eq!(exec.attr("messaging.consumer.group.name"), "cap-echo");
+    assert!(wait.end_unix_nano <= exec.end_unix_nano);
 }

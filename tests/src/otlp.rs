@@ -1,6 +1,7 @@
-//! A small OTLP/HTTP trace receiver for tests: `POST /v1/traces` with an
+//! A small OTLP trace receiver for tests: `POST /v1/traces` with an
 //! `ExportTraceServiceRequest` in protobuf (what the components' exporter
-//! sends with `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`), decoded with
+//! sends with `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`), and the OTLP
+//! gRPC `TraceService` on a second port (`grpc`), decoded with
 //! `opentelemetry-proto` and kept in memory for assertions.
 
 use std::collections::HashMap;
@@ -12,6 +13,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -55,6 +59,8 @@ struct Store {
 pub struct OtlpReceiver {
     /// The value for `OTEL_EXPORTER_OTLP_ENDPOINT` (`http://127.0.0.1:<port>`).
     pub endpoint: String,
+    /// The same with `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`.
+    pub grpc_endpoint: String,
     store: Store,
     stop: CancellationToken,
 }
@@ -78,8 +84,19 @@ impl OtlpReceiver {
                 .with_graceful_shutdown(async move { s.cancelled().await })
                 .await;
         });
+        let grpc_addr: std::net::SocketAddr = format!("127.0.0.1:{}", crate::free_port())
+            .parse()
+            .expect("loopback address");
+        let (s, grpc) = (stop.clone(), GrpcSink(store.clone()));
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(grpc))
+                .serve_with_shutdown(grpc_addr, async move { s.cancelled().await })
+                .await;
+        });
         Self {
             endpoint: format!("http://{addr}"),
+            grpc_endpoint: format!("http://{grpc_addr}"),
             store,
             stop,
         }
@@ -114,11 +131,35 @@ impl Drop for OtlpReceiver {
     }
 }
 
+/// The OTLP/gRPC side: the collector's `TraceService`.
+struct GrpcSink(Store);
+
+#[tonic::async_trait]
+impl TraceService for GrpcSink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        keep(&self.0, request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
 async fn export(State(store): State<Store>, body: Bytes) -> impl IntoResponse {
     let req = match ExportTraceServiceRequest::decode(body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
+    keep(&store, req);
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+/// Flattens and stores the spans of one export request.
+fn keep(store: &Store, req: ExportTraceServiceRequest) {
     let mut received = Vec::new();
     for rs in req.resource_spans {
         let service = rs
@@ -160,11 +201,6 @@ async fn export(State(store): State<Store>, body: Bytes) -> impl IntoResponse {
     if let Ok(mut n) = store.requests.lock() {
         *n += 1;
     }
-    (
-        [(header::CONTENT_TYPE, "application/x-protobuf")],
-        ExportTraceServiceResponse::default().encode_to_vec(),
-    )
-        .into_response()
 }
 
 fn text(v: &AnyValue) -> String {
