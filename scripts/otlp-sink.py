@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A do-nothing OTLP/HTTP trace sink for measuring export cost.
 
-    scripts/otlp-sink.py [PORT]      # default 4318; Ctrl-C prints the totals
+    scripts/otlp-sink.py [PORT]      # default 4318; Ctrl-C or SIGTERM prints the totals
 
 Accepts `POST /v1/traces` (protobuf), answers 200 with an empty
 ExportTraceServiceResponse, and counts requests and bytes. Used by the
@@ -9,6 +9,7 @@ ExportTraceServiceResponse, and counts requests and bytes. Used by the
 it, so what is measured is the components' side of export (span building,
 batching, encoding, the HTTP client), not a backend.
 """
+import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -35,6 +36,8 @@ class Sink(BaseHTTPRequestHandler):
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 4318
     server = ThreadingHTTPServer(("127.0.0.1", port), Sink)
+    # SIGTERM too (a background job started by a script ignores SIGINT).
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         server.serve_forever()
     except KeyboardInterrupt:
