@@ -27,19 +27,21 @@
 //! (size them for the replica count, or run one replica).
 //!
 //! Messages are acknowledged after they are handled; a failure to act on an
-//! alert (KV or NATS trouble) is logged and the loop goes on. Lost inputs are
-//! re-bound with backoff; the loop ends on shutdown.
-
-use std::time::Duration;
+//! alert (KV or NATS trouble) is logged and the loop goes on. The consumers
+//! are bound once `agentry setup` has created them (`consume::ready`); lost
+//! inputs are re-bound after a `consume::Delays` pause; the loop ends on
+//! shutdown.
 
 use agentry::agent::Context;
 use agentry::agent::runtime::server_time;
+use agentry::consume::Delays;
+use agentry::consume::ready::{self, ReadyError};
 use agentry::event::{self, Limits, header, types};
 use agentry::reason::Reason;
 use agentry::subject;
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{PullConsumer, pull};
-use async_nats::jetstream::{self, Message};
+use async_nats::jetstream::Message;
+use async_nats::jetstream::consumer::pull;
 use chrono::{DateTime, Utc};
 use cloudevents::AttributesReader;
 use futures::StreamExt;
@@ -51,8 +53,6 @@ use super::agent::SecurityMonitor;
 use super::alert_rules::{Alert, AlertKind, Detector, Observation, ObservationKind};
 use super::respond::{self, Change};
 
-const MAX_REBIND_DELAY: Duration = Duration::from_secs(30);
-
 /// Runs until `shutdown`.
 pub async fn run(
     agent: &SecurityMonitor,
@@ -60,16 +60,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut detector = Detector::new(agent.config.detector.clone());
-    let mut delay = Duration::from_secs(1);
+    let mut delays = Delays::new();
     loop {
-        let bound = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            b = Inputs::bind(&ctx) => b,
-        };
-        match bound {
-            Ok(mut inputs) => {
+        match Inputs::bind(&ctx, &shutdown).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(mut inputs)) => {
                 info!("security monitor watching events, DLQ and results");
-                delay = Duration::from_secs(1);
+                delays.reset();
                 match inputs.pump(agent, &ctx, &mut detector, &shutdown).await {
                     Pumped::Shutdown => return Ok(()),
                     Pumped::Lost(what) => {
@@ -77,15 +74,11 @@ pub async fn run(
                     }
                 }
             }
-            Err(e) => {
-                warn!(error = %e, retry_s = delay.as_secs(), "security monitor cannot bind its consumers (has `agentry setup` run?)")
-            }
+            Err(e) => warn!(error = %e, "security monitor cannot open its consumers"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
+        if !delays.pause(&shutdown).await {
+            return Ok(());
         }
-        delay = (delay * 2).min(MAX_REBIND_DELAY);
     }
 }
 
@@ -101,26 +94,27 @@ struct Inputs {
 }
 
 impl Inputs {
-    async fn bind(ctx: &Context) -> anyhow::Result<Self> {
+    /// Binds the three consumers, waiting for `agentry setup` to have
+    /// created them (`consume::ready`); `None` on shutdown.
+    async fn bind(ctx: &Context, shutdown: &CancellationToken) -> anyhow::Result<Option<Self>> {
         let js = ctx.jetstream();
-        let events = messages(
-            js,
-            subject::EVENTS_STREAM,
-            subject::SECURITY_EVENTS_CONSUMER,
-        )
-        .await?;
-        let dlq = messages(js, subject::DLQ_STREAM, subject::SECURITY_DLQ_CONSUMER).await?;
-        let results = messages(
-            js,
-            subject::RESULTS_STREAM,
-            subject::SECURITY_RESULTS_CONSUMER,
-        )
-        .await?;
-        Ok(Self {
+        let events = subject::SECURITY_EVENTS_CONSUMER;
+        let Some(events) = open(js, subject::EVENTS_STREAM, events, shutdown).await? else {
+            return Ok(None);
+        };
+        let dlq = subject::SECURITY_DLQ_CONSUMER;
+        let Some(dlq) = open(js, subject::DLQ_STREAM, dlq, shutdown).await? else {
+            return Ok(None);
+        };
+        let results = subject::SECURITY_RESULTS_CONSUMER;
+        let Some(results) = open(js, subject::RESULTS_STREAM, results, shutdown).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
             events,
             dlq,
             results,
-        })
+        }))
     }
 
     async fn pump(
@@ -165,18 +159,19 @@ impl Inputs {
     }
 }
 
-async fn messages(
-    js: &jetstream::Context,
+/// The messages of durable consumer `consumer` on `stream`, once setup has
+/// created it; `None` on shutdown.
+async fn open(
+    js: &async_nats::jetstream::Context,
     stream: &str,
     consumer: &str,
-) -> anyhow::Result<pull::Stream> {
-    let c: PullConsumer = js
-        .get_stream_no_info(stream)
-        .await?
-        .get_consumer(consumer)
-        .await
-        .map_err(|e| anyhow::anyhow!("consumer {consumer} on {stream}: {e}"))?;
-    Ok(c.messages().await?)
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<pull::Stream>> {
+    match ready::consumer(js, stream, consumer, shutdown).await {
+        Ok(bound) => Ok(Some(bound.messages().await?)),
+        Err(ReadyError::Cancelled { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn ack(msg: &Message) {
