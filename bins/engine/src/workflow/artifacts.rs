@@ -14,16 +14,25 @@ use crate::Engine;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ArtifactError {
-    #[error("object store {bucket}: {detail}")]
-    Store { bucket: String, detail: String },
-    #[error("artifact {name} is not JSON: {detail}")]
-    Corrupt { name: String, detail: String },
+    /// The object store's lookup, put, get and read errors differ in type.
+    #[error("object store {bucket}")]
+    Store {
+        bucket: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("artifact {name} is not JSON")]
+    Corrupt {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
-fn store_err(e: impl std::fmt::Display) -> ArtifactError {
+fn store_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ArtifactError {
     ArtifactError::Store {
         bucket: subject::ARTIFACTS_BUCKET.to_owned(),
-        detail: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -58,9 +67,9 @@ pub(crate) async fn get(engine: &Engine, r: &ArtifactRef) -> Result<Value, Artif
     let mut object = store.get(&r.name).await.map_err(store_err)?;
     let mut bytes = Vec::with_capacity(r.bytes as usize);
     object.read_to_end(&mut bytes).await.map_err(store_err)?;
-    serde_json::from_slice(&bytes).map_err(|e| ArtifactError::Corrupt {
+    serde_json::from_slice(&bytes).map_err(|source| ArtifactError::Corrupt {
         name: r.name.clone(),
-        detail: e.to_string(),
+        source,
     })
 }
 
