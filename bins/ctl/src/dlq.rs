@@ -189,7 +189,7 @@ fn tenant_of(original_subject: &str, ev: &cloudevents::Event) -> Option<subject:
 }
 
 /// Re-publishes one dead letter; returns (subject, new request id).
-async fn replay_one(
+pub(crate) async fn replay_one(
     js: &jetstream::Context,
     seq: u64,
     headers: &HeaderMap,

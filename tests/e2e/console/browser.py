@@ -17,6 +17,8 @@ Scenarios:
   run            log in; Runs page, start echo_diamond with {"n": 3}; the run
                  page reloads itself until `completed`, with 6 completed
                  steps drawn in the SVG graph and the hand-computed output.
+  dlq            log in; DLQ page, reason task_failed, the one letter's
+                 headers and body; Replay; prints the new request id.
 """
 
 import shutil
@@ -115,7 +117,28 @@ def run_page(d, url, token, shots):
     step("run " + d.current_url.rsplit("/", 1)[-1])
 
 
-SCENARIOS = {"agents-submit": agents_submit, "run": run_page}
+def dlq_replay(d, url, token, shots):
+    login(d, url, token)
+    d.find_element(By.LINK_TEXT, "DLQ").click()
+    WebDriverWait(d, WAIT).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "a[data-reason='task_failed']"))
+    d.find_element(By.CSS_SELECTOR, "a[data-reason='task_failed']").click()
+    WebDriverWait(d, WAIT).until(lambda d: "reason=task_failed" in d.current_url)
+    rows = d.find_elements(By.CSS_SELECTOR, "table.dlq tbody tr")
+    if len(rows) != 1:
+        raise AssertionError(f"expected one task_failed letter, got {len(rows)}")
+    rows[0].find_element(By.TAG_NAME, "a").click()
+    WebDriverWait(d, WAIT).until(lambda d: d.find_elements(By.ID, "replay"))
+    body = d.find_element(By.ID, "dlq-body").text
+    if "retryable" not in body:
+        raise AssertionError(f"the letter's body is not shown: {body!r}")
+    d.save_screenshot(f"{shots}/dlq.png")
+    d.find_element(By.ID, "replay").click()
+    WebDriverWait(d, WAIT).until(lambda d: d.find_elements(By.ID, "replayed"))
+    step("replayed " + d.find_element(By.ID, "new-request").text)
+
+
+SCENARIOS = {"agents-submit": agents_submit, "run": run_page, "dlq": dlq_replay}
 
 
 def main():

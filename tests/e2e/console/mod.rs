@@ -152,6 +152,53 @@ async fn browser_follows_echo_diamond_to_completed() {
     sys.stop().await;
 }
 
+/// In Chromium: a task that exhausted its retries is on the DLQ page under reason task_failed with its body; Replay (with the handler healed) re-publishes it as a new generation whose result is completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_replays_a_dead_letter() {
+    let sys = System::builder()
+        .engine(|_| {})
+        .monitor()
+        .echo(4)
+        .start()
+        .await;
+    wait_for_agents(&sys.admin, "echo", 1).await;
+    let admin = sys.server.client("admin").await;
+    let id = agentry::id::RequestId::generate();
+    let ev = agentry::client::task_request(
+        &id,
+        "/test",
+        "echo",
+        serde_json::json!({"fail": "retryable"}),
+        None,
+    );
+    let out = agentry::client::submit(
+        &admin,
+        &sys.admin,
+        &ev,
+        agentry::event::Mode::Binary,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("a terminal result");
+    assert_eq!(out.ty, "io.agentry.task.failed");
+    sys.echo
+        .healed
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let addr = start_console(&sys).await;
+    let mut browser = Browser::start(addr, "dlq");
+    let new_id = browser.step("replayed").await;
+    assert!(new_id.starts_with(&format!("{id}-r")), "{new_id}");
+    let new_id = agentry::id::RequestId::new(new_id).unwrap();
+    let got = eventually_some(Duration::from_secs(30), "replayed result", || {
+        let (js, new_id) = (sys.admin.clone(), new_id.clone());
+        async move { agentry::client::fetch_result(&js, &new_id).await }
+    })
+    .await;
+    assert!(got.is_success(), "{:?}", got.data);
+    browser.finish().await;
+    sys.stop().await;
+}
+
 /// One HTTP/1.1 exchange; returns (status, headers, body).
 async fn exchange(addr: SocketAddr, request: String) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -28,7 +28,12 @@ pub fn json_pre(v: &serde_json::Value) -> String {
 }
 
 /// The navigation entries: (path under the console root, label).
-const NAV: &[(&str, &str)] = &[("agents", "Agents"), ("runs", "Runs"), ("submit", "Submit")];
+const NAV: &[(&str, &str)] = &[
+    ("agents", "Agents"),
+    ("runs", "Runs"),
+    ("submit", "Submit"),
+    ("dlq", "DLQ"),
+];
 
 /// A full page: `title` is escaped here, `body` must already be HTML built
 /// from escaped values.

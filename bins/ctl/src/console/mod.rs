@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 mod agents;
 pub mod auth;
 mod dag;
+mod dlq;
 mod html;
 mod runs;
 mod submit;
@@ -64,6 +65,9 @@ pub fn router(console: Console) -> Router {
         .route("/submit", get(submit::index))
         .route("/submit/{capability}", get(submit::form).post(submit::post))
         .route("/results/{id}", get(submit::result))
+        .route("/dlq", get(dlq::list))
+        .route("/dlq/{seq}", get(dlq::show))
+        .route("/dlq/{seq}/replay", axum::routing::post(dlq::replay))
         .route("/runs", get(runs::list))
         .route("/runs/start", axum::routing::post(runs::start))
         .route("/runs/{key}", get(runs::show))
