@@ -11,22 +11,8 @@ use serde_json::{Value, json};
 
 use super::*;
 
-/// The built-in capabilities (BRIEF / DESIGN §2).
-pub(super) const BUILTIN: [&str; 13] = [
-    "echo",
-    "weather_current",
-    "weather_forecast",
-    "plan_tasks",
-    "customer_inquiry",
-    "issue_resolution",
-    "escalation",
-    "data_processing",
-    "statistical_analysis",
-    "visualization",
-    "threat_detection",
-    "security_analysis",
-    "incident_response",
-];
+/// The built-in capabilities: the list `agentry setup` creates consumers for.
+pub(super) const BUILTIN: &[&str] = crate::topology::BUILTIN_CAPABILITIES;
 
 pub(super) fn caps(name: &str) -> bool {
     BUILTIN.contains(&name)
