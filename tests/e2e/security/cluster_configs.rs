@@ -57,7 +57,16 @@ fn start_node(
     let copy = dir.join(conf);
     std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
     std::fs::write(&copy, text).unwrap();
-    std::fs::copy(nats.join("accounts.conf"), dir.join("accounts.conf")).unwrap();
+    // Copied once per test directory: copying it again while an earlier
+    // node is still reading its include would hand that node a truncated
+    // file (it then starts without the accounts, and its routes fail with
+    // "Unable to lookup account").
+    let accounts = dir.join("accounts.conf");
+    if !accounts.exists() {
+        let staged = dir.join("accounts.conf.partial");
+        std::fs::copy(nats.join("accounts.conf"), &staged).unwrap();
+        std::fs::rename(&staged, &accounts).unwrap();
+    }
     let store = dir.join(format!("{conf}.store"));
     std::fs::create_dir_all(&store).unwrap();
     let log = dir.join(format!("{conf}.log"));
