@@ -19,6 +19,15 @@ Scenarios:
                  steps drawn in the SVG graph and the hand-computed output.
   dlq            log in; DLQ page, reason task_failed, the one letter's
                  headers and body; Replay; prints the new request id.
+  signal-cancel  log in; start console_wait twice from the Runs page; on the
+                 first run page, once step `hold` waits, send signal `go`
+                 with a payload and see the run complete with it as output
+                 and its events end in run.completed; on the second, Cancel
+                 with a reason and see `cancelled`.
+  queues         log in; Queues page goes live; echo has 5 pending tasks, no
+                 live agent and a sparkline of 3+ samples that reached 5; (test starts an
+                 echo agent) without a reload the queue drains to 0 with a
+                 live agent.
 """
 
 import shutil
@@ -27,10 +36,12 @@ import sys
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-WAIT = 30
+# Generous: the tests share a loaded 2-core machine.
+WAIT = 60
 
 
 def step(name):
@@ -104,8 +115,7 @@ def run_page(d, url, token, shots):
     d.find_element(By.ID, "start").click()
     WebDriverWait(d, WAIT).until(lambda d: "/console/runs/" in d.current_url)
     # The page reloads itself while the run is going.
-    WebDriverWait(d, WAIT).until(
-        lambda d: d.find_element(By.ID, "run-status").text == "completed")
+    WebDriverWait(d, WAIT).until(lambda d: run_status(d) == "completed")
     steps = d.find_elements(By.CSS_SELECTOR, "svg#dag g.step")
     statuses = sorted(s.get_attribute("data-status") for s in steps)
     if statuses != ["completed"] * 6:
@@ -113,8 +123,114 @@ def run_page(d, url, token, shots):
     output = d.find_element(By.ID, "run-output").text
     if '"total": 19' not in output:
         raise AssertionError(f"run output: {output!r}")
-    d.save_screenshot(f"{shots}/run.png")
+    types = events_until(d, "io.agentry.run.completed")
+    if types[0] != "io.agentry.run.started":
+        raise AssertionError(f"events do not start with run.started: {types}")
+    if types.count("io.agentry.step.completed") != 6:
+        raise AssertionError(f"expected 6 step.completed events: {types}")
+    full_page_shot(d, f"{shots}/run.png")
     step("run " + d.current_url.rsplit("/", 1)[-1])
+
+
+def full_page_shot(d, path):
+    """A screenshot of the whole page (the window grown to its height)."""
+    for _ in range(3):  # the window's own frame takes part of its height
+        missing = d.execute_script(
+            "return document.documentElement.scrollHeight - window.innerHeight")
+        if missing <= 0:
+            break
+        size = d.get_window_size()
+        d.set_window_size(1280, min(size["height"] + missing + 20, 4000))
+    d.save_screenshot(path)
+    d.set_window_size(1280, 900)
+
+
+def events_until(d, last_type):
+    """The run page's event types in order, reloading until the last one is
+    `last_type` (events are published just after the run state is stored).
+    Checks the sequence numbers ascend."""
+    def loaded(d):
+        rows = d.find_elements(By.CSS_SELECTOR, "#run-events tbody tr[data-type]")
+        if rows and rows[-1].get_attribute("data-type") == last_type:
+            return rows
+        d.refresh()
+        return False
+    rows = WebDriverWait(d, WAIT).until(loaded)
+    seqs = [int(r.get_attribute("data-seq")) for r in rows]
+    if seqs != sorted(seqs):
+        raise AssertionError(f"events out of order: {seqs}")
+    return [r.get_attribute("data-type") for r in rows]
+
+
+def fill_form(d, fields):
+    """Types into a form of a page that reloads itself. Focusing a form
+    stops the reload (console.js); a reload that came first is retried."""
+    def attempt(d):
+        try:
+            d.execute_script("window.__filling = 1")
+            for fid, text in fields:
+                el = d.find_element(By.ID, fid)
+                el.click()
+                el.clear()
+                el.send_keys(text)
+            same = d.execute_script(
+                "return window.__filling === 1 && document.body.dataset.reloadPaused === '1'")
+            return same and all(
+                d.find_element(By.ID, fid).get_attribute("value") == text for fid, text in fields)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+    WebDriverWait(d, WAIT).until(attempt)
+
+
+def start_run(d, url, workflow, input_json):
+    d.get(f"{url}/console/runs")
+    WebDriverWait(d, WAIT).until(lambda d: d.find_elements(By.ID, "start-workflow"))
+    d.find_element(By.CSS_SELECTOR, f"#start-workflow option[value='{workflow}']").click()
+    box = d.find_element(By.ID, "start-input")
+    box.clear()
+    box.send_keys(input_json)
+    d.find_element(By.ID, "start").click()
+    WebDriverWait(d, WAIT).until(lambda d: "/console/runs/" in d.current_url)
+    return d.current_url.rsplit("/", 1)[-1]
+
+
+def step_status(d, step_id):
+    try:
+        return d.find_element(By.CSS_SELECTOR, f"svg#dag g.step[data-step='{step_id}']").get_attribute("data-status")
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
+def run_status(d):
+    try:
+        return d.find_element(By.ID, "run-status").text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
+def signal_cancel(d, url, token, shots):
+    login(d, url, token)
+    signalled = start_run(d, url, "console_wait", "{}")
+    # The page reloads itself until the step waits for its signal.
+    WebDriverWait(d, WAIT).until(lambda d: step_status(d, "hold") == "waiting")
+    fill_form(d, [("signal-name", "go"), ("signal-payload", '{"said": "<b>go</b> now"}')])
+    d.find_element(By.ID, "signal").click()
+    WebDriverWait(d, WAIT).until(lambda d: run_status(d) == "completed")
+    output = d.find_element(By.ID, "run-output").text
+    if "<b>go</b> now" not in output:
+        raise AssertionError(f"the signal's payload is not the output: {output!r}")
+    types = events_until(d, "io.agentry.run.completed")
+    if "io.agentry.step.completed" not in types:
+        raise AssertionError(f"no step.completed event for the signalled step: {types}")
+    step("signalled " + signalled)
+
+    cancelled = start_run(d, url, "console_wait", "{}")
+    WebDriverWait(d, WAIT).until(lambda d: step_status(d, "hold") == "waiting")
+    fill_form(d, [("cancel-reason", "not needed any more")])
+    d.find_element(By.ID, "cancel").click()
+    WebDriverWait(d, WAIT).until(lambda d: run_status(d) == "cancelled")
+    events_until(d, "io.agentry.run.cancelled")
+    step("cancelled " + cancelled)
 
 
 def dlq_replay(d, url, token, shots):
@@ -138,7 +254,50 @@ def dlq_replay(d, url, token, shots):
     step("replayed " + d.find_element(By.ID, "new-request").text)
 
 
-SCENARIOS = {"agents-submit": agents_submit, "run": run_page, "dlq": dlq_replay}
+def queue_state(d, cap):
+    """The queue row of `cap` as a dict, read in one script (the rows are
+    replaced on every sample), or None."""
+    return d.execute_script("""
+        const row = document.querySelector(`tbody#queues tr[data-capability='${arguments[0]}']`);
+        if (!row) return null;
+        const spark = row.querySelector("svg.spark");
+        return {pending: row.dataset.pending, ack: row.dataset.ackPending, live: row.dataset.live,
+                max: Number(spark.dataset.max), samples: Number(spark.dataset.samples)};
+    """, cap)
+
+
+def queues(d, url, token, shots):
+    login(d, url, token)
+    d.find_element(By.LINK_TEXT, "Queues").click()
+    WebDriverWait(d, WAIT).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "[data-live-state]").text == "live")
+    # Marks this document: a reload would lose the mark.
+    d.execute_script("window.__samePage = 1")
+
+    def backlog(d):
+        q = queue_state(d, "echo")
+        # A few samples, so the ring is seen to grow (and the line shows).
+        return (q is not None and q["pending"] == "5" and q["live"] == "0"
+                and q["max"] >= 5 and q["samples"] >= 3)
+    WebDriverWait(d, WAIT).until(backlog)
+    step("queued")
+    wait_for_test()
+
+    def drained(d):
+        q = queue_state(d, "echo")
+        return (q is not None and q["pending"] == "0" and q["ack"] == "0"
+                and q["live"] not in ("0", None)) and q
+    q = WebDriverWait(d, WAIT).until(drained)
+    if d.execute_script("return window.__samePage === 1") is not True:
+        raise AssertionError("the Queues page reloaded instead of updating live")
+    if q["max"] < 5:
+        raise AssertionError(f"the sparkline lost the backlog of 5: {q}")
+    d.save_screenshot(f"{shots}/queues.png")
+    step("drained")
+
+
+SCENARIOS = {"agents-submit": agents_submit, "run": run_page, "dlq": dlq_replay,
+             "queues": queues, "signal-cancel": signal_cancel}
 
 
 def main():

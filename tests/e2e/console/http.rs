@@ -26,7 +26,7 @@ fn csrf_of(page: &str) -> String {
     page[at..at + page[at..].find('"').unwrap()].to_owned()
 }
 
-/// Without the token pages redirect to the login form and actions get 401; a wrong token at the login form is refused; a cookie-authenticated POST without the CSRF token, with a wrong one or from another origin is refused; with both it is accepted.
+/// Without the token pages redirect to the login form and actions get 401; a wrong token at the login form is refused; a cookie-authenticated POST without the CSRF token, with a wrong one or from another origin is refused (submit; signal, cancel, start and replay too); with both it is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_need_token_csrf_and_same_origin() {
     let sys = System::builder().start().await;
@@ -73,6 +73,19 @@ async fn actions_need_token_csrf_and_same_origin() {
     let cross = format!("{cookie}Origin: http://evil.example\r\n");
     let (code, _, _) = exchange(addr, post(addr, "/console/submit/echo", &cross, &good)).await;
     assert_eq!(code, 403, "another origin");
+    // Every other action: refused without the token, and with the cookie
+    // alone (no CSRF token), before its handler runs.
+    for (path, form) in [
+        ("/console/runs/r-1/signal", "name=go&payload=%7B%7D"),
+        ("/console/runs/r-1/cancel", "reason=x"),
+        ("/console/runs/start", "workflow=echo_diamond&input=%7B%7D"),
+        ("/console/dlq/1/replay", ""),
+    ] {
+        let (code, _, _) = exchange(addr, post(addr, path, "", form)).await;
+        assert_eq!(code, 401, "{path} without the token");
+        let (code, _, _) = exchange(addr, post(addr, path, &cookie, form)).await;
+        assert_eq!(code, 403, "{path} with the cookie but no CSRF token");
+    }
     let same = format!("{cookie}Origin: http://{addr}\r\n");
     let (code, head, _) = exchange(addr, post(addr, "/console/submit/echo", &same, &good)).await;
     assert_eq!(code, 303, "token, CSRF token and origin: accepted\n{head}");

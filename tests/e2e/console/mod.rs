@@ -28,6 +28,20 @@ async fn start_console(sys: &System) -> SocketAddr {
     .expect("console listens")
 }
 
+/// Set to `1` to write the screenshots over the tracked `docs/console/*.png`.
+const UPDATE_SCREENSHOTS: &str = "AGENTRY_UPDATE_SCREENSHOTS";
+
+/// Where `browser.py` saves screenshots (failure screenshots too): the
+/// tracked `docs/console/` only when [`UPDATE_SCREENSHOTS`] is `1`, else
+/// the target dir's scratch space, so a test run leaves the tree clean.
+fn shots_dir() -> std::path::PathBuf {
+    if std::env::var(UPDATE_SCREENSHOTS).is_ok_and(|v| v == "1") {
+        repo_root().join("docs/console")
+    } else {
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
+    }
+}
+
 /// `browser.py` running one scenario; killed on drop.
 struct Browser {
     child: Child,
@@ -37,7 +51,7 @@ struct Browser {
 
 impl Browser {
     fn start(addr: SocketAddr, scenario: &str) -> Self {
-        let shots = repo_root().join("docs/console");
+        let shots = shots_dir();
         std::fs::create_dir_all(&shots).unwrap();
         let mut child = tokio::process::Command::new("python3")
             .arg(repo_root().join("tests/e2e/console/browser.py"))
@@ -152,6 +166,46 @@ async fn browser_follows_echo_diamond_to_completed() {
     sys.stop().await;
 }
 
+/// A run that waits for the signal `go` and returns its payload.
+const WAIT_WORKFLOW: &str = "name: console_wait
+version: 1
+description: Waits for the signal go and returns its payload (console browser test).
+steps:
+  - id: hold
+    wait_for: { signal: go, timeout: 1h }
+output: \"{'said': steps.hold.output.said}\"
+";
+
+/// In Chromium: two runs of a workflow waiting for a signal, started from the Runs page; the signal `go` sent from the first run's page completes it with the payload as output (its events end in run.completed); Cancel on the second's page ends it `cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_signals_one_run_and_cancels_another() {
+    let sys = System::builder().engine(|_| {}).monitor().start().await;
+    agentry::workflow::store::put(&sys.admin, WAIT_WORKFLOW)
+        .await
+        .expect("console_wait stored");
+    let addr = start_console(&sys).await;
+    let mut browser = Browser::start(addr, "signal-cancel");
+    let runs = sys
+        .admin
+        .get_key_value(agentry::subject::RUNS_BUCKET)
+        .await
+        .unwrap();
+    let state = |key: String| {
+        let runs = runs.clone();
+        async move {
+            let bytes = runs.get(&key).await.unwrap().expect("the run is stored");
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        }
+    };
+    let signalled = state(browser.step("signalled").await).await;
+    assert_eq!(signalled["status"], "completed");
+    assert_eq!(signalled["output"]["said"], "<b>go</b> now");
+    let cancelled = state(browser.step("cancelled").await).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    browser.finish().await;
+    sys.stop().await;
+}
+
 /// In Chromium: a task that exhausted its retries is on the DLQ page under reason task_failed with its body; Replay (with the handler healed) re-publishes it as a new generation whose result is completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_replays_a_dead_letter() {
@@ -195,6 +249,49 @@ async fn browser_replays_a_dead_letter() {
     })
     .await;
     assert!(got.is_success(), "{:?}", got.data);
+    browser.finish().await;
+    sys.stop().await;
+}
+
+/// In Chromium: five echo tasks wait with no agent; the Queues page shows 5 pending, no live agent and a sparkline that reached 5; an echo agent started afterwards drains the queue, and the page shows 0 pending with a live agent without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_watches_a_queue_fill_and_drain() {
+    let mut sys = System::builder().engine(|_| {}).monitor().start().await;
+    for i in 0..5 {
+        let id = agentry::id::RequestId::generate();
+        let ev = agentry::client::task_request(
+            &id,
+            "/test",
+            "echo",
+            serde_json::json!({"message": format!("queued {i}"), "counter_key": "console-queues"}),
+            None,
+        );
+        agentry::client::publish_request(&sys.admin, &ev, agentry::event::Mode::Binary)
+            .await
+            .expect("request published");
+    }
+    let addr = start_console(&sys).await;
+    let mut browser = Browser::start(addr, "queues");
+    browser.step("queued").await;
+    let tasks = sys
+        .admin
+        .get_stream(agentry::subject::TASKS_STREAM)
+        .await
+        .unwrap();
+    let info = tasks.consumer_info("cap-echo").await.unwrap();
+    assert_eq!(
+        (info.num_pending, info.num_ack_pending),
+        (5, 0),
+        "the page showed what the consumer holds"
+    );
+    sys.echo_agent(4);
+    browser.go().await;
+    browser.step("drained").await;
+    eventually(Duration::from_secs(30), "all five executed", || {
+        let n = sys.echo.executions_of("console-queues");
+        async move { n == 5 }
+    })
+    .await;
     browser.finish().await;
     sys.stop().await;
 }

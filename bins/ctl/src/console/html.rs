@@ -30,6 +30,7 @@ pub fn json_pre(v: &serde_json::Value) -> String {
 /// The navigation entries: (path under the console root, label).
 const NAV: &[(&str, &str)] = &[
     ("agents", "Agents"),
+    ("queues", "Queues"),
     ("runs", "Runs"),
     ("submit", "Submit"),
     ("dlq", "DLQ"),

@@ -19,7 +19,9 @@ mod agents;
 pub mod auth;
 mod dag;
 mod dlq;
+mod events;
 mod html;
+mod queues;
 mod runs;
 mod submit;
 
@@ -33,12 +35,17 @@ pub const TOKEN_ENV: &str = "AGENTRY_CONSOLE_TOKEN";
 pub struct Console {
     js: jetstream::Context,
     auth: auth::Auth,
+    /// The latest sample of the task queues (see [`queues::sampler`]).
+    queues: tokio::sync::watch::Receiver<std::sync::Arc<queues::Snapshot>>,
 }
 
 impl Console {
+    /// A console over `nats`; starts its queue sampler, so it must be
+    /// called inside a Tokio runtime.
     pub fn new(nats: async_nats::Client, token: String) -> Self {
         let js = jetstream::new(nats.clone());
         Self {
+            queues: queues::sampler(js.clone()),
             js,
             auth: auth::Auth::new(token),
         }
@@ -62,6 +69,8 @@ pub fn router(console: Console) -> Router {
         )
         .route("/agents", get(agents::page))
         .route("/agents/events", get(agents::events))
+        .route("/queues", get(queues::page))
+        .route("/queues/events", get(queues::events))
         .route("/submit", get(submit::index))
         .route("/submit/{capability}", get(submit::form).post(submit::post))
         .route("/results/{id}", get(submit::result))

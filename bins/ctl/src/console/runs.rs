@@ -1,7 +1,8 @@
 //! Runs: the list (KV `agentry-runs`, filters, newest first), a form that
 //! starts a run, and a run's page: its step graph, each step's output or
-//! error, and Signal and Cancel, sent as requests on `agentry.requests`
-//! like `agentry workflow signal|cancel`.
+//! error, Signal and Cancel, sent as requests on `agentry.requests` like
+//! `agentry workflow signal|cancel`, and the run's events in order
+//! ([`super::events`]).
 
 use agentry::client;
 use agentry::event::{self, Mode, types};
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::auth::csrf_input;
 use super::dag::{self, Node};
+use super::events;
 use super::html::{esc, json_pre, page};
 use super::{Console, ROOT, unavailable};
 
@@ -292,6 +294,9 @@ pub async fn show(State(c): State<Console>, Path(key): Path<String>) -> Response
     if !terminal && run.tenant.is_none() {
         body.push_str(&actions(&c, &run.run_id));
     }
+    body.push_str(&events::section(
+        events::of_run(&c.js, &run.run_id, run.created_at).await,
+    ));
     page(&format!("Run {}", run.request_id), &body)
 }
 

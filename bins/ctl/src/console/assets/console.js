@@ -19,6 +19,13 @@ document.addEventListener("DOMContentLoaded", () => {
     };
   });
   document.querySelectorAll("[data-reload]").forEach((el) => {
-    setTimeout(() => window.location.reload(), Number(el.dataset.reload));
+    const timer = setTimeout(() => window.location.reload(), Number(el.dataset.reload));
+    // Someone filling a form (a signal, a cancel reason) keeps the page.
+    document.querySelectorAll("form").forEach((form) => {
+      form.addEventListener("focusin", () => {
+        clearTimeout(timer);
+        document.body.dataset.reloadPaused = "1";
+      });
+    });
   });
 });
