@@ -60,10 +60,10 @@ impl AgentRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("registry bucket unavailable: {0}")]
-    Bucket(String),
-    #[error("registry read failed: {0}")]
-    Read(String),
+    #[error("registry bucket unavailable")]
+    Bucket(#[source] async_nats::jetstream::context::KeyValueError),
+    #[error("registry read failed")]
+    Read(#[source] async_nats::Error),
 }
 
 /// Read access to the registry.
@@ -77,7 +77,7 @@ impl Registry {
         let kv = js
             .get_key_value(subject::AGENTS_BUCKET)
             .await
-            .map_err(|e| RegistryError::Bucket(e.to_string()))?;
+            .map_err(RegistryError::Bucket)?;
         Ok(Self { kv })
     }
 
@@ -91,10 +91,10 @@ impl Registry {
             .kv
             .keys()
             .await
-            .map_err(|e| RegistryError::Read(e.to_string()))?;
+            .map_err(|e| RegistryError::Read(Box::new(e)))?;
         let mut out = Vec::new();
         while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| RegistryError::Read(e.to_string()))?;
+            let key = key.map_err(|e| RegistryError::Read(Box::new(e)))?;
             if let Ok(Some(bytes)) = self.kv.get(&key).await
                 && let Ok(rec) = serde_json::from_slice::<AgentRecord>(&bytes)
             {
@@ -109,7 +109,7 @@ impl Registry {
         match self.kv.get(id).await {
             Ok(Some(b)) => Ok(serde_json::from_slice(&b).ok()),
             Ok(None) => Ok(None),
-            Err(e) => Err(RegistryError::Read(e.to_string())),
+            Err(e) => Err(RegistryError::Read(Box::new(e))),
         }
     }
 

@@ -117,7 +117,10 @@ fn forecast_error(e: A2aError) -> TaskError {
             code: "weather_unavailable",
             message: format!("the weather forecast for the plan failed ({code}): {message}"),
         },
-        other => TaskError::retryable(format!("no weather forecast for the plan: {other}")),
+        other => TaskError::retryable(format!(
+            "no weather forecast for the plan: {}",
+            agentry::error::chain(&other)
+        )),
     }
 }
 

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use agentry::agent::{Agent, Context, Descriptor, Task, TaskError};
+use agentry::error::chain;
 use agentry::id::Capability;
 use agentry::subject;
 use chrono::Utc;
@@ -50,7 +51,7 @@ pub struct AutoQuarantine(pub Vec<AlertKind>);
 
 /// Parses `AGENTRY_SECURITY_AUTO_QUARANTINE`: `on`/`true` (flood and
 /// probing), `off`/`false`/`none`, or a comma-separated list of `flood`, `probing`.
-pub fn parse_auto_quarantine(s: &str) -> Result<AutoQuarantine, String> {
+pub fn parse_auto_quarantine(s: &str) -> Result<AutoQuarantine, NotQuarantinable> {
     match s.trim().to_ascii_lowercase().as_str() {
         "on" | "true" | "yes" | "1" | "all" => {
             return Ok(AutoQuarantine(vec![AlertKind::Flood, AlertKind::Probing]));
@@ -64,12 +65,24 @@ pub fn parse_auto_quarantine(s: &str) -> Result<AutoQuarantine, String> {
         .map(|k| match k {
             "flood" => Ok(AlertKind::Flood),
             "probing" => Ok(AlertKind::Probing),
-            other => Err(format!(
-                "{other:?} cannot be quarantined automatically (use on, off, or a list of flood, probing)"
-            )),
+            other => Err(NotQuarantinable(other.to_owned())),
         })
         .collect::<Result<_, _>>()
         .map(AutoQuarantine)
+}
+
+/// An `AGENTRY_SECURITY_AUTO_QUARANTINE` item that names no quarantinable alert kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} cannot be quarantined automatically (use on, off, or a list of flood, probing)")]
+pub struct NotQuarantinable(pub String);
+
+/// A bucket the agent needs could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("KV {bucket}")]
+pub struct BucketError {
+    bucket: &'static str,
+    #[source]
+    source: async_nats::jetstream::context::KeyValueError,
 }
 
 /// The security_monitor agent.
@@ -112,18 +125,17 @@ impl SecurityMonitor {
             .inc();
     }
 
-    pub(super) async fn buckets(&self, ctx: &Context) -> Result<&Buckets, String> {
+    pub(super) async fn buckets(&self, ctx: &Context) -> Result<&Buckets, BucketError> {
         self.buckets
             .get_or_try_init(|| async {
                 let js = ctx.jetstream();
-                let incidents = js
-                    .get_key_value(subject::INCIDENTS_BUCKET)
-                    .await
-                    .map_err(|e| format!("KV {}: {e}", subject::INCIDENTS_BUCKET))?;
-                let quarantine = js
-                    .get_key_value(subject::QUARANTINE_BUCKET)
-                    .await
-                    .map_err(|e| format!("KV {}: {e}", subject::QUARANTINE_BUCKET))?;
+                let open = |bucket: &'static str| async move {
+                    js.get_key_value(bucket)
+                        .await
+                        .map_err(|source| BucketError { bucket, source })
+                };
+                let incidents = open(subject::INCIDENTS_BUCKET).await?;
+                let quarantine = open(subject::QUARANTINE_BUCKET).await?;
                 Ok(Buckets {
                     incidents,
                     quarantine,
@@ -133,7 +145,10 @@ impl SecurityMonitor {
     }
 
     async fn incident(&self, task: &Task, ctx: &Context) -> Result<Value, TaskError> {
-        let buckets = self.buckets(ctx).await.map_err(TaskError::retryable)?;
+        let buckets = self
+            .buckets(ctx)
+            .await
+            .map_err(|e| TaskError::retryable(chain(&e)))?;
         let incident_id = task
             .input
             .get("incident_id")
@@ -161,8 +176,8 @@ impl SecurityMonitor {
             .await
             .map_err(|e| match e {
                 ApplyError::Logic(l) => TaskError::from(l),
-                ApplyError::Store(s) if !s.is_transient() => TaskError::permanent(s.to_string()),
-                other => TaskError::retryable(other.to_string()),
+                ApplyError::Store(s) if !s.is_transient() => TaskError::permanent(chain(&s)),
+                other => TaskError::retryable(chain(&other)),
             })?;
         if out["event"] == "opened" {
             let severity = out["incident"]["severity"].as_str().unwrap_or("unknown");

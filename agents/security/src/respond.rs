@@ -20,8 +20,12 @@ pub enum ApplyError {
     Logic(#[from] LogicError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("publishing {event}: {detail}")]
-    Emit { event: &'static str, detail: String },
+    #[error("publishing {event}")]
+    Emit {
+        event: &'static str,
+        #[source]
+        source: agentry::publish::PublishError,
+    },
 }
 
 /// The two buckets an incident change touches.
@@ -89,10 +93,9 @@ pub async fn apply(b: &Buckets, ctx: &Context, change: &Change<'_>) -> Result<Va
 }
 
 async fn emit(ctx: &Context, ty: &'static str, data: Value) -> Result<(), ApplyError> {
-    ctx.emit(ty, data).await.map_err(|e| ApplyError::Emit {
-        event: ty,
-        detail: e.to_string(),
-    })
+    ctx.emit(ty, data)
+        .await
+        .map_err(|source| ApplyError::Emit { event: ty, source })
 }
 
 fn incident_json(incident: &Incident) -> Result<Value, ApplyError> {

@@ -16,12 +16,14 @@ use super::incident_response::{Incident, QuarantineChange};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("KV {bucket}: {detail}")]
+    #[error("KV {bucket}")]
     Kv {
         bucket: &'static str,
-        detail: String,
+        /// async-nats errors of several operations, each its own type.
+        #[source]
+        source: async_nats::Error,
     },
-    #[error("stored incident {id} is not valid: {source}")]
+    #[error("stored incident {id} is not valid")]
     Corrupt {
         id: String,
         #[source]
@@ -32,10 +34,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn kv(bucket: &'static str, e: impl std::fmt::Display) -> Self {
+    fn kv(bucket: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Kv {
             bucket,
-            detail: e.to_string(),
+            source: Box::new(e),
         }
     }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tracing::{debug, instrument};
 
 use super::cache::{self, Cache};
+use super::error::{ConfigError, Malformed};
 use super::input::{Place, Query};
 use super::model::{
     self, CURRENT_VARS, DAILY_VARS, ForecastResponse, GeocodingResponse, HOURLY_VARS, Resolved,
@@ -63,21 +64,20 @@ impl WeatherClient {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_owned(),
             (None, _) => {
-                return Err(WeatherError::Config(format!(
-                    "forecast base URL {:?} has no host",
-                    config.forecast_base_url
+                return Err(WeatherError::Config(ConfigError::NoHost(
+                    config.forecast_base_url.clone(),
                 )));
             }
         };
         if config.timeout.is_zero() {
-            return Err(WeatherError::Config("timeout must be positive".into()));
+            return Err(WeatherError::Config(ConfigError::ZeroTimeout));
         }
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("agentry-weather/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| WeatherError::Config(format!("HTTP client: {e}")))?;
+            .map_err(|e| WeatherError::Config(ConfigError::Http(e)))?;
         Ok(Self {
             http,
             forecast_url,
@@ -148,7 +148,7 @@ impl WeatherClient {
         }
         .map_err(|e| WeatherError::Decode {
             endpoint: Endpoint::Forecast,
-            detail: format!("output not representable as JSON: {e}"),
+            source: Malformed::Output(e),
         })?;
         self.cache.put(&key, &value).await;
         Ok(value)
@@ -296,7 +296,7 @@ impl WeatherClient {
         }
         let body = serde_json::from_slice(&bytes).map_err(|e| WeatherError::Decode {
             endpoint,
-            detail: e.to_string(),
+            source: Malformed::Json(e),
         })?;
         Ok(Fetched { body, fixture })
     }
@@ -324,12 +324,14 @@ fn reason(status: StatusCode, body: &[u8]) -> String {
 /// `base` plus a fixed path; a path prefix in `base` is kept.
 fn endpoint_url(base: &str, path: &str) -> Result<Url, WeatherError> {
     let joined = format!("{}{path}", base.trim_end_matches('/'));
-    let url =
-        Url::parse(&joined).map_err(|e| WeatherError::Config(format!("base URL {base:?}: {e}")))?;
+    let url = Url::parse(&joined).map_err(|source| {
+        WeatherError::Config(ConfigError::Url {
+            base: base.to_owned(),
+            source,
+        })
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(WeatherError::Config(format!(
-            "base URL {base:?} must be http or https"
-        )));
+        return Err(WeatherError::Config(ConfigError::Scheme(base.to_owned())));
     }
     Ok(url)
 }

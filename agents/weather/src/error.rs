@@ -53,11 +53,52 @@ pub enum WeatherError {
         source: reqwest::Error,
     },
     /// The response is not the JSON Open-Meteo documents.
-    #[error("malformed open-meteo {endpoint} response: {detail}")]
-    Decode { endpoint: Endpoint, detail: String },
+    #[error("malformed open-meteo {endpoint} response")]
+    Decode {
+        endpoint: Endpoint,
+        #[source]
+        source: Malformed,
+    },
     /// The client configuration cannot work (bad base URL, TLS setup).
-    #[error("invalid weather client configuration: {0}")]
-    Config(String),
+    #[error("invalid weather client configuration")]
+    Config(#[source] ConfigError),
+}
+
+/// What is wrong with an Open-Meteo response.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error("not the documented JSON")]
+    Json(#[source] serde_json::Error),
+    #[error("`{0}` block missing")]
+    Missing(&'static str),
+    #[error("{block}.{name} has {got} values for {expected} times")]
+    Length {
+        block: &'static str,
+        name: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    #[error("output not representable as JSON")]
+    Output(#[source] serde_json::Error),
+}
+
+/// Why the weather client configuration cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("base URL {base:?}")]
+    Url {
+        base: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("base URL {0:?} must be http or https")]
+    Scheme(String),
+    #[error("forecast base URL {0:?} has no host")]
+    NoHost(String),
+    #[error("timeout must be positive")]
+    ZeroTimeout,
+    #[error("HTTP client")]
+    Http(#[source] reqwest::Error),
 }
 
 impl WeatherError {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::Malformed;
 use super::input::Units;
 use super::wmo;
 use super::{Endpoint, WeatherError};
@@ -260,20 +261,30 @@ fn describe(code: Option<i64>) -> Option<String> {
     code.map(|c| wmo::describe(c).to_owned())
 }
 
-fn missing(block: &str) -> WeatherError {
+fn missing(block: &'static str) -> WeatherError {
     WeatherError::Decode {
         endpoint: Endpoint::Forecast,
-        detail: format!("`{block}` block missing"),
+        source: Malformed::Missing(block),
     }
 }
 
-fn check_len<T>(block: &str, name: &str, v: &[T], expected: usize) -> Result<(), WeatherError> {
+fn check_len<T>(
+    block: &'static str,
+    name: &'static str,
+    v: &[T],
+    expected: usize,
+) -> Result<(), WeatherError> {
     if v.len() == expected {
         Ok(())
     } else {
         Err(WeatherError::Decode {
             endpoint: Endpoint::Forecast,
-            detail: format!("{block}.{name} has {} values for {expected} times", v.len()),
+            source: Malformed::Length {
+                block,
+                name,
+                got: v.len(),
+                expected,
+            },
         })
     }
 }

@@ -28,10 +28,26 @@ pub enum A2aError {
     },
     #[error("no live agent serves capability {0}")]
     NoAgent(String),
-    #[error("delegated request failed: {0}")]
+    #[error("delegated request failed")]
     Submit(#[from] client::SubmitError),
-    #[error("a2a transport: {0}")]
-    Transport(String),
+    #[error("a2a request cannot be encoded")]
+    Encode(#[source] serde_json::Error),
+    #[error("a2a request to {target} failed")]
+    Request {
+        target: String,
+        #[source]
+        source: async_nats::RequestError,
+    },
+    #[error("a2a answer of {target} is not JSON")]
+    Decode {
+        target: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("agent registry")]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("the registry names an invalid agent id")]
+    AgentId(#[source] crate::id::IdError),
 }
 
 /// Header carrying the asking task's tenant on an A2A request, so the
@@ -135,7 +151,7 @@ impl Context {
         }
         let body =
             serde_json::to_vec(&serde_json::json!({"capability": capability, "input": input}))
-                .map_err(|e| A2aError::Transport(e.to_string()))?;
+                .map_err(A2aError::Encode)?;
         let req = async_nats::Request::new()
             .payload(body.into())
             .headers(headers)
@@ -149,12 +165,18 @@ impl Context {
                         target: target.to_string(),
                         timeout,
                     },
-                    _ => A2aError::Transport(e.to_string()),
+                    _ => A2aError::Request {
+                        target: target.to_string(),
+                        source: e,
+                    },
                 });
             }
         };
-        let v: Value = serde_json::from_slice(&resp.payload)
-            .map_err(|e| A2aError::Transport(e.to_string()))?;
+        let v: Value =
+            serde_json::from_slice(&resp.payload).map_err(|source| A2aError::Decode {
+                target: target.to_string(),
+                source,
+            })?;
         if let Some(err) = v.get("error") {
             return Err(A2aError::Remote {
                 target: target.to_string(),
@@ -172,19 +194,11 @@ impl Context {
         input: Value,
         timeout: Duration,
     ) -> Result<Value, A2aError> {
-        let reg = self
-            .registry()
-            .await
-            .map_err(|e| A2aError::Transport(e.to_string()))?;
-        let agents = reg
-            .find(capability)
-            .await
-            .map_err(|e| A2aError::Transport(e.to_string()))?;
+        let agents = self.registry().await?.find(capability).await?;
         let target = agents
             .first()
             .ok_or_else(|| A2aError::NoAgent(capability.to_owned()))?;
-        let id =
-            AgentId::new(target.id.as_str()).map_err(|e| A2aError::Transport(e.to_string()))?;
+        let id = AgentId::new(target.id.as_str()).map_err(A2aError::AgentId)?;
         self.ask(&id, Some(capability), input, timeout).await
     }
 

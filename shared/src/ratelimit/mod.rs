@@ -24,7 +24,7 @@
 //! admission rule), `local` (in-process counters), `redis_counters` (the
 //! shared counters and their script).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod limits;
@@ -40,6 +40,7 @@ pub use window::{Window, admit, admit_all};
 
 use local::Local;
 use redis::aio::ConnectionManager;
+pub use redis_counters::RedisCheckError;
 use redis_counters::{Redis, SCRIPT};
 
 /// Longest key kept verbatim; longer ones are shortened with a digest.
@@ -65,9 +66,29 @@ pub enum Decision {
         scope: Scope,
     },
     /// Redis did not answer and the fail mode is `closed`.
-    Unavailable {
-        detail: String,
-    },
+    Unavailable(Unavailable),
+}
+
+/// Why a request could not be counted (Redis down, failing closed).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    /// Redis failed a moment ago and is skipped until its pause ends.
+    #[error("rate limiter unavailable and failing closed: Redis is unavailable (retrying shortly)")]
+    Paused,
+    /// This check's call to Redis failed.
+    #[error("rate limiter unavailable and failing closed")]
+    Failed(#[source] Arc<RedisCheckError>),
+}
+
+/// Equal when of the same kind (and, for a failure, the same one).
+impl PartialEq for Unavailable {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Paused, Self::Paused) => true,
+            (Self::Failed(a), Self::Failed(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// One counter a request is checked against.
@@ -186,8 +207,8 @@ impl Limiter {
             .lock()
             .map(|p| p.is_some_and(|until| Instant::now() < until))
             .unwrap_or(false);
-        let detail = if paused {
-            "Redis is unavailable (retrying shortly)".to_owned()
+        let cause = if paused {
+            Unavailable::Paused
         } else {
             match r.check(counters).await {
                 Ok(d) => {
@@ -197,20 +218,17 @@ impl Limiter {
                     return d;
                 }
                 Err(e) => {
-                    let detail = crate::error::chain(&e);
-                    tracing::warn!(error = %detail, fail_mode = ?r.fail, "rate limiter: Redis unavailable");
+                    tracing::warn!(error = %crate::error::Chain(&e), fail_mode = ?r.fail, "rate limiter: Redis unavailable");
                     if let Ok(mut p) = r.paused_until.lock() {
                         *p = Some(Instant::now() + REDIS_RETRY_PAUSE);
                     }
-                    detail
+                    Unavailable::Failed(Arc::new(e))
                 }
             }
         };
         match r.fail {
             FailMode::Open => self.local.check(counters),
-            FailMode::Closed => Decision::Unavailable {
-                detail: format!("rate limiter unavailable and failing closed: {detail}"),
-            },
+            FailMode::Closed => Decision::Unavailable(cause),
         }
     }
 }

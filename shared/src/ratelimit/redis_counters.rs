@@ -62,7 +62,7 @@ pub(super) struct Redis {
 
 /// Why Redis gave no decision (the fail mode then applies).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum RedisCheckError {
+pub enum RedisCheckError {
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
     #[error("Redis error")]

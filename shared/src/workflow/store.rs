@@ -30,17 +30,41 @@ pub enum StoreError {
         "{key} is already stored with different content; versions are immutable, bump `version`"
     )]
     VersionExists { key: String },
-    #[error("stored definition {key} is unreadable: {detail}")]
-    Corrupt { key: String, detail: String },
-    #[error("{what}: {detail}")]
-    Nats { what: &'static str, detail: String },
+    #[error("stored definition {key} is unreadable")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: Unreadable,
+    },
+    #[error("definition {key} cannot be encoded")]
+    Encode {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}")]
+    Nats {
+        what: &'static str,
+        /// async-nats errors of several operations, each its own type.
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+/// Why a stored definition cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("not JSON")]
+    Json(#[source] serde_json::Error),
+    #[error("{0}")]
+    Invalid(DefinitionErrors),
 }
 
 impl StoreError {
-    fn nats(what: &'static str, e: impl std::fmt::Display) -> Self {
+    fn nats(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Nats {
             what,
-            detail: e.to_string(),
+            source: Box::new(e),
         }
     }
 }
@@ -101,13 +125,13 @@ pub async fn get_key(store: &kv::Store, key: &str) -> Result<Option<Definition>,
     let doc: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
             key: key.to_owned(),
-            detail: e.to_string(),
+            source: Unreadable::Json(e),
         })?;
     Definition::from_value(doc)
         .map(Some)
         .map_err(|e| StoreError::Corrupt {
             key: key.to_owned(),
-            detail: e.to_string(),
+            source: Unreadable::Invalid(e),
         })
 }
 
@@ -182,9 +206,9 @@ pub fn check_with(
 /// something else.
 pub async fn put_checked(store: &kv::Store, def: &Definition) -> Result<PutOutcome, StoreError> {
     let k = def.key();
-    let value = serde_json::to_vec(def).map_err(|e| StoreError::Corrupt {
+    let value = serde_json::to_vec(def).map_err(|source| StoreError::Encode {
         key: k.clone(),
-        detail: e.to_string(),
+        source,
     })?;
     match store.create(&k, value.into()).await {
         Ok(_) => Ok(PutOutcome::Created),

@@ -95,14 +95,14 @@ pub async fn events(State(c): State<Console>) -> Response {
 }
 
 enum Tick {
-    Entry(Result<async_nats::jetstream::kv::Entry, String>),
+    Entry(Result<async_nats::jetstream::kv::Entry, async_nats::jetstream::kv::WatcherError>),
     Timer,
 }
 
 fn updates(
     watch: async_nats::jetstream::kv::Watch,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let entries = watch.map(|e| Tick::Entry(e.map_err(|e| e.to_string())));
+    let entries = watch.map(Tick::Entry);
     let timer = tokio_stream_interval(Duration::from_secs(5)).map(|_| Tick::Timer);
     let merged = Box::pin(futures::stream::select(entries, timer));
     futures::stream::unfold(

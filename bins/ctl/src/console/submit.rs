@@ -144,14 +144,27 @@ fn field(name: &str, prop: &Value, required: bool) -> String {
     format!("<label>{label} {control} {help}</label>")
 }
 
+/// Why a posted form is not a task input.
+#[derive(Debug, thiserror::Error)]
+enum FormError {
+    #[error("raw JSON input")]
+    RawJson(#[source] serde_json::Error),
+    #[error("{field}: not an integer: {text}")]
+    NotInteger { field: String, text: String },
+    #[error("{field}: not a number: {text}")]
+    NotNumber { field: String, text: String },
+    #[error("input does not match the schema")]
+    Schema(#[source] agentry::schema::SchemaError),
+}
+
 /// The input object from the posted form: the raw JSON when given, else
 /// each non-empty generated field converted by its schema type.
-fn input_from_form(schema: Option<&Value>, form: &[(String, String)]) -> Result<Value, String> {
+fn input_from_form(schema: Option<&Value>, form: &[(String, String)]) -> Result<Value, FormError> {
     if let Some((_, raw)) = form
         .iter()
         .find(|(k, v)| k == RAW_FIELD && !v.trim().is_empty())
     {
-        return serde_json::from_str(raw).map_err(|e| format!("raw JSON input: {e}"));
+        return serde_json::from_str(raw).map_err(FormError::RawJson);
     }
     let mut input = Map::new();
     for (key, text) in form {
@@ -164,22 +177,27 @@ fn input_from_form(schema: Option<&Value>, form: &[(String, String)]) -> Result<
         let prop = schema
             .map(|s| &s["properties"][name])
             .unwrap_or(&Value::Null);
-        let value = match prop["type"].as_str() {
-            Some("string") => Value::String(text.clone()),
-            Some("integer") => text
-                .trim()
-                .parse::<i64>()
-                .map(Value::from)
-                .map_err(|_| format!("{name}: not an integer: {text}"))?,
-            Some("number") => text
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
-                .ok_or_else(|| format!("{name}: not a number: {text}"))?,
-            Some("boolean") => Value::Bool(text == "true"),
-            _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
-        };
+        let value =
+            match prop["type"].as_str() {
+                Some("string") => Value::String(text.clone()),
+                Some("integer") => text.trim().parse::<i64>().map(Value::from).map_err(|_| {
+                    FormError::NotInteger {
+                        field: name.to_owned(),
+                        text: text.clone(),
+                    }
+                })?,
+                Some("number") => text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+                    .ok_or_else(|| FormError::NotNumber {
+                        field: name.to_owned(),
+                        text: text.clone(),
+                    })?,
+                Some("boolean") => Value::Bool(text == "true"),
+                _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
+            };
         input.insert(name.to_owned(), value);
     }
     Ok(Value::Object(input))
@@ -199,13 +217,14 @@ pub async fn post(
         match agentry::schema::global().capability_input(cap.as_str()) {
             Some(v) => agentry::schema::check(v, &input)
                 .map(|()| input)
-                .map_err(|e| format!("input does not match the schema: {e}")),
+                .map_err(FormError::Schema),
             None => Ok(input),
         }
     });
     let input = match input {
         Ok(i) => i,
         Err(e) => {
+            let e = agentry::error::chain(&e);
             let mut r = page(&format!("Submit {cap}"), &form_body(&c, &cap, Some(&e)));
             *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             return r;

@@ -27,9 +27,9 @@ const SETTLE: Duration = Duration::from_millis(150);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("agent registry: {0}")]
+    #[error("agent registry")]
     Registry(#[from] agentry::registry::RegistryError),
-    #[error("workflow store: {0}")]
+    #[error("workflow store")]
     Workflows(#[from] store::StoreError),
     #[error("cannot watch bucket {bucket}")]
     Watch {
@@ -234,7 +234,7 @@ pub async fn follow(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "tool catalog not rebuilt; keeping the last one")
+                    tracing::warn!(error = %agentry::error::Chain(&e), "tool catalog not rebuilt; keeping the last one")
                 }
             }
         }

@@ -42,7 +42,7 @@ impl Definitions {
             .check(&|_: &str| true, &|_: &str, _: Option<u32>| true)
             .map_err(|e| StoreError::Corrupt {
                 key: key.to_owned(),
-                detail: e.to_string(),
+                source: store::Unreadable::Invalid(e),
             })?;
         let compiled = Arc::new(compiled);
         if let Ok(mut cache) = self.cache.write() {

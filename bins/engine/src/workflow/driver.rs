@@ -48,9 +48,9 @@ pub(crate) enum DriverError {
     TooNew { run: String, version: u32 },
     #[error("definition {0} of a run is missing or invalid")]
     Definition(String),
-    #[error("effects not carried out: {0}")]
+    #[error("effects not carried out")]
     Effects(#[from] effects::EffectError),
-    #[error("artifact: {0}")]
+    #[error("artifact")]
     Artifact(#[from] artifacts::ArtifactError),
     #[error("run {0} stayed contended for {MAX_ROUNDS} rounds")]
     Contended(String),

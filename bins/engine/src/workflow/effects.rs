@@ -90,12 +90,12 @@ pub(crate) enum Effect {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EffectError {
-    #[error("{0}")]
+    #[error(transparent)]
     Publish(#[from] publish::PublishError),
-    #[error("invalid id in an effect: {0}")]
+    #[error("invalid id in an effect")]
     Id(#[from] agentry::id::IdError),
-    #[error("child run: {0}")]
-    Child(String),
+    #[error("child run not started")]
+    Child(#[source] Box<super::driver::DriverError>),
 }
 
 /// Who the effects belong to.
@@ -211,7 +211,7 @@ async fn execute_one(
             }
             Box::pin(super::run::start_child(engine, &child))
                 .await
-                .map_err(|e| EffectError::Child(e.to_string()))
+                .map_err(|e| EffectError::Child(Box::new(e)))
         }
         Effect::CancelChild { run_id, reason } => {
             let input = super::machine::Input::Cancel {
@@ -221,7 +221,7 @@ async fn execute_one(
                 Ok(_) => Ok(()),
                 Err(e) => {
                     // The child's own timeout still ends it; the parent has moved on.
-                    warn!(child = %run_id, error = %e, "child run not cancelled");
+                    warn!(child = %run_id, error = %agentry::error::Chain(&e), "child run not cancelled");
                     Ok(())
                 }
             }

@@ -152,15 +152,15 @@ pub(crate) async fn start(
                 format!("no workflow definition {workflow}{v}"),
             ));
         }
-        Err(agentry::workflow::store::StoreError::Corrupt { key, detail }) => {
+        Err(agentry::workflow::store::StoreError::Corrupt { key, source }) => {
             return Err(rejection(
                 req,
                 Reason::InvalidWorkflow,
-                format!("{key}: {detail}"),
+                format!("{key}: {}", Chain(&source)),
             ));
         }
         Err(e) => {
-            warn!(error = %e, "definition lookup failed, retrying later");
+            warn!(error = %Chain(&e), "definition lookup failed, retrying later");
             return Ok(Disposition::Nak(Duration::from_secs(1)));
         }
     };
