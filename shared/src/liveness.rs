@@ -50,6 +50,12 @@ pub enum LoopState {
 }
 
 impl Pulse {
+    /// A pulse for a loop that no [`crate::http::Observer`] reports (a
+    /// component's own side loop); `Observer::add_loop` makes reported ones.
+    pub fn unobserved(name: impl Into<String>) -> Self {
+        Self::named(name.into())
+    }
+
     pub(crate) fn named(name: String) -> Self {
         Self(Arc::new(PulseState {
             name,

@@ -26,32 +26,44 @@
 //! 1/N of a source's traffic, so thresholds are effectively N times higher
 //! (size them for the replica count, or run one replica).
 //!
-//! Messages are acknowledged after they are handled; a failure to act on an
-//! alert (KV or NATS trouble) is logged and the loop goes on. The consumers
-//! are bound once `agentry setup` has created them (`consume::ready`); lost
-//! inputs are re-bound after a `consume::Delays` pause; the loop ends on
-//! shutdown.
+//! Each consumer is pulled by a [`consume::Pull`] with one message in
+//! flight; its handler turns the message into an observation and hands it,
+//! over a channel, to one task that owns the [`Detector`] and acts on its
+//! alerts. The message is acknowledged once that task has handled it, so
+//! observations reach the detector one at a time, in the order each
+//! consumer delivers them. A failure to act on an alert (KV or NATS
+//! trouble) is logged and the watch goes on. The consumers are bound once
+//! `agentry setup` has created them (`consume::ready`); `Pull` reopens a
+//! lost pull stream itself; the watch ends on shutdown.
 
 use agentry::agent::Context;
 use agentry::agent::runtime::server_time;
-use agentry::consume::Delays;
 use agentry::consume::ready::{self, ReadyError};
+use agentry::consume::{self, Disposition};
 use agentry::event::{self, Limits, header, types};
+use agentry::http::Pulse;
 use agentry::reason::Reason;
 use agentry::subject;
 use async_nats::HeaderMap;
 use async_nats::jetstream::Message;
-use async_nats::jetstream::consumer::pull;
 use chrono::{DateTime, Utc};
 use cloudevents::AttributesReader;
-use futures::StreamExt;
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::agent::SecurityMonitor;
 use super::alert_rules::{Alert, AlertKind, Detector, Observation, ObservationKind};
 use super::respond::{self, Change};
+
+/// How long a message waits for redelivery when the watch stopped before
+/// handling it.
+const STOPPED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An observation on its way to the detector, and who waits for it to be handled.
+type Observed = (Observation, oneshot::Sender<()>);
 
 /// Runs until `shutdown`.
 pub async fn run(
@@ -59,139 +71,95 @@ pub async fn run(
     ctx: Context,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut detector = Detector::new(agent.config.detector.clone());
-    let mut delays = Delays::new();
-    loop {
-        match Inputs::bind(&ctx, &shutdown).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(mut inputs)) => {
-                info!("security monitor watching events, DLQ and results");
-                delays.reset();
-                match inputs.pump(agent, &ctx, &mut detector, &shutdown).await {
-                    Pumped::Shutdown => return Ok(()),
-                    Pumped::Lost(what) => {
-                        warn!(input = what, "security monitor input ended, re-binding")
-                    }
+    let js = ctx.jetstream();
+    let bind = |stream: &'static str, consumer: &'static str| {
+        let shutdown = shutdown.clone();
+        async move {
+            match ready::consumer(js, stream, consumer, &shutdown).await {
+                Ok(bound) => Ok(Some((consumer, bound))),
+                Err(ReadyError::Cancelled { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let (Some(events), Some(dlq), Some(results)) = (
+        bind(subject::EVENTS_STREAM, subject::SECURITY_EVENTS_CONSUMER).await?,
+        bind(subject::DLQ_STREAM, subject::SECURITY_DLQ_CONSUMER).await?,
+        bind(subject::RESULTS_STREAM, subject::SECURITY_RESULTS_CONSUMER).await?,
+    ) else {
+        return Ok(());
+    };
+    info!("security monitor watching events, DLQ and results");
+
+    let (tx, mut observed) = mpsc::channel::<Observed>(1);
+    let work = TaskTracker::new();
+    let pull = |(name, consumer), read: Reader| {
+        let tx = tx.clone();
+        // Stops on shutdown; pull errors are retried inside.
+        consume::Pull::new(js.clone(), consumer, Pulse::unobserved(name))
+            .concurrency(1)
+            .run(shutdown.clone(), work.clone(), move |msg, permit| {
+                let tx = tx.clone();
+                async move {
+                    let disposition = observe(&tx, read(&msg)).await;
+                    drop(permit);
+                    disposition
+                }
+            })
+    };
+    let (events, dlq, results) = (
+        pull(events, from_event_msg),
+        pull(dlq, from_dlq_msg),
+        pull(results, from_result_msg),
+    );
+    drop(tx);
+    let pulls = async {
+        tokio::join!(events, dlq, results);
+        work.close();
+        work.wait().await;
+    };
+    // The detector's task: ends once every handler (each holds a sender) is gone.
+    let detect = async {
+        let mut detector = Detector::new(agent.config.detector.clone());
+        while let Some((obs, handled)) = observed.recv().await {
+            for alert in detector.observe(obs) {
+                if let Err(e) = act(agent, &ctx, &alert).await {
+                    warn!(error = %format!("{e:#}"), kind = ?alert.kind, source = ?alert.source, "acting on a security alert failed");
                 }
             }
-            Err(e) => warn!(error = %e, "security monitor cannot open its consumers"),
+            let _ = handled.send(());
         }
-        if !delays.pause(&shutdown).await {
-            return Ok(());
-        }
-    }
+    };
+    tokio::join!(pulls, detect);
+    Ok(())
 }
 
-enum Pumped {
-    Shutdown,
-    Lost(&'static str),
+/// Reads one consumer's message as an observation (`None`: nothing to observe).
+type Reader = fn(&Message) -> Option<Observation>;
+
+fn from_dlq_msg(msg: &Message) -> Option<Observation> {
+    from_dlq(msg.headers.as_ref(), server_time(msg))
 }
 
-struct Inputs {
-    events: pull::Stream,
-    dlq: pull::Stream,
-    results: pull::Stream,
+fn from_event_msg(msg: &Message) -> Option<Observation> {
+    from_event(msg.headers.as_ref(), &msg.payload, server_time(msg))
 }
 
-impl Inputs {
-    /// Binds the three consumers, waiting for `agentry setup` to have
-    /// created them (`consume::ready`); `None` on shutdown.
-    async fn bind(ctx: &Context, shutdown: &CancellationToken) -> anyhow::Result<Option<Self>> {
-        let js = ctx.jetstream();
-        let events = subject::SECURITY_EVENTS_CONSUMER;
-        let Some(events) = open(js, subject::EVENTS_STREAM, events, shutdown).await? else {
-            return Ok(None);
-        };
-        let dlq = subject::SECURITY_DLQ_CONSUMER;
-        let Some(dlq) = open(js, subject::DLQ_STREAM, dlq, shutdown).await? else {
-            return Ok(None);
-        };
-        let results = subject::SECURITY_RESULTS_CONSUMER;
-        let Some(results) = open(js, subject::RESULTS_STREAM, results, shutdown).await? else {
-            return Ok(None);
-        };
-        Ok(Some(Self {
-            events,
-            dlq,
-            results,
-        }))
-    }
-
-    async fn pump(
-        &mut self,
-        agent: &SecurityMonitor,
-        ctx: &Context,
-        detector: &mut Detector,
-        shutdown: &CancellationToken,
-    ) -> Pumped {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Pumped::Shutdown,
-                m = self.dlq.next() => match m {
-                    Some(Ok(msg)) => {
-                        let obs = from_dlq(msg.headers.as_ref(), server_time(&msg));
-                        handle(agent, ctx, detector, obs).await;
-                        ack(&msg).await;
-                    }
-                    Some(Err(e)) => warn!(error = %e, "security-dlq pull error, continuing"),
-                    None => return Pumped::Lost(subject::SECURITY_DLQ_CONSUMER),
-                },
-                m = self.events.next() => match m {
-                    Some(Ok(msg)) => {
-                        let obs = from_event(msg.headers.as_ref(), &msg.payload, server_time(&msg));
-                        handle(agent, ctx, detector, obs).await;
-                        ack(&msg).await;
-                    }
-                    Some(Err(e)) => warn!(error = %e, "security-events pull error, continuing"),
-                    None => return Pumped::Lost(subject::SECURITY_EVENTS_CONSUMER),
-                },
-                m = self.results.next() => match m {
-                    Some(Ok(msg)) => {
-                        let obs = from_result(msg.headers.as_ref(), &msg.payload, server_time(&msg));
-                        handle(agent, ctx, detector, obs).await;
-                        ack(&msg).await;
-                    }
-                    Some(Err(e)) => warn!(error = %e, "security-results pull error, continuing"),
-                    None => return Pumped::Lost(subject::SECURITY_RESULTS_CONSUMER),
-                },
-            }
-        }
-    }
+fn from_result_msg(msg: &Message) -> Option<Observation> {
+    from_result(msg.headers.as_ref(), &msg.payload, server_time(msg))
 }
 
-/// The messages of durable consumer `consumer` on `stream`, once setup has
-/// created it; `None` on shutdown.
-async fn open(
-    js: &async_nats::jetstream::Context,
-    stream: &str,
-    consumer: &str,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Option<pull::Stream>> {
-    match ready::consumer(js, stream, consumer, shutdown).await {
-        Ok(bound) => Ok(Some(bound.messages().await?)),
-        Err(ReadyError::Cancelled { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+/// Hands `obs` to the detector's task and waits until it is handled: then
+/// the message is acknowledged; if the watch stopped first it comes back.
+async fn observe(tx: &mpsc::Sender<Observed>, obs: Option<Observation>) -> Disposition {
+    let Some(obs) = obs else {
+        return Disposition::Ack;
+    };
+    let (handled, done) = oneshot::channel();
+    if tx.send((obs, handled)).await.is_err() || done.await.is_err() {
+        return Disposition::Nak(STOPPED_RETRY);
     }
-}
-
-async fn ack(msg: &Message) {
-    if let Err(e) = msg.ack().await {
-        warn!(error = %e, "ack failed; the message will be seen again");
-    }
-}
-
-async fn handle(
-    agent: &SecurityMonitor,
-    ctx: &Context,
-    detector: &mut Detector,
-    obs: Option<Observation>,
-) {
-    let Some(obs) = obs else { return };
-    for alert in detector.observe(obs) {
-        if let Err(e) = act(agent, ctx, &alert).await {
-            warn!(error = %e, kind = ?alert.kind, source = ?alert.source, "acting on a security alert failed");
-        }
-    }
+    Disposition::Ack
 }
 
 /// Publishes the incident, opens it in KV and quarantines the source when configured.
@@ -224,7 +192,7 @@ async fn act(agent: &SecurityMonitor, ctx: &Context, alert: &Alert) -> anyhow::R
     if quarantine {
         input["quarantine_minutes"] = agent.config.quarantine_minutes.into();
     }
-    let buckets = agent.buckets(ctx).await.map_err(anyhow::Error::msg)?;
+    let buckets = agent.buckets(ctx).await?;
     let change = Change {
         input: &input,
         incident_id: &incident_id,

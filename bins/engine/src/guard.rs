@@ -17,14 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use agentry::consume::Delays;
+use agentry::consume::ready::{self, ReadyError};
+use agentry::consume::watch;
+use agentry::error::Chain;
 use agentry::quarantine::{self, QuarantineEntry};
 use agentry::ratelimit::{Decision, Limiter, Scope};
 use agentry::reason::Reason;
 use agentry::subject;
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use chrono::Utc;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -100,7 +101,9 @@ pub(crate) async fn check(engine: &Engine, req: &Accepted) -> Option<Rejection> 
                 ),
             ))
         }
-        Decision::Unavailable { detail } => Some(reject(Reason::RateLimited, detail)),
+        Decision::Unavailable(cause) => {
+            Some(reject(Reason::RateLimited, Chain(&cause).to_string()))
+        }
     }
 }
 
@@ -167,44 +170,35 @@ impl Quarantine {
     }
 }
 
-/// Keeps [`Quarantine`] current until `shutdown`; a lost watch is reopened
-/// with backoff (meanwhile lookups read the bucket directly). Never fails.
+/// Keeps [`Quarantine`] current until `shutdown`: waits for the bucket
+/// (`consume::ready`), then follows it with a tracked watch
+/// (`consume::watch`) that is reopened with backoff when lost (meanwhile
+/// lookups read the bucket directly). Never fails.
 pub(crate) async fn watch(engine: Arc<Engine>, shutdown: CancellationToken) {
     let q = &engine.guard.quarantine;
-    let mut delays = Delays::new();
-    loop {
-        let res = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = watch_once(q, &engine.js) => r,
-        };
-        q.current.store(false, Ordering::Release);
-        match res {
-            Ok(()) => warn!("quarantine watch ended, reopening"),
-            Err(e) => warn!(error = %e, "quarantine watch unavailable, retrying"),
-        }
-        if !delays.pause(&shutdown).await {
+    let store = match ready::bucket(&engine.js, subject::QUARANTINE_BUCKET, &shutdown).await {
+        Ok(store) => store,
+        Err(ReadyError::Cancelled { .. }) => return,
+        Err(e) => {
+            // `ready::bucket` retries every lookup error; kept for completeness.
+            warn!(error = %Chain(&e), "quarantine watch unavailable; lookups read the bucket");
             return;
         }
-    }
-}
-
-async fn watch_once(q: &Quarantine, js: &jetstream::Context) -> anyhow::Result<()> {
-    let store = js.get_key_value(subject::QUARANTINE_BUCKET).await?;
+    };
     if let Ok(mut s) = q.store.write() {
         *s = Some(store.clone());
     }
-    let mut watch = store.watch_with_history(">").await?;
-    if store.status().await?.values() == 0 {
-        mark_current(q);
-    }
-    while let Some(entry) = watch.next().await {
-        let entry = entry?;
-        q.apply(&entry);
-        if entry.delta == 0 && !q.current.load(Ordering::Acquire) {
-            mark_current(q);
-        }
-    }
-    Ok(())
+    watch::kv_tracked(
+        &store,
+        watch::From::History,
+        &shutdown,
+        |update| match update {
+            watch::Update::Entry(entry) => q.apply(&entry),
+            watch::Update::Current => mark_current(q),
+            watch::Update::Stale => q.current.store(false, Ordering::Release),
+        },
+    )
+    .await
 }
 
 fn mark_current(q: &Quarantine) {
