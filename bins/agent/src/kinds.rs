@@ -27,12 +27,8 @@ const TABLE: &[Kind] = &[
     Kind {
         name: "weather",
         build: |s| {
-            let agent = agentry_weather::WeatherAgent::new(s.weather_config()).map_err(|e| {
-                AgentsError::Settings {
-                    kind: "weather",
-                    detail: e.to_string(),
-                }
-            })?;
+            let agent = agentry_weather::WeatherAgent::new(s.weather_config())
+                .map_err(AgentsError::WeatherSettings)?;
             Ok(Arc::new(agent))
         },
     },
