@@ -66,7 +66,9 @@ async fn actions_need_token_csrf_and_same_origin() {
     let csrf = csrf_of(&page);
     let (code, _, _) = exchange(addr, post(addr, "/console/submit/echo", &cookie, body)).await;
     assert_eq!(code, 403, "cookie without the CSRF token");
-    let wrong = format!("{body}&csrf=0{}", &csrf[1..]);
+    // One character changed (a fixed replacement would match 1 in 16 tokens).
+    let flipped = if csrf.starts_with('0') { '1' } else { '0' };
+    let wrong = format!("{body}&csrf={flipped}{}", &csrf[1..]);
     let (code, _, _) = exchange(addr, post(addr, "/console/submit/echo", &cookie, &wrong)).await;
     assert_eq!(code, 403, "cookie with a wrong CSRF token");
     let good = format!("{body}&csrf={csrf}");

@@ -245,3 +245,58 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: u64, ty: &str, data: Value) -> Item {
+        Item {
+            seq,
+            stored: Utc::now(),
+            ty: ty.into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn section_lists_events_escaped_and_says_when_incomplete() {
+        let listing = Listing {
+            items: vec![
+                item(
+                    3,
+                    "io.agentry.run.started",
+                    serde_json::json!({"status": "running"}),
+                ),
+                item(
+                    7,
+                    "io.agentry.step.failed",
+                    serde_json::json!({"step": "<b>x</b>", "status": "failed", "attempt": 2,
+                                       "error": {"message": "<script>alert(1)</script>"}}),
+                ),
+            ],
+            incomplete: true,
+        };
+        let out = section(Ok(listing));
+        assert!(
+            out.contains("data-type=\"io.agentry.step.failed\" data-seq=\"7\""),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "<td>step.failed</td><td>&lt;b&gt;x&lt;/b&gt;</td><td>failed</td><td>2</td>"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("<script>") && !out.contains("<b>x"), "{out}");
+        assert!(out.contains("id=\"events-incomplete\""));
+        let empty = section(Ok(Listing::default()));
+        assert!(empty.contains("no events found") && !empty.contains("events-incomplete"));
+    }
+
+    #[test]
+    fn section_names_why_events_are_missing() {
+        let out = section(Err(EventsError::Time(Utc::now())));
+        assert!(out.contains("events unavailable"), "{out}");
+    }
+}

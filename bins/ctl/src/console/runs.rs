@@ -227,11 +227,15 @@ pub async fn show(State(c): State<Console>, Path(key): Path<String>) -> Response
     };
     let now = Utc::now();
     let terminal = run.status.is_terminal();
-    // Live while it runs: the page reloads itself until the run ends.
+    // Live while it runs: the page reloads itself until the run ends, every
+    // second in its first minute, then every 5 s (each load reads the run's
+    // events since its start, which grow with the run's age).
     let reload = if terminal {
-        ""
+        String::new()
+    } else if run.duration_ms(now) < 60_000 {
+        " data-reload=\"1000\"".to_owned()
     } else {
-        " data-reload=\"1000\""
+        " data-reload=\"5000\"".to_owned()
     };
     let mut body = format!(
         "<p>run <code>{id}</code> · {wf} v{v} · <span class=\"status-{st}\" id=\"run-status\"{reload}>{st}</span> · \
