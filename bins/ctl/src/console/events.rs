@@ -194,7 +194,7 @@ pub fn section(listing: Result<Listing, EventsError>) -> String {
         Err(e) => {
             return format!(
                 "<h2>Events</h2>{}",
-                super::unavailable("events", &error_chain(&e))
+                super::unavailable("events", &agentry::error::chain(&e))
             );
         }
     };
@@ -232,18 +232,6 @@ pub fn section(listing: Result<Listing, EventsError>) -> String {
         "<h2>Events</h2>{note}<table class=\"events\" id=\"run-events\"><thead><tr><th>Seq</th><th>Stored</th>\
          <th>Type</th><th>Step</th><th>Status</th><th>Attempt</th><th>Data</th></tr></thead><tbody>{rows}</tbody></table>"
     )
-}
-
-/// `e` and its sources, for the page.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentry::error::chain;
 use agentry::registry::{Registry, Status};
 use agentry::subject;
 use async_nats::jetstream;
@@ -96,7 +97,11 @@ async fn sample(js: &jetstream::Context, rows: &mut BTreeMap<String, Row>) -> Sn
                         }
                     }
                     Err(e) => {
-                        errors.push(format!("{} consumers: {e}", subject::TASKS_STREAM));
+                        errors.push(format!(
+                            "{} consumers: {}",
+                            subject::TASKS_STREAM,
+                            chain(&e)
+                        ));
                         ok = false;
                         break;
                     }
@@ -105,7 +110,7 @@ async fn sample(js: &jetstream::Context, rows: &mut BTreeMap<String, Row>) -> Sn
             ok
         }
         Err(e) => {
-            errors.push(format!("{}: {e}", subject::TASKS_STREAM));
+            errors.push(format!("{}: {}", subject::TASKS_STREAM, chain(&e)));
             false
         }
     };
@@ -119,9 +124,9 @@ async fn sample(js: &jetstream::Context, rows: &mut BTreeMap<String, Row>) -> Sn
                     }
                 }
             }
-            Err(e) => errors.push(format!("registry: {e}")),
+            Err(e) => errors.push(format!("registry: {}", chain(&e))),
         },
-        Err(e) => errors.push(format!("registry: {e}")),
+        Err(e) => errors.push(format!("registry: {}", chain(&e))),
     }
     if consumers_read {
         // A consumer that is gone and no live agent: the queue is gone.
