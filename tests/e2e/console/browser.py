@@ -116,6 +116,8 @@ def run_page(d, url, token, shots):
     WebDriverWait(d, WAIT).until(lambda d: "/console/runs/" in d.current_url)
     # The page reloads itself while the run is going.
     WebDriverWait(d, WAIT).until(lambda d: run_status(d) == "completed")
+    # Once the final event is listed the page stops reloading.
+    types = events_until(d, "io.agentry.run.completed")
     steps = d.find_elements(By.CSS_SELECTOR, "svg#dag g.step")
     statuses = sorted(s.get_attribute("data-status") for s in steps)
     if statuses != ["completed"] * 6:
@@ -123,7 +125,6 @@ def run_page(d, url, token, shots):
     output = d.find_element(By.ID, "run-output").text
     if '"total": 19' not in output:
         raise AssertionError(f"run output: {output!r}")
-    types = events_until(d, "io.agentry.run.completed")
     if types[0] != "io.agentry.run.started":
         raise AssertionError(f"events do not start with run.started: {types}")
     if types.count("io.agentry.step.completed") != 6:
@@ -150,16 +151,20 @@ def events_until(d, last_type):
     `last_type` (events are published just after the run state is stored).
     Checks the sequence numbers ascend."""
     def loaded(d):
-        rows = d.find_elements(By.CSS_SELECTOR, "#run-events tbody tr[data-type]")
-        if rows and rows[-1].get_attribute("data-type") == last_type:
+        # Read in one script: the page may be reloading itself meanwhile.
+        rows = d.execute_script("""
+            return Array.from(document.querySelectorAll("#run-events tbody tr[data-type]"))
+                .map((r) => [Number(r.dataset.seq), r.dataset.type]);""")
+        if rows and rows[-1][1] == last_type:
             return rows
-        d.refresh()
+        if not d.find_elements(By.CSS_SELECTOR, "[data-reload]"):
+            d.refresh()
         return False
     rows = WebDriverWait(d, WAIT).until(loaded)
-    seqs = [int(r.get_attribute("data-seq")) for r in rows]
+    seqs = [seq for seq, _ in rows]
     if seqs != sorted(seqs):
         raise AssertionError(f"events out of order: {seqs}")
-    return [r.get_attribute("data-type") for r in rows]
+    return [ty for _, ty in rows]
 
 
 def fill_form(d, fields):
@@ -216,10 +221,10 @@ def signal_cancel(d, url, token, shots):
     fill_form(d, [("signal-name", "go"), ("signal-payload", '{"said": "<b>go</b> now"}')])
     d.find_element(By.ID, "signal").click()
     WebDriverWait(d, WAIT).until(lambda d: run_status(d) == "completed")
+    types = events_until(d, "io.agentry.run.completed")
     output = d.find_element(By.ID, "run-output").text
     if "<b>go</b> now" not in output:
         raise AssertionError(f"the signal's payload is not the output: {output!r}")
-    types = events_until(d, "io.agentry.run.completed")
     if "io.agentry.step.completed" not in types:
         raise AssertionError(f"no step.completed event for the signalled step: {types}")
     step("signalled " + signalled)

@@ -227,12 +227,22 @@ pub async fn show(State(c): State<Console>, Path(key): Path<String>) -> Response
     };
     let now = Utc::now();
     let terminal = run.status.is_terminal();
+    let listing = events::of_run(&c.js, &run.run_id, run.created_at).await;
+    // The run's last event follows its stored state by a moment: the page of
+    // a run that just ended reloads until that event is listed (for 10 s).
+    let last_event_due = terminal
+        && (now - run.updated_at).num_seconds() < 10
+        && !listing.as_ref().is_ok_and(|l| {
+            l.items.iter().any(|i| {
+                i.ty.starts_with("io.agentry.run.") && i.data["status"] == run.status.as_str()
+            })
+        });
     // Live while it runs: the page reloads itself until the run ends, every
     // second in its first minute, then every 5 s (each load reads the run's
     // events since its start, which grow with the run's age).
-    let reload = if terminal {
+    let reload = if terminal && !last_event_due {
         String::new()
-    } else if run.duration_ms(now) < 60_000 {
+    } else if run.duration_ms(now) < 60_000 || last_event_due {
         " data-reload=\"1000\"".to_owned()
     } else {
         " data-reload=\"5000\"".to_owned()
@@ -298,9 +308,7 @@ pub async fn show(State(c): State<Console>, Path(key): Path<String>) -> Response
     if !terminal && run.tenant.is_none() {
         body.push_str(&actions(&c, &run.run_id));
     }
-    body.push_str(&events::section(
-        events::of_run(&c.js, &run.run_id, run.created_at).await,
-    ));
+    body.push_str(&events::section(listing));
     page(&format!("Run {}", run.request_id), &body)
 }
 
