@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::LogicError;
 use super::intent::Intent;
 use super::text;
+use agentry_agent_kit::bad_data;
 
 const FAQ_JSON: &str = agentry_agent_kit::data_file!("faq.json");
 
@@ -196,8 +197,8 @@ static FAQ: OnceLock<Result<Faq, LogicError>> = OnceLock::new();
 /// The bundled FAQ.
 pub fn bundled() -> Result<&'static Faq, LogicError> {
     FAQ.get_or_init(|| {
-        let entries: Vec<Entry> = serde_json::from_str(FAQ_JSON)
-            .map_err(|e| LogicError::Data(format!("faq.json: {e}")))?;
+        let entries: Vec<Entry> =
+            serde_json::from_str(FAQ_JSON).map_err(|e| bad_data("faq.json", e))?;
         Ok(Faq::new(entries))
     })
     .as_ref()

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::LogicError;
 use super::text;
+use agentry_agent_kit::bad_data;
 
 /// What a customer message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -127,7 +128,7 @@ pub fn dataset() -> Result<Vec<Example>, LogicError> {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(n, l)| {
             serde_json::from_str(l)
-                .map_err(|e| LogicError::Data(format!("intents.jsonl line {}: {e}", n + 1)))
+                .map_err(|e| bad_data(format!("intents.jsonl line {}", n + 1), e))
         })
         .collect()
 }

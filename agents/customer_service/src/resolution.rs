@@ -12,6 +12,7 @@ use super::LogicError;
 use super::intent::{self, Intent};
 use super::memory;
 use super::ticket::{HistoryEntry, Status, Ticket};
+use agentry_agent_kit::{bad_data, missing_data};
 
 const RESOLUTIONS_JSON: &str = agentry_agent_kit::data_file!("resolutions.json");
 
@@ -34,14 +35,13 @@ static PLANS: OnceLock<Result<HashMap<Intent, Plan>, LogicError>> = OnceLock::ne
 pub fn plan(intent: Intent) -> Result<&'static Plan, LogicError> {
     let plans = PLANS
         .get_or_init(|| {
-            serde_json::from_str(RESOLUTIONS_JSON)
-                .map_err(|e| LogicError::Data(format!("resolutions.json: {e}")))
+            serde_json::from_str(RESOLUTIONS_JSON).map_err(|e| bad_data("resolutions.json", e))
         })
         .as_ref()
         .map_err(Clone::clone)?;
     plans
         .get(&intent)
-        .ok_or_else(|| LogicError::Data(format!("resolutions.json has no plan for {intent}")))
+        .ok_or_else(|| missing_data(format!("resolutions.json has no plan for {intent}")))
 }
 
 #[derive(Debug, Deserialize)]

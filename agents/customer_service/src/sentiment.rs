@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::LogicError;
 use super::text;
+use agentry_agent_kit::bad_data;
 
 const LEXICON_JSON: &str = agentry_agent_kit::data_file!("sentiment.json");
 
@@ -86,8 +87,7 @@ static LEXICON: OnceLock<Result<Lexicon, LogicError>> = OnceLock::new();
 fn lexicon() -> Result<&'static Lexicon, LogicError> {
     LEXICON
         .get_or_init(|| {
-            serde_json::from_str(LEXICON_JSON)
-                .map_err(|e| LogicError::Data(format!("sentiment.json: {e}")))
+            serde_json::from_str(LEXICON_JSON).map_err(|e| bad_data("sentiment.json", e))
         })
         .as_ref()
         .map_err(Clone::clone)

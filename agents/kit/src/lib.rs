@@ -20,7 +20,7 @@ pub mod input;
 pub mod time;
 
 pub use blocking::run_blocking;
-pub use error::{LogicError, invalid};
+pub use error::{Cause, LogicError, bad_data, invalid, missing_data};
 pub use fields::{Fields, kind_of};
 
 use serde_json::Value;

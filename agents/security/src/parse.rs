@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::LogicError;
 use super::types::{Event, EventKind};
+use agentry_agent_kit::bad_data;
 
 /// Longest evidence string kept, in characters.
 pub const MAX_EVIDENCE_CHARS: usize = 300;
@@ -35,7 +36,7 @@ struct Patterns {
 fn patterns() -> Result<&'static Patterns, LogicError> {
     static P: OnceLock<Result<Patterns, LogicError>> = OnceLock::new();
     P.get_or_init(|| {
-        let re = |p: &str| Regex::new(p).map_err(|e| LogicError::Data(format!("pattern: {e}")));
+        let re = |p: &str| Regex::new(p).map_err(|e| bad_data("pattern", e));
         Ok(Patterns {
             access: re(
                 r#"^(?P<ip>\S+) \S+ (?P<user>\S+) \[(?P<ts>[^\]]+)\] "(?P<req>[^"]*)" (?P<status>\d{3}) \S+(?: "(?P<referer>[^"]*)" "(?P<ua>[^"]*)")?"#,

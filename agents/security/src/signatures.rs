@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::LogicError;
 use super::parse;
 use super::types::{Severity, ThreatKind};
+use agentry_agent_kit::bad_data;
 
 const SIGNATURES_JSON: &str = agentry_agent_kit::data_file!("signatures.json");
 
@@ -80,14 +81,14 @@ impl Signatures {
 pub fn bundled() -> Result<&'static Signatures, LogicError> {
     static S: OnceLock<Result<Signatures, LogicError>> = OnceLock::new();
     S.get_or_init(|| {
-        let file: File = serde_json::from_str(SIGNATURES_JSON)
-            .map_err(|e| LogicError::Data(format!("signatures.json: {e}")))?;
+        let file: File =
+            serde_json::from_str(SIGNATURES_JSON).map_err(|e| bad_data("signatures.json", e))?;
         let signatures = file
             .signatures
             .into_iter()
             .map(|s| {
                 let regex = Regex::new(&format!("(?i){}", s.pattern))
-                    .map_err(|e| LogicError::Data(format!("signature {}: {e}", s.id)))?;
+                    .map_err(|e| bad_data(format!("signature {}", s.id), e))?;
                 Ok(Signature {
                     id: s.id,
                     kind: s.kind,

@@ -247,7 +247,7 @@ fn signature_rules(events: &[Event], out: &mut Vec<Finding>) -> Result<(), Logic
             ThreatKind::Xss => "signature.xss",
             ThreatKind::PathTraversal => "signature.path_traversal",
             other => {
-                return Err(LogicError::Data(format!(
+                return Err(agentry_agent_kit::missing_data(format!(
                     "signature kind {other} has no signature rule"
                 )));
             }
