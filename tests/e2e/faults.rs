@@ -94,10 +94,54 @@ async fn results(
                 .filter(|(k, _)| k.starts_with(&format!("agentry.results.{TENANT}.{prefix}-")))
                 .collect();
         if counts.len() >= n || start.elapsed() > limit {
+            if counts.len() < n {
+                eprintln!(
+                    "{prefix}: {} of {n} results; queues:{}",
+                    counts.len(),
+                    queues(&js).await
+                );
+            }
             return counts;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Where requests stand (messages per stream, each consumer's pending,
+/// unacknowledged and delivered counts): printed when results are missing,
+/// so a failure says at which hop they stopped.
+async fn queues(js: &async_nats::jetstream::Context) -> String {
+    use async_nats::jetstream::consumer::pull;
+    let mut out = String::new();
+    for name in [
+        subject::REQUESTS_STREAM,
+        subject::HELD_STREAM,
+        subject::TASKS_STREAM,
+        subject::RESULTS_STREAM,
+    ] {
+        let Ok(mut stream) = js.get_stream(name).await else {
+            out += &format!("\n{name}: not readable");
+            continue;
+        };
+        if let Ok(i) = stream.info().await {
+            out += &format!("\n{name}: {} messages", i.state.messages);
+        }
+        let mut names = stream.consumer_names();
+        while let Some(Ok(c)) = futures::StreamExt::next(&mut names).await {
+            let Ok(mut consumer) = stream.get_consumer::<pull::Config>(&c).await else {
+                continue;
+            };
+            if let Ok(i) = consumer.info().await
+                && i.delivered.stream_sequence > 0
+            {
+                out += &format!(
+                    "\n  {c}: pending {} unacked {} delivered up to {}",
+                    i.num_pending, i.num_ack_pending, i.delivered.stream_sequence
+                );
+            }
+        }
+    }
+    out
 }
 
 fn assert_exactly_once(counts: &HashMap<String, usize>, n: usize, what: &str) {

@@ -44,6 +44,15 @@ const FAILED_ROUND: Duration = Duration::from_secs(2);
 const RECENT: Duration = Duration::from_secs(1);
 /// A held consumer unused this long is removed by the server.
 const HELD_CONSUMER_IDLE: Duration = Duration::from_secs(3600);
+/// How long the server holds one fetch of held tasks open. Set, so the
+/// client gives up on a fetch whose answer was lost (the server restarted
+/// while it was in flight) instead of waiting for it forever.
+const FETCH_EXPIRES: Duration = Duration::from_secs(2);
+/// Longest a release round may take before it is abandoned as failed: no
+/// single lost reply can stop held tasks from being released. Tasks taken
+/// by an abandoned round are redelivered after the held consumer's ack wait
+/// and republished under the same message id.
+const ROUND_LIMIT: Duration = Duration::from_secs(30);
 
 /// Fairness state shared by routing and the release loop.
 pub(crate) struct Fair {
@@ -117,7 +126,10 @@ pub(crate) async fn release(engine: Arc<Engine>, shutdown: CancellationToken) {
     let mut turn: usize = 0;
     let mut failures: u32 = 0;
     loop {
-        let pause = match round(&engine, &mut consumers, &mut turn).await {
+        let outcome = tokio::time::timeout(ROUND_LIMIT, round(&engine, &mut consumers, &mut turn))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("release round took over {ROUND_LIMIT:?}")));
+        let pause = match outcome {
             Ok(busy) => {
                 if failures > 0 {
                     info!("fair release working again");
@@ -127,10 +139,12 @@ pub(crate) async fn release(engine: Arc<Engine>, shutdown: CancellationToken) {
                 if busy { BUSY_ROUND } else { IDLE_ROUND }
             }
             Err(e) => {
-                // Held tasks stay held; new ones route live meanwhile.
+                // Held tasks stay held; new ones route live meanwhile. The
+                // consumer handles are looked up afresh next time.
                 engine.fair.available.store(false, Ordering::Relaxed);
+                consumers.clear();
                 if failures == 0 {
-                    warn!(error = %e, "fair release unavailable (is AGENTRY_HELD set up?); tasks route unheld");
+                    warn!(error = %e, "fair release round failed (is AGENTRY_HELD set up?); held tasks wait, new tasks route unheld");
                 }
                 failures = failures.saturating_add(1);
                 FAILED_ROUND
@@ -271,6 +285,7 @@ async fn release_some(
     let batch = usize::try_from(want).unwrap_or(usize::MAX).clamp(1, 1000);
     let mut messages = consumer
         .fetch()
+        .expires(FETCH_EXPIRES)
         .max_messages(batch)
         .messages()
         .await
