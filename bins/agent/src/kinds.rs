@@ -1,8 +1,10 @@
 //! The table of built-in agent kinds: each kind's name and how to build it
 //! from [`Settings`]. The agents themselves live in their own crates under
 //! `agents/` (`agentry-echo`, `agentry-weather`, `agentry-planning`,
-//! `agentry-data-analysis`, `agentry-customer-service`, `agentry-security`);
-//! this host only picks them by kind.
+//! `agentry-data-analysis`, `agentry-customer-service`, `agentry-security`,
+//! `agentry-assistant`); this host only picks them by kind. A kind may be
+//! off for want of configuration ([`Built::Off`]: the assistant without an
+//! LLM endpoint); the host then starts the others and says why.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,45 +17,68 @@ use crate::AgentsError;
 /// One built-in kind: its name and its constructor.
 struct Kind {
     name: &'static str,
-    build: fn(&Settings) -> Result<Arc<dyn Agent>, AgentsError>,
+    build: fn(&Settings) -> Result<Built, AgentsError>,
+}
+
+/// What building a kind gave.
+pub enum Built {
+    Ready(Arc<dyn Agent>),
+    /// Not started: the settings it needs are missing (the text says which).
+    Off(String),
+}
+
+impl<A: Agent> From<A> for Built {
+    fn from(agent: A) -> Self {
+        Self::Ready(Arc::new(agent))
+    }
 }
 
 /// Every built-in kind, in start order.
 const TABLE: &[Kind] = &[
     Kind {
         name: "echo",
-        build: |_| Ok(Arc::new(agentry_echo::Echo::default())),
+        build: |_| Ok(agentry_echo::Echo::default().into()),
     },
     Kind {
         name: "weather",
         build: |s| {
             let agent = agentry_weather::WeatherAgent::new(s.weather_config())
                 .map_err(AgentsError::WeatherSettings)?;
-            Ok(Arc::new(agent))
+            Ok(agent.into())
         },
     },
     Kind {
         name: "planning",
-        build: |_| Ok(Arc::new(agentry_planning::PlanningAgent::default())),
+        build: |_| Ok(agentry_planning::PlanningAgent::default().into()),
     },
     Kind {
         name: "customer_service",
         build: |s| {
-            Ok(Arc::new(agentry_customer_service::CustomerService::new(
-                s.customer_service_config(),
-            )))
+            Ok(agentry_customer_service::CustomerService::new(s.customer_service_config()).into())
         },
     },
     Kind {
         name: "data_analysis",
-        build: |_| Ok(Arc::new(agentry_data_analysis::DataAnalysisAgent)),
+        build: |_| Ok(agentry_data_analysis::DataAnalysisAgent.into()),
     },
     Kind {
         name: "security_monitor",
+        build: |s| Ok(agentry_security::SecurityMonitor::new(s.security_config()).into()),
+    },
+    Kind {
+        name: "assistant",
         build: |s| {
-            Ok(Arc::new(agentry_security::SecurityMonitor::new(
-                s.security_config(),
-            )))
+            let Some(cfg) = s.assistant_config() else {
+                return Ok(Built::Off(
+                    "AGENTRY_LLM_BASE_URL is not set: the assistant needs an OpenAI-compatible \
+                     chat-completions endpoint (e.g. https://api.openai.com/v1 or \
+                     http://localhost:11434/v1)"
+                        .into(),
+                ));
+            };
+            let agent =
+                agentry_assistant::Assistant::new(cfg).map_err(AgentsError::AssistantSettings)?;
+            Ok(agent.into())
         },
     },
 ];
@@ -68,8 +93,8 @@ pub fn is_known(kind: &str) -> bool {
     TABLE.iter().any(|k| k.name == kind)
 }
 
-/// Builds the agent of `kind`.
-pub fn build(kind: &str, settings: &Settings) -> Result<Arc<dyn Agent>, AgentsError> {
+/// Builds the agent of `kind`, or says why it is off.
+pub fn build(kind: &str, settings: &Settings) -> Result<Built, AgentsError> {
     let entry = TABLE
         .iter()
         .find(|k| k.name == kind)
@@ -135,6 +160,20 @@ pub struct Settings {
         env = "AGENTRY_SECURITY_PROBING_REJECTIONS"
     )]
     pub security_probing_rejections: Option<usize>,
+    /// Base URL of an OpenAI-compatible API for the assistant, e.g.
+    /// `https://api.openai.com/v1` or `http://localhost:11434/v1`
+    /// (`/chat/completions` is appended). Without it the assistant is not started.
+    #[arg(long = "llm-base-url", env = "AGENTRY_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// API key sent to the LLM endpoint as a bearer token (optional).
+    #[arg(long = "llm-api-key", env = "AGENTRY_LLM_API_KEY", hide_env_values = true, value_parser = agentry_assistant::ApiKey::parse)]
+    pub llm_api_key: Option<agentry_assistant::ApiKey>,
+    /// Model the assistant asks when a task names none, e.g. `gpt-4o-mini`.
+    #[arg(long = "llm-model", env = "AGENTRY_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// Deadline of one chat-completion call, e.g. `60s` [default: 120s].
+    #[arg(long = "llm-timeout", env = "AGENTRY_LLM_TIMEOUT", value_parser = parse_duration)]
+    pub llm_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -169,6 +208,22 @@ impl Settings {
         cfg
     }
 
+    /// The assistant configuration these settings describe; `None` without
+    /// an LLM base URL (the kind is then off).
+    pub fn assistant_config(&self) -> Option<agentry_assistant::Config> {
+        let base = self
+            .llm_base_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())?;
+        let mut cfg = agentry_assistant::Config::new(base.trim());
+        cfg.api_key = self.llm_api_key.clone().filter(|k| !k.0.is_empty());
+        cfg.model = self.llm_model.clone().filter(|m| !m.trim().is_empty());
+        if let Some(t) = self.llm_timeout {
+            cfg.llm_timeout = t;
+        }
+        Some(cfg)
+    }
+
     /// The security_monitor configuration these settings describe.
     pub fn security_config(&self) -> agentry_security::Config {
         let mut cfg = agentry_security::Config::default();
@@ -188,5 +243,31 @@ impl Settings {
             cfg.detector.probing_rejections = n;
         }
         cfg
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The assistant is off without an LLM base URL, and says what is missing.
+    #[test]
+    fn the_assistant_needs_an_llm_endpoint() {
+        let mut s = Settings::default();
+        match build("assistant", &s).unwrap() {
+            Built::Off(why) => assert!(why.contains("AGENTRY_LLM_BASE_URL"), "{why}"),
+            Built::Ready(_) => panic!("started without an endpoint"),
+        }
+        s.llm_base_url = Some("http://127.0.0.1:9/v1".into());
+        s.llm_api_key = Some(agentry_assistant::ApiKey("k".into()));
+        s.llm_model = Some("m".into());
+        assert!(matches!(build("assistant", &s).unwrap(), Built::Ready(_)));
+        let cfg = s.assistant_config().unwrap();
+        assert_eq!(cfg.model.as_deref(), Some("m"));
+        s.llm_base_url = Some("localhost:11434".into());
+        let e = build("assistant", &s).err().unwrap();
+        assert!(matches!(e, AgentsError::AssistantSettings(_)), "{e}");
+        assert!(names().any(|k| k == "assistant"));
     }
 }

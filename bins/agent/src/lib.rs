@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 mod kinds;
 
-pub use kinds::Settings;
+pub use kinds::{Built, Settings};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -29,7 +29,9 @@ pub struct Config {
     #[command(flatten)]
     pub topology: agentry::topology::Settings,
     /// Agent kinds to run: `all` or a comma-separated list of echo, weather,
-    /// planning, customer_service, data_analysis, security_monitor. A kind
+    /// planning, customer_service, data_analysis, security_monitor,
+    /// assistant (only with `AGENTRY_LLM_BASE_URL`; `all` leaves it out
+    /// without, saying so). A kind
     /// connects as its own NATS user when `AGENTRY_NATS_USER_<KIND>` and
     /// `AGENTRY_NATS_PASSWORD_<KIND>` are set (docs/agents-under-auth.md).
     #[arg(long, env = "AGENTRY_AGENTS", default_value = "all")]
@@ -100,6 +102,10 @@ pub enum AgentsError {
     Empty,
     #[error("invalid weather agent settings")]
     WeatherSettings(#[source] agentry_weather::WeatherError),
+    #[error("invalid assistant agent settings")]
+    AssistantSettings(#[source] agentry_assistant::llm::ClientError),
+    #[error("no selected agent kind can start: {0}")]
+    AllOff(String),
     #[error("{user_var} and {password_var} go together")]
     KindCredentials {
         user_var: String,
@@ -198,13 +204,24 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let kinds = select(&cfg.agents)?;
     let mut groups: Vec<(config::Nats, Vec<Arc<dyn Agent>>)> = Vec::new();
+    let mut off = Vec::new();
     for k in &kinds {
-        let agent = kinds::build(k, &cfg.builtin)?;
+        let agent = match kinds::build(k, &cfg.builtin)? {
+            Built::Ready(agent) => agent,
+            Built::Off(why) => {
+                tracing::warn!(kind = %k, "agent kind not started: {why}");
+                off.push(format!("{k}: {why}"));
+                continue;
+            }
+        };
         let nats = cfg.nats_for(k);
         match groups.iter_mut().find(|(n, _)| same_connection(n, nats)) {
             Some((_, list)) => list.push(agent),
             None => groups.push((nats.clone(), vec![agent])),
         }
+    }
+    if groups.is_empty() {
+        return Err(AgentsError::AllOff(off.join("; ")).into());
     }
     let runs = groups.into_iter().map(|(nats, list)| {
         let rc = cfg.runtime(nats);

@@ -53,7 +53,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run everything: a private nats-server (unless --nats-url), the topology, engine, monitor and agents.
-    Up(up::Args),
+    Up(Box<up::Args>),
     /// Create or update the JetStream topology (idempotent).
     Setup(setup::Args),
     /// Submit a task or workflow request and print its result.

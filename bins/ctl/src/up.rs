@@ -44,7 +44,7 @@ const STAGE_GRACE: Duration = Duration::from_secs(45);
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let shutdown = agentry::shutdown::on_signals();
     // Runs while the server starts; its answer is printed before "ready".
-    let weather_check = (!args.offline && runs_weather(&args.agents)).then(|| {
+    let weather_check = (!args.offline && runs(&args.agents, "weather")).then(|| {
         let cfg = args.builtin.weather_config();
         tokio::spawn(async move {
             let urls = [
@@ -128,6 +128,20 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         None
     };
     let fixture_url = fixture.as_ref().map(|f| f.base_url());
+    if runs(&args.agents, "assistant") {
+        match args.builtin.assistant_config() {
+            Some(cfg) => println!(
+                "assistant     LLM {} (model {})",
+                cfg.base_url,
+                cfg.model
+                    .as_deref()
+                    .unwrap_or("per task: AGENTRY_LLM_MODEL is not set")
+            ),
+            None => println!(
+                "assistant     off: AGENTRY_LLM_BASE_URL is not set (any OpenAI-compatible endpoint)"
+            ),
+        }
+    }
     let running =
         crate::components::start(&obs, &nats_cfg, args, &shutdown, fixture_url.as_deref()).await?;
     if let Some(check) = weather_check
@@ -183,7 +197,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Whether the agent list includes the weather agent.
-fn runs_weather(agents: &str) -> bool {
-    agentry_agent::select(agents).is_ok_and(|kinds| kinds.iter().any(|k| k == "weather"))
+/// Whether the agent list includes `kind`.
+fn runs(agents: &str, kind: &str) -> bool {
+    agentry_agent::select(agents).is_ok_and(|kinds| kinds.iter().any(|k| k == kind))
 }

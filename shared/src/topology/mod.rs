@@ -35,4 +35,10 @@ pub const BUILTIN_CAPABILITIES: &[&str] = &[
     "threat_detection",
     "security_analysis",
     "incident_response",
+    "assistant",
 ];
+
+/// Built-in capabilities whose agent runs only when configured (`assistant`
+/// needs `AGENTRY_LLM_BASE_URL`): `agentry check` does not require a live
+/// agent for them unless asked to with `--capabilities`.
+pub const OPTIONAL_CAPABILITIES: &[&str] = &["assistant"];

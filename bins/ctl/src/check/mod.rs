@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use agentry::registry::Registry;
 use agentry::subject;
-use agentry::topology::BUILTIN_CAPABILITIES;
+use agentry::topology::{BUILTIN_CAPABILITIES, OPTIONAL_CAPABILITIES};
 use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -34,7 +34,8 @@ pub struct Args {
     /// Replicas every stream and bucket must have.
     #[arg(long, env = "AGENTRY_TOPOLOGY_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
-    /// Capabilities that must have a live agent (default: every built-in one).
+    /// Capabilities that must have a live agent (default: every built-in one
+    /// but `assistant`, which runs only with an LLM endpoint configured).
     #[arg(long, value_delimiter = ',')]
     pub capabilities: Vec<String>,
     /// Where the recovery row writes its snapshot of the registry, workflows and runs.
@@ -247,6 +248,7 @@ async fn health(args: &Args, endpoints: &[String], js: &jetstream::Context, rows
     let caps: Vec<String> = if args.capabilities.is_empty() {
         BUILTIN_CAPABILITIES
             .iter()
+            .filter(|c| !OPTIONAL_CAPABILITIES.contains(c))
             .map(|c| (*c).to_owned())
             .collect()
     } else {
