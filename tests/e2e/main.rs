@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 mod agents_auth;
+mod assistant;
 mod bench;
 mod builtin_agents;
 mod check;

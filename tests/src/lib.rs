@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub mod auth;
 pub mod cluster;
+pub mod llm;
 pub mod otlp;
 pub mod system;
 pub mod tenant;

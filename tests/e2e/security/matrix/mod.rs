@@ -303,6 +303,12 @@ async fn matrix_agent_planning() {
     run_role("agent_planning").await;
 }
 
+/// agent_assistant: the base plus delegation (tool calls as child requests) and the registry read; no task publishing, no bucket writes.
+#[tokio::test]
+async fn matrix_agent_assistant() {
+    run_role("agent_assistant").await;
+}
+
 /// agent_data_analysis: the base plus the artifact object store; no delegation, tickets or quarantine.
 #[tokio::test]
 async fn matrix_agent_data_analysis() {
