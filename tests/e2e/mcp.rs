@@ -5,7 +5,8 @@
 //! list shows the live capabilities with their schemas, `plan_tasks` returns
 //! its schedule, a workflow tool runs `echo_diamond` with progress, and
 //! stopping the planning agent removes its tool with a list_changed
-//! notification, and abandoning a workflow call cancels its run. Over
+//! notification, and abandoning a workflow call cancels its run; after a
+//! nats-server restart the list still follows the registry. Over
 //! Streamable HTTP: the same calls.
 
 use std::process::Stdio;
@@ -258,6 +259,49 @@ async fn mcp_stdio_tools_follow_the_registry() {
         .filter_map(Value::as_str)
         .collect();
     assert!(!names.contains(&"plan_tasks"), "{after}");
+    assert!(names.contains(&"echo"), "{after}");
+    client.finish().await;
+    sys.stop().await;
+}
+
+/// A nats-server restart breaks the catalog's KV watches: they are
+/// reopened, and an agent started afterwards shows up in the tool list
+/// (with list_changed).
+#[tokio::test]
+async fn mcp_tools_follow_the_registry_across_a_nats_restart() {
+    let mut sys = System::builder().monitor().echo(1).start().await;
+    wait_for_agents(&sys.admin, "echo", 1).await;
+    let agentry = bin("agentry").display().to_string();
+    let mut env = sys.server.env("mcp");
+    env.push((
+        "RUST_LOG".into(),
+        "agentry_ctl=info,agentry=warn,warn".into(),
+    ));
+    let mut client = Client::spawn(&["stdio-restart".into(), agentry], &env);
+    let tools = client.expect("tools").await;
+    let names: Vec<&str> = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"echo"), "{tools}");
+    assert!(!names.contains(&"plan_tasks"), "{tools}");
+
+    client.expect("restart_nats").await;
+    sys.server.restart();
+    let cfg = sys.server.agent_config("planning");
+    sys.parts
+        .spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
+    client.say("restarted").await;
+    let after = client.expect("after_restart").await;
+    let names: Vec<&str> = after["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(names.contains(&"plan_tasks"), "{after}");
     assert!(names.contains(&"echo"), "{after}");
     client.finish().await;
     sys.stop().await;

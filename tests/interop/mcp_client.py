@@ -114,9 +114,38 @@ async def scenario(read, write, *, stop_phase):
         emit("after_stop", list_changed=True, tools=[t.name for t in tools])
 
 
+async def restart_scenario(read, write):
+    """The test restarts nats-server and then starts the planning agent:
+    its tool must appear, announced by list_changed."""
+    changed = anyio.Event()
+
+    async def on_message(message):
+        if method_of(message) == "notifications/tools/list_changed":
+            changed.set()
+
+    async with ClientSession(read, write, message_handler=on_message) as session:
+        await session.initialize()
+        tools = (await session.list_tools()).tools
+        emit("tools", tools=[tool_doc(t) for t in tools])
+        emit("restart_nats")
+        assert await stdin_line() == "restarted"
+        with anyio.fail_after(60):
+            while True:
+                await changed.wait()
+                changed = anyio.Event()
+                names = [t.name for t in (await session.list_tools()).tools]
+                if "plan_tasks" in names:
+                    break
+        emit("after_restart", tools=names)
+
+
 async def main():
     mode = sys.argv[1]
-    if mode == "stdio":
+    if mode == "stdio-restart":
+        params = StdioServerParameters(command=sys.argv[2], args=["mcp"], env=dict(os.environ))
+        async with stdio_client(params) as (read, write):
+            await restart_scenario(read, write)
+    elif mode == "stdio":
         params = StdioServerParameters(command=sys.argv[2], args=["mcp"], env=dict(os.environ))
         async with stdio_client(params) as (read, write):
             await scenario(read, write, stop_phase=True)

@@ -2,20 +2,21 @@
 //! workflow, rebuilt whenever `agentry-agents` or `agentry-workflows`
 //! changes. Only what a client sees (names, descriptions, schemas) counts as
 //! a change, so heartbeats that move an agent's load do not make clients
-//! list the tools again.
+//! list the tools again. A watch lost to a nats-server restart is reopened
+//! and the catalog re-read, so the list keeps following the registry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentry::consume::watch;
 use agentry::registry::{Registry, Status};
 use agentry::schema;
 use agentry::workflow::store;
 use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
 use rmcp::model::{JsonObject, Tool};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Prefix of workflow tool names (`workflow_<name>`).
@@ -31,12 +32,6 @@ pub enum CatalogError {
     Registry(#[from] agentry::registry::RegistryError),
     #[error("workflow store")]
     Workflows(#[from] store::StoreError),
-    #[error("cannot watch bucket {bucket}")]
-    Watch {
-        bucket: &'static str,
-        #[source]
-        source: kv::WatchError,
-    },
 }
 
 /// What a tool call runs.
@@ -186,43 +181,46 @@ pub async fn build(registry: &Registry, workflows: &kv::Store) -> Result<Catalog
 
 /// Keeps a [`Catalog`] current: the first one is built before this returns;
 /// later ones are published on the returned channel when they differ.
+///
+/// Both buckets are followed with [`watch::kv_tracked`], which reopens a
+/// watch that ends or fails (a nats-server restart) with backoff. Each
+/// (re)opened watch asks for a rebuild as well as each change: the watch is
+/// open before that rebuild reads, so a change made while the watch was
+/// down, or between the first build and the first watch, is never missed.
 pub async fn follow(
     js: &jetstream::Context,
     shutdown: CancellationToken,
-) -> Result<watch::Receiver<Arc<Catalog>>, CatalogError> {
+) -> Result<tokio::sync::watch::Receiver<Arc<Catalog>>, CatalogError> {
     let registry = Registry::open(js).await?;
     let workflows = store::open(js).await?;
-    // Watch first, then read: a change between the two is seen twice, never missed.
-    let agents = registry
-        .store()
-        .watch_all()
-        .await
-        .map_err(|source| CatalogError::Watch {
-            bucket: agentry::subject::AGENTS_BUCKET,
-            source,
-        })?;
-    let defs = workflows
-        .watch_all()
-        .await
-        .map_err(|source| CatalogError::Watch {
-            bucket: agentry::subject::WORKFLOWS_BUCKET,
-            source,
-        })?;
     let first = build(&registry, &workflows).await?;
     tracing::info!(tools = ?first.names(), "tool catalog ready");
-    let (tx, rx) = watch::channel(Arc::new(first));
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+    // One stored permit at most: a burst of changes wakes the rebuild once.
+    let changed = Arc::new(Notify::new());
+    for store in [registry.store().clone(), workflows.clone()] {
+        let changed = changed.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            watch::kv_tracked(&store, watch::From::Now, &shutdown, |update| {
+                if !matches!(update, watch::Update::Stale) {
+                    changed.notify_one();
+                }
+            })
+            .await
+        });
+    }
     tokio::spawn(async move {
-        let mut changes = futures::stream::select(agents.map(|_| ()), defs.map(|_| ()));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                next = changes.next() => if next.is_none() {
-                    tracing::error!("registry or workflow watch ended; the tool list no longer follows changes");
-                    return;
-                },
+                () = changed.notified() => {}
             }
             // Fold the burst that usually follows one change.
-            while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.next()).await {}
+            while tokio::time::timeout(SETTLE, changed.notified())
+                .await
+                .is_ok()
+            {}
             match build(&registry, &workflows).await {
                 Ok(next) => {
                     let changed = **tx.borrow() != next;
