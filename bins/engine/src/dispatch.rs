@@ -25,11 +25,13 @@ pub(crate) async fn handle(
     ) {
         Ok(a) => a,
         Err(r) => {
+            let _span = crate::spans::rejected(msg.subject.as_str(), &r);
             let recorded = reject::reject(engine, msg, &r).await;
             return reject::settle(msg, recorded, Disposition::Ack);
         }
     };
     if let Some(r) = crate::guard::check(engine, &accepted).await {
+        let _span = crate::spans::rejected(msg.subject.as_str(), &r);
         let recorded = reject::reject(engine, msg, &r).await;
         return reject::settle(msg, recorded, Disposition::Ack);
     }
@@ -37,7 +39,7 @@ pub(crate) async fn handle(
         .unwrap_or_default();
     let span = info_span!("request", agentry.request_id = %accepted.id, agentry.type = accepted.request.type_label(), trace = %tp);
     // The intake span: the task or run started here hangs off it.
-    let intake = crate::spans::intake(
+    let mut intake = crate::spans::intake(
         msg.subject.as_str(),
         accepted.id.as_str(),
         (!tp.is_empty()).then_some(tp.as_str()),
@@ -118,6 +120,7 @@ pub(crate) async fn handle(
                 d
             }
             Err(r) => {
+                crate::spans::refuse(&mut intake, &r);
                 let recorded = reject::reject(engine, msg, &r).await;
                 reject::settle(msg, recorded, Disposition::Ack)
             }

@@ -20,6 +20,8 @@ use agentry::workflow::state::RunState;
 use chrono::{DateTime, Utc};
 use cloudevents::Event;
 
+use crate::validate::{Arrived, Rejection};
+
 /// The span of one request's intake (decode, checks, routing or run start),
 /// a consumer span under the client's `traceparent`.
 pub(crate) fn intake(
@@ -36,6 +38,37 @@ pub(crate) fn intake(
         }
     }
     span
+}
+
+/// The intake span of a request refused before its intake span started
+/// (undecodable, bad input, rate limited, quarantined): a child of the
+/// client's `traceparent` where one could be read, failed with the reason.
+pub(crate) fn rejected(subject: &str, r: &Rejection) -> Span {
+    if !trace::enabled() {
+        return Span::none();
+    }
+    let mut span = Span::start(
+        "process agentry.requests",
+        Kind::Consumer,
+        r.traceparent.as_deref(),
+    );
+    let id = r.id.as_ref().map_or("", |i| i.as_str());
+    span.messaging("process", subject, id);
+    if let Arrived::Under(Some(t)) = &r.arrived {
+        span.set(attr::TENANT, t.as_str().to_owned());
+    }
+    refuse(&mut span, r);
+    span
+}
+
+/// Marks an intake span refused: status error, `error.type` and
+/// `agentry.rejection.reason` = the reason, the detail as description.
+pub(crate) fn refuse(span: &mut Span, r: &Rejection) {
+    if !span.is_recording() {
+        return;
+    }
+    span.set(attr::REJECTION_REASON, r.reason.as_str());
+    span.fail(r.reason.as_str(), r.detail.clone());
 }
 
 /// The producer span of a task routed to `agentry.tasks.<cap>`, a child

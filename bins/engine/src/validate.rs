@@ -60,6 +60,9 @@ pub struct Rejection {
     pub id: Option<RequestId>,
     pub source: Option<String>,
     pub arrived: Arrived,
+    /// The client's `traceparent`, where one could be read: the parent of
+    /// the rejection's intake span (boxed: the rejection is an `Err` kept small).
+    pub traceparent: Option<Box<str>>,
 }
 
 /// The tenant a request arrived under, read from its subject only, once.
@@ -93,6 +96,7 @@ impl Accepted {
             id: Some(self.id.clone()),
             source: Some(self.source.clone()),
             arrived: Arrived::Under(self.tenant.clone()),
+            traceparent: event::ext_str(&self.event, event::ext::TRACEPARENT).map(Into::into),
         }
     }
 }
@@ -116,6 +120,7 @@ pub fn decode(
         id: event::request_id_hint(headers, payload),
         source: event::source_hint(headers, payload),
         arrived: arrived.clone(),
+        traceparent: event::traceparent_hint(headers, payload).map(Into::into),
     })?;
     let mode = decoded.mode;
     let ev = decoded.event;
@@ -126,6 +131,7 @@ pub fn decode(
         id,
         source: Some(source.clone()),
         arrived: arrived.clone(),
+        traceparent: event::ext_str(&ev, event::ext::TRACEPARENT).map(Into::into),
     };
     let id = RequestId::new(ev.id()).map_err(|e| reject(Reason::InvalidId, e.to_string(), None))?;
     let tenant = tenant.map_err(|e| reject(Reason::InvalidId, e.to_string(), Some(id.clone())))?;

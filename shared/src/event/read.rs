@@ -88,6 +88,33 @@ pub fn request_id_hint(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<Re
     None
 }
 
+/// Best-effort `traceparent` of a message that failed to decode (its
+/// rejection's span still joins the client's trace): the `ce-traceparent`
+/// header, or a top-level `traceparent` string of a structured body.
+pub fn traceparent_hint(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<String> {
+    if let Some(h) = headers {
+        for (name, values) in h.iter() {
+            let name: &str = name.as_ref();
+            if name.eq_ignore_ascii_case("ce-traceparent") {
+                let raw = values.first()?.as_str();
+                return percent_decode_str(raw)
+                    .decode_utf8()
+                    .ok()
+                    .map(|s| s.into_owned());
+            }
+        }
+    }
+    if payload.first() == Some(&b'{') && payload.len() <= 2 * 1024 * 1024 {
+        #[derive(serde::Deserialize)]
+        struct TraceOnly {
+            traceparent: String,
+        }
+        let parsed: TraceOnly = serde_json::from_slice(payload).ok()?;
+        return Some(parsed.traceparent);
+    }
+    None
+}
+
 /// Best-effort `source` of a message that failed to decode (rate limiting and
 /// probing detection still need a caller).
 pub fn source_hint(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<String> {

@@ -37,6 +37,8 @@ pub mod attr {
     pub const WORKFLOW: &str = "agentry.workflow";
     pub const STATUS: &str = "agentry.status";
     pub const AGENT_ID: &str = "agentry.agent_id";
+    /// Set on the intake span of a request the engine refused: the reason.
+    pub const REJECTION_REASON: &str = "agentry.rejection.reason";
     /// Set on failed spans: the error code (`error.type` in the conventions).
     pub const ERROR_TYPE: &str = "error.type";
 }

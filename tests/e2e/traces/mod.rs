@@ -3,6 +3,7 @@
 //! OTLP/HTTP to the harness's receiver; one `echo_diamond` run submitted by
 //! tenant `acme` with a client `traceparent` must come back as one trace:
 //! client -> engine intake -> run -> 6 steps -> agent executions.
+//! Child: [`rejected`] (refused requests get an intake span).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -13,17 +14,22 @@ use agentry::id::RequestId;
 use agentry_tests::*;
 use serde_json::json;
 
+mod rejected;
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 const STEPS: [&str; 6] = ["start", "left", "middle", "right", "join", "finish"];
 
 /// The component's environment as `role`, exporting spans to `otlp`.
-fn traced_env(base: Vec<(String, String)>, otlp: &OtlpReceiver) -> Vec<(String, String)> {
+pub(super) fn traced_env(
+    base: Vec<(String, String)>,
+    otlp: &OtlpReceiver,
+) -> Vec<(String, String)> {
     traced_env_as(base, &otlp.endpoint, "http/protobuf")
 }
 
 /// `traced_env` with the OTLP endpoint and protocol given.
-fn traced_env_as(
+pub(super) fn traced_env_as(
     base: Vec<(String, String)>,
     endpoint: &str,
     protocol: &str,
@@ -38,6 +44,20 @@ fn traced_env_as(
         env.push((k.to_owned(), v.to_owned()));
     }
     env
+}
+
+/// The spans of a trace, one per line, for assertion messages.
+pub(super) fn dump(spans: &[ReceivedSpan]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} <- {} [{}] {:?}",
+                s.service, s.span_id, s.parent_span_id, s.name, s.attributes
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One echo_diamond run with a client traceparent is one trace across the engine and agent processes: intake (child of the client's span) -> run -> 6 steps -> one agent execution per step, each with messaging attributes.
