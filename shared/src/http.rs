@@ -104,6 +104,8 @@ impl Observer {
         let ready_gauge = IntGauge::new("agentry_ready", "1 while every readiness check passes")
             .expect("valid metric");
         let _ = process.register(Box::new(ready_gauge.clone()));
+        // Spans of failed exports (one counter per process, 0 with export off).
+        let _ = process.register(Box::new(crate::trace::dropped_counter()));
         Self {
             inner: Arc::new(Mutex::new(Inner::default())),
             process,

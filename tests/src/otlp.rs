@@ -3,8 +3,12 @@
 //! sends with `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`), and the OTLP
 //! gRPC `TraceService` on a second port (`grpc`), decoded with
 //! `opentelemetry-proto` and kept in memory for assertions.
+//! [`OtlpReceiver::start_tls`] serves both over TLS and asks for a client
+//! certificate of the same CA (mutual TLS; certificates of
+//! [`crate::Certs`]).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -68,6 +72,17 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Binds a free loopback port and serves until dropped.
     pub async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// The same over TLS (`https://` endpoints): the server certificate
+    /// `server.pem` of the CA in `dir` (`nats/certs/gen-dev-certs.sh`,
+    /// SAN 127.0.0.1), and clients must present a certificate of that CA.
+    pub async fn start_tls(dir: &Path) -> Self {
+        Self::serve(Some(dir)).await
+    }
+
+    async fn serve(tls: Option<&Path>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind OTLP receiver");
@@ -78,25 +93,45 @@ impl OtlpReceiver {
             .with_state(store.clone());
         let stop = CancellationToken::new();
         let s = stop.clone();
-        tokio::spawn(async move {
-            // Serving stops with the test; an error here shows up as missing spans.
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
-        });
+        match tls {
+            None => {
+                tokio::spawn(async move {
+                    // Serving stops with the test; an error here shows up as missing spans.
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { s.cancelled().await })
+                        .await;
+                });
+            }
+            Some(dir) => {
+                let acceptor = tls_acceptor(dir);
+                tokio::spawn(serve_tls(listener, acceptor, app, s));
+            }
+        }
         let grpc_addr: std::net::SocketAddr = format!("127.0.0.1:{}", crate::free_port())
             .parse()
             .expect("loopback address");
         let (s, grpc) = (stop.clone(), GrpcSink(store.clone()));
+        let mut server = tonic::transport::Server::builder();
+        if let Some(dir) = tls {
+            let read = |f: &str| std::fs::read(dir.join(f)).expect("certificate file");
+            let config = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(
+                    read("server.pem"),
+                    read("server-key.pem"),
+                ))
+                .client_ca_root(tonic::transport::Certificate::from_pem(read("ca.pem")));
+            server = server.tls_config(config).expect("gRPC TLS config");
+        }
         tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = server
                 .add_service(TraceServiceServer::new(grpc))
                 .serve_with_shutdown(grpc_addr, async move { s.cancelled().await })
                 .await;
         });
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Self {
-            endpoint: format!("http://{addr}"),
-            grpc_endpoint: format!("http://{grpc_addr}"),
+            endpoint: format!("{scheme}://{addr}"),
+            grpc_endpoint: format!("{scheme}://{grpc_addr}"),
             store,
             stop,
         }
@@ -216,4 +251,60 @@ fn text(v: &AnyValue) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The HTTP side's TLS: `server.pem` of the CA in `dir`, client
+/// certificates of that CA required.
+fn tls_acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use tokio_rustls::rustls::{self, RootCertStore, server::WebPkiClientVerifier};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<_> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<_, _>>()
+        .expect("server certificate");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server-key.pem")).expect("server key");
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("ca.pem") {
+        roots.add(ca.expect("CA certificate")).expect("CA accepted");
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .expect("client verifier");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .expect("server TLS config");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Serves `app` over TLS until `stop`; a failed handshake drops that connection.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
 }

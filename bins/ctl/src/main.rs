@@ -14,17 +14,7 @@ async fn main() -> ExitCode {
     agentry_ctl::output::init_logging(cli.verbose, cli.is_service());
     // `up` and `bench` host components in-process: their spans are exported
     // when OTEL_EXPORTER_OTLP_ENDPOINT is set (flushed when main returns).
-    let _trace = if cli.is_service() {
-        match agentry::trace::init("agentry") {
-            Ok(guard) => Some(guard),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(agentry_ctl::exit::REJECTED);
-            }
-        }
-    } else {
-        None
-    };
+    let _trace = cli.is_service().then(|| agentry::trace::init("agentry"));
     match agentry_ctl::run(cli).await {
         Ok(code) => code,
         Err(e) => {

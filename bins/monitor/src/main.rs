@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     agentry::telemetry::init_tracing(cli.cfg.observe.log_format);
     // Span export (OTEL_EXPORTER_OTLP_ENDPOINT); flushed when main returns.
-    let _trace = agentry::trace::init("agentry-monitor")?;
+    let _trace = agentry::trace::init("agentry-monitor");
     let shutdown = agentry::shutdown::on_signals();
     agentry_monitor::run(cli.cfg, shutdown).await
 }

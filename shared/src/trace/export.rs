@@ -1,13 +1,21 @@
-//! The export pipeline: OTLP exporter (HTTP/protobuf or gRPC) behind the
-//! SDK's batch span processor, configured by the standard `OTEL_*`
-//! variables. Nothing is built, and no thread started, when no endpoint is
-//! set: every span helper then returns at its first check.
+//! The export pipeline: OTLP exporter (HTTP/protobuf or gRPC, TLS from
+//! [`super::tls`]) behind the SDK's batch span processor, configured by the
+//! standard `OTEL_*` variables. Nothing is built, and no thread started,
+//! when no endpoint is set: every span helper then returns at its first
+//! check.
+//!
+//! A collector that is down, unreachable or misconfigured never stops a
+//! component: a configuration the exporter cannot be built from (unknown
+//! protocol, unreadable certificate file) is a warning at start, and every
+//! failed export a warning when exports start failing; the spans of failed
+//! exports are dropped and counted in `agentry_trace_spans_dropped_total`
+//! ([`super::watch`]).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Config, ShouldSample, SpanData, SpanProcessor,
@@ -60,8 +68,8 @@ pub struct Settings {
     pub service: String,
 }
 
-/// Why tracing could not be set up (the component refuses to start: a
-/// typo in the protocol must not silently turn export off).
+/// Why the exporter could not be set up (a warning at start; the spans are
+/// then dropped and counted, see [`init`]).
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     #[error(
@@ -70,6 +78,8 @@ pub enum TraceError {
     Protocol(String),
     #[error("OTLP span exporter")]
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    #[error("TLS to the collector")]
+    Tls(#[source] super::tls::TlsError),
 }
 
 impl Settings {
@@ -141,25 +151,34 @@ impl Drop for Guard {
 /// Sets up span export from the process environment for component
 /// `service` (the default `service.name`). Off, at no cost, without an
 /// endpoint. Must run inside the Tokio runtime (the gRPC channel lives
-/// there). A second call returns an inactive guard.
-pub fn init(service: &str) -> Result<Guard, TraceError> {
-    let Some(settings) = Settings::from_vars(service, |k| std::env::var(k).ok())? else {
-        return Ok(Guard { active: false });
+/// there). A second call returns an inactive guard. Never fails: a
+/// configuration the exporter cannot be built from is logged as a warning
+/// and its spans are dropped and counted.
+pub fn init(service: &str) -> Guard {
+    let var = |k: &str| std::env::var(k).ok();
+    let settings = match Settings::from_vars(service, var) {
+        Ok(None) => return Guard { active: false },
+        Ok(Some(s)) => Ok(s),
+        Err(e) => Err(e),
     };
     if PIPELINE.get().is_some() {
-        return Ok(Guard { active: false });
+        return Guard { active: false };
     }
-    let exporter = match settings.protocol {
-        Protocol::HttpProtobuf => SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .build(),
-        Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
+    let exporter = settings.as_ref().map_err(|_| ()).and_then(|s| {
+        exporter(s.protocol).map_err(|e| {
+            tracing::warn!(error = %crate::error::Chain(&e), "span export misconfigured: spans are dropped and counted (agentry_trace_spans_dropped_total)");
+        })
+    });
+    if let Err(e) = &settings {
+        tracing::warn!(error = %crate::error::Chain(e), "span export misconfigured: spans are dropped and counted (agentry_trace_spans_dropped_total)");
     }
-    .map_err(TraceError::Exporter)?;
+    let processor_exporter = match exporter {
+        Ok(e) => super::watch::Watched::new(e),
+        Err(()) => super::watch::Watched::unavailable(),
+    };
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(settings.service.clone());
+        resource = resource.with_service_name(service.to_owned());
     }
     let resource = resource
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
@@ -170,7 +189,7 @@ pub fn init(service: &str) -> Result<Guard, TraceError> {
         // a second of them between two exports before spans are dropped.
         batch = batch.with_max_queue_size(16_384);
     }
-    let mut processor = BatchSpanProcessor::new(exporter, batch.build());
+    let mut processor = BatchSpanProcessor::new(processor_exporter, batch.build());
     processor.set_resource(&resource);
     let pipeline = Pipeline {
         processor,
@@ -182,10 +201,49 @@ pub fn init(service: &str) -> Result<Guard, TraceError> {
             .build(),
     };
     if PIPELINE.set(pipeline).is_err() {
-        return Ok(Guard { active: false });
+        return Guard { active: false };
     }
-    tracing::info!(protocol = ?settings.protocol, "exporting spans over OTLP");
-    Ok(Guard { active: true })
+    if let Ok(s) = &settings {
+        tracing::info!(protocol = ?s.protocol, "exporting spans over OTLP");
+    }
+    Guard { active: true }
+}
+
+/// The OTLP exporter for `protocol`, with the TLS files of the standard
+/// variables (read now).
+fn exporter(protocol: Protocol) -> Result<SpanExporter, TraceError> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let tls = super::tls::TlsFiles::from_vars(var).map_err(TraceError::Tls)?;
+    match protocol {
+        Protocol::HttpProtobuf => {
+            let timeout = var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_TIMEOUT"))
+                .and_then(|v| v.trim().parse().ok())
+                .map_or(Duration::from_secs(10), Duration::from_millis);
+            SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_http_client(tls.http(timeout).map_err(TraceError::Tls)?)
+                .build()
+        }
+        Protocol::Grpc => {
+            let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .unwrap_or_default();
+            let mut b = SpanExporter::builder().with_tonic();
+            // `grpcs://` is TLS too (tonic knows only `https://`).
+            if let Some(rest) = endpoint.trim().strip_prefix("grpcs://") {
+                b = b.with_endpoint(format!("https://{rest}"));
+            }
+            let secure =
+                endpoint.trim().starts_with("https://") || endpoint.trim().starts_with("grpcs://");
+            if secure {
+                b = b.with_tls_config(tls.grpc());
+            }
+            b.build()
+        }
+    }
+    .map_err(TraceError::Exporter)
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! OTLP/HTTP to the harness's receiver; one `echo_diamond` run submitted by
 //! tenant `acme` with a client `traceparent` must come back as one trace:
 //! client -> engine intake -> run -> 6 steps -> agent executions.
-//! Child: [`rejected`] (refused requests get an intake span).
+//! Children: [`rejected`] (refused requests get an intake span), [`tls`]
+//! (export to a collector over TLS; one that cannot be reached or trusted
+//! stops nothing).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -15,6 +17,7 @@ use agentry_tests::*;
 use serde_json::json;
 
 mod rejected;
+mod tls;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
