@@ -47,9 +47,11 @@ fn failure(input: &Value, attempt: u32) -> Option<TaskError> {
 /// An agent-to-agent call the input asks for (`call`).
 #[derive(Debug, PartialEq)]
 enum Call {
-    /// `{"ask": "<agent-id>"}`: ask that agent's `echo` directly.
+    /// `{"ask": "<agent-id>", "capability"?: "<cap>"}`: ask that agent's
+    /// capability (`echo` unless named) directly.
     Ask {
         agent: AgentId,
+        capability: String,
         input: Value,
         timeout: Duration,
     },
@@ -73,8 +75,14 @@ impl Call {
         if let Some(target) = call.get("ask").and_then(Value::as_str) {
             let agent =
                 AgentId::new(target).map_err(|e| TaskError::invalid_input(e.to_string()))?;
+            let capability = call
+                .get("capability")
+                .and_then(Value::as_str)
+                .unwrap_or("echo")
+                .to_owned();
             return Ok(Self::Ask {
                 agent,
+                capability,
                 input,
                 timeout,
             });
@@ -93,10 +101,11 @@ impl Call {
         match self {
             Self::Ask {
                 agent,
+                capability,
                 input,
                 timeout,
             } => ctx
-                .ask(&agent, Some("echo"), input, timeout)
+                .ask(&agent, Some(&capability), input, timeout)
                 .await
                 .map_err(|e| TaskError::permanent(format!("ask failed: {}", chain(&e)))),
             Self::Delegate {
@@ -209,6 +218,7 @@ mod tests {
             ask.unwrap(),
             Call::Ask {
                 agent: AgentId::new("echo-1").unwrap(),
+                capability: "echo".into(),
                 input: json!({"a": 1}),
                 timeout: Duration::from_millis(250),
             }
@@ -221,6 +231,11 @@ mod tests {
                 timeout: DEFAULT_CALL_TIMEOUT,
             }
         );
+        // Another capability of the asked agent.
+        assert!(matches!(
+            Call::read(&json!({"ask": "planning-1", "capability": "plan_tasks"})).unwrap(),
+            Call::Ask { capability, .. } if capability == "plan_tasks"
+        ));
         // Both named: the direct ask is made.
         assert!(matches!(
             Call::read(&json!({"ask": "echo-1", "delegate": "echo"})).unwrap(),

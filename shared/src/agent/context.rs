@@ -55,6 +55,11 @@ pub enum A2aError {
 /// that tenant. Agents are trusted peers; clients cannot reach `agentry.a2a`.
 pub const A2A_TENANT_HEADER: &str = "agentry-tenant";
 
+/// Header carrying an A2A request's id (a fresh [`RequestId`] per call):
+/// the answering handler's `Task::request_id` and the `messaging.message.id`
+/// of both spans of the call.
+pub const A2A_ID_HEADER: &str = "agentry-request-id";
+
 /// Per-task handle given to [`super::Agent::handle`].
 #[derive(Clone)]
 pub struct Context {
@@ -139,12 +144,40 @@ impl Context {
         timeout: Duration,
     ) -> Result<Value, A2aError> {
         let subj = subject::a2a(target);
+        let id = RequestId::generate();
+        // The client span of the call (ended when this returns), failed
+        // with the error's kind when the call fails.
+        let mut call = super::spans::a2a_call(
+            &subj,
+            id.as_str(),
+            &self.inner.agent_id,
+            self.traceparent.as_deref(),
+        );
+        let res = self
+            .send_ask(&subj, &id, &call, target, capability, input, timeout)
+            .await;
+        if let Err(e) = &res {
+            call.fail(a2a_error_kind(e), e.to_string());
+        }
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_ask(
+        &self,
+        subj: &str,
+        id: &RequestId,
+        call: &crate::trace::Span,
+        target: &AgentId,
+        capability: Option<&str>,
+        input: Value,
+        timeout: Duration,
+    ) -> Result<Value, A2aError> {
         let mut headers = async_nats::HeaderMap::new();
-        // The client span of the call (ended when this returns).
-        let call = super::spans::a2a_call(&subj, self.traceparent.as_deref());
         if let Some(tp) = call.propagate(self.traceparent.as_deref()) {
             headers.insert("traceparent", tp.as_str());
         }
+        headers.insert(A2A_ID_HEADER, id.as_str());
         headers.insert("agentry-from", self.inner.agent_id.as_str());
         if let Some(t) = &self.tenant {
             headers.insert(A2A_TENANT_HEADER, t.as_str());
@@ -156,11 +189,13 @@ impl Context {
             .payload(body.into())
             .headers(headers)
             .timeout(Some(timeout));
-        let resp = match self.inner.client.send_request(subj.clone(), req).await {
+        let resp = match self.inner.client.send_request(subj.to_owned(), req).await {
             Ok(r) => r,
             Err(e) => {
                 return Err(match e.kind() {
-                    async_nats::RequestErrorKind::NoResponders => A2aError::NoResponders(subj),
+                    async_nats::RequestErrorKind::NoResponders => {
+                        A2aError::NoResponders(subj.to_owned())
+                    }
                     async_nats::RequestErrorKind::TimedOut => A2aError::Timeout {
                         target: target.to_string(),
                         timeout,
@@ -302,5 +337,21 @@ impl Context {
         crate::publish::event(&self.inner.js, &subject::events_for_type(ty), &ev, &id)
             .await
             .map(|_| ())
+    }
+}
+
+/// The `error.type` of a failed A2A call's span.
+fn a2a_error_kind(e: &A2aError) -> &str {
+    match e {
+        A2aError::NoResponders(_) => "no_responders",
+        A2aError::Timeout { .. } => "timeout",
+        A2aError::Remote { code, .. } => code,
+        A2aError::NoAgent(_) => "no_agent",
+        A2aError::Submit(_) => "submit",
+        A2aError::Encode(_) => "encode",
+        A2aError::Request { .. } => "request",
+        A2aError::Decode { .. } => "decode",
+        A2aError::Registry(_) => "registry",
+        A2aError::AgentId(_) => "agent_id",
     }
 }

@@ -23,7 +23,7 @@ mod service;
 mod spans;
 mod worker;
 
-pub use context::{A2A_TENANT_HEADER, A2aError, Context};
+pub use context::{A2A_ID_HEADER, A2A_TENANT_HEADER, A2aError, Context};
 pub use runtime::{Config, run};
 
 /// What an agent is and what it can do.

@@ -119,11 +119,43 @@ fn spawn_endpoint(
 
 async fn call(
     agent: &Arc<dyn Agent>,
-    mut ctx: Context,
+    ctx: Context,
     fixed: Option<Capability>,
     payload: &[u8],
     headers: Option<&async_nats::HeaderMap>,
     subject: &str,
+) -> Result<Value, TaskError> {
+    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+    // The caller's id for this call, or a fresh one (a caller that sent none).
+    let request_id = header(super::context::A2A_ID_HEADER)
+        .and_then(|v| RequestId::new(v).ok())
+        .unwrap_or_else(RequestId::generate);
+    let incoming = header("traceparent").map(str::to_owned);
+    // The server span of this call (ended when this returns, failed with
+    // the error's code): what the handler sends carries its context.
+    let mut span = super::spans::a2a_handle(
+        subject,
+        request_id.as_str(),
+        ctx.agent_id(),
+        incoming.as_deref(),
+    );
+    let tp = span.propagate(incoming.as_deref());
+    let res = answer(agent, ctx, fixed, payload, headers, request_id, tp).await;
+    if let Err(e) = &res {
+        span.fail(e.code(), e.to_string());
+    }
+    res
+}
+
+/// Reads the A2A request and runs the handler on it.
+async fn answer(
+    agent: &Arc<dyn Agent>,
+    mut ctx: Context,
+    fixed: Option<Capability>,
+    payload: &[u8],
+    headers: Option<&async_nats::HeaderMap>,
+    request_id: RequestId,
+    tp: Option<String>,
 ) -> Result<Value, TaskError> {
     let body: Value = serde_json::from_slice(payload)
         .map_err(|e| TaskError::invalid_input(format!("request is not JSON: {e}")))?;
@@ -147,19 +179,12 @@ async fn call(
     if let Some(v) = crate::schema::global().capability_input(cap.as_str()) {
         crate::schema::check(v, &input).map_err(|e| TaskError::invalid_input(e.to_string()))?;
     }
-    let incoming = headers
-        .and_then(|h| h.get("traceparent"))
-        .map(|v| v.as_str().to_owned());
-    // The server span of this call (ended when this returns); what the
-    // handler sends carries its context.
-    let span = super::spans::a2a_handle(subject, incoming.as_deref());
-    let tp = span.propagate(incoming.as_deref());
     ctx.traceparent = tp.clone();
     ctx.tenant = headers
         .and_then(|h| h.get(super::context::A2A_TENANT_HEADER))
         .and_then(|v| crate::subject::Tenant::new(v.as_str()).ok());
     let task = Task {
-        request_id: RequestId::generate(),
+        request_id,
         capability: cap,
         input,
         attempt: 1,

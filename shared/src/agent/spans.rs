@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream;
 
-use crate::id::{Capability, RequestId};
+use crate::id::{AgentId, Capability, RequestId};
 use crate::subject;
 use crate::trace::{self, Kind, Span, TraceParent, attr};
 
@@ -61,25 +61,36 @@ pub(crate) fn execution(
     (span, tp)
 }
 
-/// The client span of an A2A call to `subject`; its context goes in the
-/// request's `traceparent` header.
-pub(crate) fn a2a_call(subject: &str, incoming: Option<&str>) -> Span {
+/// The client span of an A2A call to `subject` made by agent `from`; its
+/// context goes in the request's `traceparent` header. `message_id` is the
+/// call's id (header `agentry-request-id`).
+pub(crate) fn a2a_call(
+    subject: &str,
+    message_id: &str,
+    from: &AgentId,
+    incoming: Option<&str>,
+) -> Span {
     if !trace::enabled() {
         return Span::none();
     }
     let mut span = Span::start("a2a call", Kind::Client, incoming);
-    span.set(attr::MESSAGING_SYSTEM, "nats");
-    span.set(attr::MESSAGING_DESTINATION, subject.to_owned());
+    span.messaging("send", subject, message_id);
+    span.set_with(attr::AGENT_ID, || from.to_string());
     span
 }
 
-/// The server span of an A2A request this agent answers.
-pub(crate) fn a2a_handle(subject: &str, incoming: Option<&str>) -> Span {
+/// The server span of an A2A request agent `me` answers on `subject`.
+pub(crate) fn a2a_handle(
+    subject: &str,
+    message_id: &str,
+    me: &AgentId,
+    incoming: Option<&str>,
+) -> Span {
     if !trace::enabled() {
         return Span::none();
     }
     let mut span = Span::start("a2a handle", Kind::Server, incoming);
-    span.set(attr::MESSAGING_SYSTEM, "nats");
-    span.set(attr::MESSAGING_DESTINATION, subject.to_owned());
+    span.messaging("process", subject, message_id);
+    span.set_with(attr::AGENT_ID, || me.to_string());
     span
 }

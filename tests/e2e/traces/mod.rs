@@ -3,9 +3,10 @@
 //! OTLP/HTTP to the harness's receiver; one `echo_diamond` run submitted by
 //! tenant `acme` with a client `traceparent` must come back as one trace:
 //! client -> engine intake -> run -> 6 steps -> agent executions.
-//! Children: [`rejected`] (refused requests get an intake span), [`tls`]
-//! (export to a collector over TLS; one that cannot be reached or trusted
-//! stops nothing).
+//! Children: [`a2a`] (an A2A call as a client/server span pair across
+//! agent processes), [`rejected`] (refused requests get an intake span),
+//! [`tls`] (export to a collector over TLS; one that cannot be reached or
+//! trusted stops nothing).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use agentry::id::RequestId;
 use agentry_tests::*;
 use serde_json::json;
 
+mod a2a;
 mod rejected;
 mod tls;
 
