@@ -216,9 +216,13 @@ pub async fn connect_once(cfg: &config::Nats, name: &str) -> Result<Client, Conn
             url: url.clone(),
             source: e.into(),
         })?;
-    // retry_on_initial_connect returns before the handshake: wait for it.
+    // retry_on_initial_connect returns before the handshake: wait for it,
+    // and for the server's INFO (the state turns Connected a moment before
+    // the INFO is stored; an empty version read then as "too old").
     let deadline = tokio::time::Instant::now() + wait;
-    while client.connection_state() != async_nats::connection::State::Connected {
+    while client.connection_state() != async_nats::connection::State::Connected
+        || client.server_info().version.is_empty()
+    {
         if tokio::time::Instant::now() > deadline {
             return Err(ConnectError::Connect {
                 url,

@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// A single task gets a one-step workflow's guarantees without run state: the agent's retries (fails twice, completes on attempt 3), a deadline (timeout result), exactly one result; no key in `agentry-runs`; and a lower median latency than a one-step workflow.
+/// A single task gets a one-step workflow's guarantees without run state: the agent's retries (fails twice, completes on attempt 3), a deadline (timeout result), exactly one result; no key in `agentry-runs`. (That a task is cheaper than a one-step workflow is measured by `agentry bench --mode task|workflow`, not asserted by a timed test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_task_has_workflow_guarantees_without_run_state() {
     let sys = Sys::start().await;
@@ -45,28 +45,27 @@ async fn single_task_has_workflow_guarantees_without_run_state() {
         assert_eq!(counts.values().sum::<usize>(), 1, "{}", o.request_id);
     }
     sys.put("name: one\nversion: 1\nsteps:\n  - id: only\n    capability: echo\n    input: { x: input.x }\noutput: steps.only.output.echo.x\n").await;
-    let (mut task_ms, mut wf_ms) = (Vec::new(), Vec::new());
     for i in 0..15 {
-        let t = std::time::Instant::now();
         let o = submit(json!({"x": i}), None).await;
-        task_ms.push(t.elapsed().as_micros());
         assert!(o.is_success());
-        let t = std::time::Instant::now();
         let o = sys.run("one", json!({"x": i})).await;
-        wf_ms.push(t.elapsed().as_micros());
         assert_eq!(o.data["output"], i);
     }
-    task_ms.sort();
-    wf_ms.sort();
-    assert!(
-        task_ms[7] < wf_ms[7],
-        "median task {} µs, one-step workflow {} µs",
-        task_ms[7],
-        wf_ms[7]
-    );
     // Tasks leave no run state: only the 15 workflow runs are in agentry-runs.
     let kv = sys.js.get_key_value(subject::RUNS_BUCKET).await.unwrap();
-    let keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
+    // A set: a key written again while the listing runs (a run just ended)
+    // is listed twice. Waited for: a run's last write may follow its result.
+    let keys: std::collections::BTreeSet<String> = eventually_some(
+        Duration::from_secs(30),
+        "15 runs in agentry-runs",
+        || async {
+            let list = kv.keys().await.ok()?;
+            let keys: std::collections::BTreeSet<String> =
+                list.filter_map(|k| async move { k.ok() }).collect().await;
+            (keys.len() >= 15).then_some(keys)
+        },
+    )
+    .await;
     assert_eq!(keys.len(), 15, "{keys:?}");
     assert!(!keys.contains(&key(&retried.request_id)) && !keys.contains(&key(&late.request_id)));
     sys.parts.stop().await;

@@ -10,7 +10,7 @@ use agentry::client::{self, SubmitError};
 use agentry::event::{self, Limits, Mode, types};
 use agentry::id::RequestId;
 use agentry::subject::Tenant;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rmcp::model::{CallToolResult, ContentBlock, ProgressNotificationParam, ProgressToken};
 use rmcp::{Peer, RoleServer};
 use serde_json::{Value, json};
@@ -86,17 +86,16 @@ pub async fn run(call: Call<'_>, target: &Target, input: Value) -> CallToolResul
                     Some(s) => s.next().await,
                     None => std::future::pending().await,
                 }
-            } => {
-                if let Some((step, status)) = step_of(&msg, &id)
-                    && matches!(status.as_str(), "completed" | "skipped")
-                    && done.insert(step.clone())
-                {
-                    notify(&call, done.len() as f64, steps_total, format!("step {step} {status}")).await;
-                }
-            }
+            } => step_progress(&call, &msg, &id, &mut done, steps_total).await,
         }
     };
     if let Some(s) = step_events.as_mut() {
+        // Step events that arrived before the result but were not picked
+        // yet (select! takes ready branches in random order): report them
+        // before "done".
+        while let Some(Some(msg)) = s.next().now_or_never() {
+            step_progress(&call, &msg, &id, &mut done, steps_total).await;
+        }
         let _ = s.unsubscribe().await;
     }
     match outcome {
@@ -117,6 +116,23 @@ pub async fn run(call: Call<'_>, target: &Target, input: Value) -> CallToolResul
             ))])
         }
         Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
+    }
+}
+
+/// Reports a finished step of run `id` (once per step) as MCP progress.
+async fn step_progress(
+    call: &Call<'_>,
+    msg: &async_nats::Message,
+    id: &RequestId,
+    done: &mut BTreeSet<String>,
+    steps_total: Option<usize>,
+) {
+    if let Some((step, status)) = step_of(msg, id)
+        && matches!(status.as_str(), "completed" | "skipped")
+        && done.insert(step.clone())
+    {
+        let message = format!("step {step} {status}");
+        notify(call, done.len() as f64, steps_total, message).await;
     }
 }
 
