@@ -89,39 +89,26 @@ pub fn request_id_hint(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<Re
 }
 
 /// Best-effort `traceparent` of a message that failed to decode (its
-/// rejection's span still joins the client's trace): the `ce-traceparent`
-/// header, or a top-level `traceparent` string of a structured body.
+/// rejection's span still joins the client's trace).
 pub fn traceparent_hint(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<String> {
-    if let Some(h) = headers {
-        for (name, values) in h.iter() {
-            let name: &str = name.as_ref();
-            if name.eq_ignore_ascii_case("ce-traceparent") {
-                let raw = values.first()?.as_str();
-                return percent_decode_str(raw)
-                    .decode_utf8()
-                    .ok()
-                    .map(|s| s.into_owned());
-            }
-        }
-    }
-    if payload.first() == Some(&b'{') && payload.len() <= 2 * 1024 * 1024 {
-        #[derive(serde::Deserialize)]
-        struct TraceOnly {
-            traceparent: String,
-        }
-        let parsed: TraceOnly = serde_json::from_slice(payload).ok()?;
-        return Some(parsed.traceparent);
-    }
-    None
+    attribute_hint(headers, payload, "traceparent")
 }
 
 /// Best-effort `source` of a message that failed to decode (rate limiting and
 /// probing detection still need a caller).
 pub fn source_hint(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<String> {
+    attribute_hint(headers, payload, "source")
+}
+
+/// Context attribute `name` of a message that failed to decode: its
+/// `ce-<name>` header, or the top-level string `<name>` of a structured
+/// body (bodies over 2 MiB are not read).
+fn attribute_hint(headers: Option<&HeaderMap>, payload: &[u8], name: &str) -> Option<String> {
     if let Some(h) = headers {
-        for (name, values) in h.iter() {
-            let name: &str = name.as_ref();
-            if name.eq_ignore_ascii_case("ce-source") {
+        let header = format!("ce-{name}");
+        for (key, values) in h.iter() {
+            let key: &str = key.as_ref();
+            if key.eq_ignore_ascii_case(&header) {
                 let raw = values.first()?.as_str();
                 return percent_decode_str(raw)
                     .decode_utf8()
@@ -131,12 +118,9 @@ pub fn source_hint(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<String
         }
     }
     if payload.first() == Some(&b'{') && payload.len() <= 2 * 1024 * 1024 {
-        #[derive(serde::Deserialize)]
-        struct SourceOnly {
-            source: String,
-        }
-        let parsed: SourceOnly = serde_json::from_slice(payload).ok()?;
-        return Some(parsed.source);
+        let body: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(payload).ok()?;
+        return body.get(name)?.as_str().map(str::to_owned);
     }
     None
 }
