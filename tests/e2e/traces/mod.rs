@@ -121,18 +121,7 @@ async fn workflow_run_is_one_trace_across_processes() {
     )
     .await;
     let spans = otlp.trace(TRACE_ID);
-    let dump = || {
-        spans
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {} <- {} [{}]",
-                    s.service, s.span_id, s.parent_span_id, s.name
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let dump = || tree(&spans);
     let one = |pred: &dyn Fn(&ReceivedSpan) -> bool, what: &str| {
         let found: Vec<_> = spans.iter().filter(|s| pred(s)).collect();
         assert_eq!(found.len(), 1, "exactly one {what}:\n{}", dump());
@@ -263,16 +252,7 @@ async fn task_is_one_trace_over_grpc() {
     )
     .await;
     let spans = otlp.trace(TRACE);
-    let dump = spans
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {} <- {} [{}]",
-                s.service, s.span_id, s.parent_span_id, s.name
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let dump = tree(&spans);
     let named = |name: &str| {
         let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
         assert_eq!(found.len(), 1, "exactly one {name}:\n{dump}");
@@ -298,4 +278,19 @@ async fn task_is_one_trace_over_grpc() {
     }
     assert_eq!(exec.attr("messaging.consumer.group.name"), "cap-echo");
     assert!(wait.end_unix_nano <= exec.end_unix_nano);
+}
+
+/// One line per span (service, id, parent, name): what a failed tree
+/// assertion prints.
+fn tree(spans: &[ReceivedSpan]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} <- {} [{}]",
+                s.service, s.span_id, s.parent_span_id, s.name
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
