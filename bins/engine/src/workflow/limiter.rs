@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentry::consume::watch;
+use agentry::consume::{self, watch};
 use agentry::subject;
 use agentry::workflow::state::RunState;
 use async_nats::jetstream::{self, AckKind, kv};
@@ -302,15 +302,21 @@ pub(crate) async fn heartbeat(
 ) {
     let mine = format!("{ALIVE_PREFIX}.{}", limiter.id);
     let mut tick = tokio::time::interval(HEARTBEAT);
+    // Subscribing fails only while the client is closed or its connection
+    // is down: retried with the shared backoff (from 100 ms, with jitter).
+    let mut delays = consume::Delays::new();
     loop {
         let mut sub = match client.subscribe(format!("{ALIVE_PREFIX}.*")).await {
-            Ok(s) => s,
+            Ok(s) => {
+                delays.reset();
+                s
+            }
             Err(e) => {
                 warn!(error = %e, "cannot listen to engine heartbeats, retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                if !delays.pause(&shutdown).await {
+                    return;
                 }
+                continue;
             }
         };
         loop {
