@@ -6,21 +6,45 @@
 use std::error::Error as _;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{DeleteStreamErrorKind, RequestError};
+use async_nats::jetstream::context::{
+    AccountError, DeleteStreamError, DeleteStreamErrorKind, RequestError,
+};
 use async_nats::jetstream::{self, ErrorCode, context::RequestErrorKind};
 
 use super::{Row, Verdict, row};
 use crate::Cli;
 
 /// What a probe of a forbidden operation found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Probe {
     /// The server refused it.
     Denied,
     /// The operation was allowed.
     Allowed,
     /// Something else went wrong: the probe says nothing about permissions.
-    Broken(String),
+    Broken(ProbeError),
+}
+
+/// Why a probe could not tell denied from allowed; the cause is kept.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("cannot prepare a connection without credentials")]
+    Options(#[source] agentry::connect::ConnectError),
+    #[error("connecting without credentials: no answer within 5 s")]
+    ConnectTimeout,
+    #[error("connecting without credentials")]
+    Connect(#[source] async_nats::ConnectError),
+    #[error("JetStream account info without credentials")]
+    Account(#[source] AccountError),
+    #[error("stream delete")]
+    Delete(#[source] DeleteStreamError),
+    #[error("stream delete unanswered and the JetStream API does not answer either")]
+    Unanswered(#[source] AccountError),
+}
+
+/// The row's text for a broken probe: what failed and its causes.
+fn broken(e: &ProbeError) -> String {
+    format!("probe broken, cannot tell: {}", agentry::error::chain(e))
 }
 
 pub async fn security(cli: &Cli, dev: bool, rows: &mut Vec<Row>) {
@@ -48,7 +72,7 @@ pub async fn security(cli: &Cli, dev: bool, rows: &mut Vec<Row>) {
             Verdict::Fail,
             "anonymous connection accepted and the JetStream API answers it".to_owned(),
         ),
-        Probe::Broken(e) => (Verdict::Fail, format!("probe broken, cannot tell: {e}")),
+        Probe::Broken(e) => (Verdict::Fail, broken(&e)),
     };
     rows.push(row("security", "unauthenticated access", verdict, detail));
 
@@ -73,7 +97,7 @@ pub async fn security(cli: &Cli, dev: bool, rows: &mut Vec<Row>) {
             Verdict::Warn,
             "these credentials may delete streams (admin): run check as an operator role to test least privilege".to_owned(),
         ),
-        Probe::Broken(e) => (Verdict::Fail, format!("probe broken, cannot tell: {e}")),
+        Probe::Broken(e) => (Verdict::Fail, broken(&e)),
     };
     rows.push(row(
         "security",
@@ -101,18 +125,18 @@ async fn anonymous(cfg: &agentry::config::Nats) -> Probe {
         agentry::connect::servers(&url),
     ) {
         (Ok(o), Ok(s)) => (o, s),
-        (Err(e), _) | (_, Err(e)) => return Probe::Broken(e.to_string()),
+        (Err(e), _) | (_, Err(e)) => return Probe::Broken(ProbeError::Options(e)),
     };
     let connected = tokio::time::timeout(Duration::from_secs(5), opts.connect(servers)).await;
     let client = match connected {
-        Err(_) => return Probe::Broken("no answer within 5 s".to_owned()),
+        Err(_) => return Probe::Broken(ProbeError::ConnectTimeout),
         Ok(Err(e)) => {
             return match e.kind() {
                 async_nats::ConnectErrorKind::AuthorizationViolation
                 | async_nats::ConnectErrorKind::Authentication => Probe::Denied,
                 // A server that demands a client certificate ends the TLS handshake.
                 async_nats::ConnectErrorKind::Tls if cfg.tls_cert.is_some() => Probe::Denied,
-                _ => Probe::Broken(e.to_string()),
+                _ => Probe::Broken(ProbeError::Connect(e)),
             };
         }
         Ok(Ok(c)) => c,
@@ -127,7 +151,7 @@ async fn anonymous(cfg: &agentry::config::Nats) -> Probe {
             jetstream::context::AccountErrorKind::TimedOut => Probe::Denied,
             jetstream::context::AccountErrorKind::JetStream(_)
             | jetstream::context::AccountErrorKind::JetStreamUnavailable => Probe::Denied,
-            _ => Probe::Broken(e.to_string()),
+            _ => Probe::Broken(ProbeError::Account(e)),
         },
     }
 }
@@ -146,7 +170,6 @@ async fn stream_delete(js: &jetstream::Context) -> Probe {
         {
             Probe::Allowed
         }
-        DeleteStreamErrorKind::JetStream(api) => Probe::Broken(api.to_string()),
         DeleteStreamErrorKind::Request => {
             let kind = err
                 .source()
@@ -157,14 +180,12 @@ async fn stream_delete(js: &jetstream::Context) -> Probe {
                     // Unanswered: denied if the account API answers this connection.
                     match js.query_account().await {
                         Ok(_) => Probe::Denied,
-                        Err(e) => Probe::Broken(format!(
-                            "stream delete unanswered and the JetStream API does not answer either: {e}"
-                        )),
+                        Err(e) => Probe::Broken(ProbeError::Unanswered(e)),
                     }
                 }
-                _ => Probe::Broken(err.to_string()),
+                _ => Probe::Broken(ProbeError::Delete(err)),
             }
         }
-        _ => Probe::Broken(err.to_string()),
+        _ => Probe::Broken(ProbeError::Delete(err)),
     }
 }
