@@ -30,8 +30,8 @@ pub enum WeatherError {
         country_code: Option<String>,
     },
     /// The capability input is malformed or out of range.
-    #[error("invalid weather input: {0}")]
-    InvalidInput(String),
+    #[error("invalid weather input")]
+    InvalidInput(#[source] InputError),
     /// Open-Meteo answered with an error status; `reason` is its `{"reason": ...}`
     /// text, or the start of the body when it sent none.
     #[error("open-meteo {endpoint} API returned HTTP {status}: {reason}")]
@@ -62,6 +62,20 @@ pub enum WeatherError {
     /// The client configuration cannot work (bad base URL, TLS setup).
     #[error("invalid weather client configuration")]
     Config(#[source] ConfigError),
+}
+
+/// What is wrong with a weather task's input.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// An unknown field or a value of the wrong type (serde says which).
+    #[error(transparent)]
+    Fields(#[from] serde_json::Error),
+    /// A value breaks a rule of the capability: the text states the rule.
+    #[error("{0}")]
+    Rule(&'static str),
+    /// `days` out of range.
+    #[error("days must be between 1 and {max}, got {got}")]
+    Days { got: i64, max: u8 },
 }
 
 /// What is wrong with an Open-Meteo response.

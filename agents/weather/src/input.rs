@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::WeatherError;
+use super::{InputError, WeatherError};
 
 /// Default and bounds for `days` (Open-Meteo serves up to 16 forecast days).
 pub(crate) const DEFAULT_DAYS: u8 = 3;
@@ -114,11 +114,10 @@ impl Query {
             Some(d) => u8::try_from(d)
                 .ok()
                 .filter(|d| (1..=MAX_DAYS).contains(d))
-                .ok_or_else(|| {
-                    WeatherError::InvalidInput(format!(
-                        "days must be between 1 and {MAX_DAYS}, got {d}"
-                    ))
-                })?,
+                .ok_or(WeatherError::InvalidInput(InputError::Days {
+                    got: d,
+                    max: MAX_DAYS,
+                }))?,
         };
         Ok(Self {
             place: place(raw.city, raw.country_code, raw.latitude, raw.longitude)?,
@@ -164,11 +163,11 @@ struct ForecastInput {
 
 fn decode<T: serde::de::DeserializeOwned>(input: &Value) -> Result<T, WeatherError> {
     if !input.is_object() {
-        return Err(WeatherError::InvalidInput(
-            "input must be a JSON object".into(),
-        ));
+        return Err(WeatherError::InvalidInput(InputError::Rule(
+            "input must be a JSON object",
+        )));
     }
-    T::deserialize(input).map_err(|e| WeatherError::InvalidInput(e.to_string()))
+    T::deserialize(input).map_err(|e| WeatherError::InvalidInput(e.into()))
 }
 
 fn place(
@@ -177,7 +176,7 @@ fn place(
     latitude: Option<f64>,
     longitude: Option<f64>,
 ) -> Result<Place, WeatherError> {
-    let invalid = |msg: &str| Err(WeatherError::InvalidInput(msg.to_owned()));
+    let invalid = |rule: &'static str| Err(WeatherError::InvalidInput(InputError::Rule(rule)));
     match (city, latitude, longitude) {
         (Some(city), None, None) => {
             let name = city.trim();
@@ -230,7 +229,7 @@ mod tests {
 
     fn invalid(r: Result<Query, WeatherError>) -> String {
         match r {
-            Err(WeatherError::InvalidInput(m)) => m,
+            Err(WeatherError::InvalidInput(m)) => m.to_string(),
             other => panic!("expected InvalidInput, got {other:?}"),
         }
     }

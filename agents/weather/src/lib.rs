@@ -34,7 +34,7 @@ use std::time::Duration;
 
 pub use agent::WeatherAgent;
 pub use client::WeatherClient;
-pub use error::{ConfigError, Endpoint, Malformed, WeatherError};
+pub use error::{ConfigError, Endpoint, InputError, Malformed, WeatherError};
 pub use input::Units;
 
 /// Response header that marks answers of the offline fixture; the client
