@@ -12,6 +12,8 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 deps:
 	@scripts/install-deps.sh > .deps.env
 
+# The agentry-ctl package ships all four binaries (agentry, agentry-engine,
+# agentry-monitor, agentry-agent).
 build: deps
 	$(CARGO) build --release -p agentry-ctl
 
@@ -25,14 +27,13 @@ test: deps
 # (100,000 requests against bounded queues) and, when the nightly toolchain
 # with cargo-fuzz is present, a bounded fuzz run of every target.
 reliability: deps
-	@source .deps.env && $(CARGO) test -p agentry-tests --test e2e -- --ignored
+	@source .deps.env && $(CARGO) test -p agentry-ctl --test e2e -- --ignored
 	@if cargo +nightly fuzz --version >/dev/null 2>&1; then scripts/fuzz.sh 30; \
 	 else echo "reliability: cargo-fuzz not installed (cargo install cargo-fuzz), fuzzing skipped"; fi
 
 # `bench --embedded` starts agentry-engine, agentry-monitor and agentry-agent
-# as child processes from beside the agentry binary: build them too.
-build-bench: deps
-	$(CARGO) build --release -p agentry-ctl -p agentry-engine -p agentry-monitor -p agentry-agent
+# as child processes from beside the agentry binary: `build` makes them too.
+build-bench: build
 
 bench: build-bench
 	@source .deps.env && $(TARGET_DIR)/release/agentry bench --embedded --compare raw $(ARGS)

@@ -245,29 +245,3 @@ impl Settings {
         cfg
     }
 }
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    /// The assistant is off without an LLM base URL, and says what is missing.
-    #[test]
-    fn the_assistant_needs_an_llm_endpoint() {
-        let mut s = Settings::default();
-        match build("assistant", &s).unwrap() {
-            Built::Off(why) => assert!(why.contains("AGENTRY_LLM_BASE_URL"), "{why}"),
-            Built::Ready(_) => panic!("started without an endpoint"),
-        }
-        s.llm_base_url = Some("http://127.0.0.1:9/v1".into());
-        s.llm_api_key = Some(agentry_assistant::ApiKey("k".into()));
-        s.llm_model = Some("m".into());
-        assert!(matches!(build("assistant", &s).unwrap(), Built::Ready(_)));
-        let cfg = s.assistant_config().unwrap();
-        assert_eq!(cfg.model.as_deref(), Some("m"));
-        s.llm_base_url = Some("localhost:11434".into());
-        let e = build("assistant", &s).err().unwrap();
-        assert!(matches!(e, AgentsError::AssistantSettings(_)), "{e}");
-        assert!(names().any(|k| k == "assistant"));
-    }
-}

@@ -3,7 +3,8 @@
 //!
 //! A thin host: each agent is its own crate under `agents/`; the table in
 //! `kinds` maps a kind name to its constructor and [`Settings`] holds the
-//! agents' command-line settings.
+//! agents' command-line settings. Its tests are in the end-to-end suite
+//! (`tests/e2e/agent_host.rs`), through this public API.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use agentry::config::{self, parse_duration};
 use agentry::http::Observer;
 use tokio_util::sync::CancellationToken;
 
-mod kinds;
+pub mod kinds;
 
 pub use kinds::{Built, Settings};
 
