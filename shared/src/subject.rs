@@ -67,8 +67,11 @@ pub fn capability_of_task(subject: &str) -> Option<&str> {
     subject.strip_prefix(TASKS_PREFIX)?.strip_prefix('.')
 }
 
+/// The prefix of a capability's durable task consumer (`cap-<capability>`).
+pub const TASK_CONSUMER_PREFIX: &str = "cap-";
+
 pub fn task_consumer(cap: &Capability) -> String {
-    format!("cap-{cap}")
+    format!("{TASK_CONSUMER_PREFIX}{cap}")
 }
 
 /// The capability a `cap-<capability>` consumer serves.

@@ -14,8 +14,7 @@ use std::time::SystemTime;
 
 use agentry::event::{self, ext};
 use agentry::id::Capability;
-use agentry::subject;
-use agentry::trace::{self, Kind, Span, TraceParent, attr, derived_span_id};
+use agentry::trace::{self, Joined, Kind, Span, TraceParent, attr, derived_span_id_of};
 use agentry::workflow::state::RunState;
 use chrono::{DateTime, Utc};
 use cloudevents::Event;
@@ -34,7 +33,7 @@ pub(crate) fn intake(
     if span.is_recording() {
         span.messaging("process", subject, request_id);
         if let Some(t) = tenant {
-            span.set(attr::TENANT, t.to_owned());
+            span.set(attr::TENANT, t);
         }
     }
     span
@@ -55,7 +54,7 @@ pub(crate) fn rejected(subject: &str, r: &Rejection) -> Span {
     let id = r.id.as_ref().map_or("", |i| i.as_str());
     span.messaging("process", subject, id);
     if let Arrived::Under(Some(t)) = &r.arrived {
-        span.set(attr::TENANT, t.as_str().to_owned());
+        span.set(attr::TENANT, t.as_str());
     }
     refuse(&mut span, r);
     span
@@ -68,20 +67,19 @@ pub(crate) fn refuse(span: &mut Span, r: &Rejection) {
         return;
     }
     span.set(attr::REJECTION_REASON, r.reason.as_str());
-    span.fail(r.reason.as_str(), r.detail.clone());
+    span.fail(r.reason.as_str(), &r.detail);
 }
 
-/// The producer span of a task routed to `agentry.tasks.<cap>`, a child
-/// of the intake span (whose context `req` carries by now).
-pub(crate) fn send(cap: &Capability, req: &Event, request_id: &str) -> Span {
+/// The producer span of a task routed to `subject` (`agentry.tasks.<cap>`),
+/// a child of the intake span (whose context `req` carries by now).
+pub(crate) fn send(cap: &Capability, subject: &str, req: &Event, request_id: &str) -> Span {
     if !trace::enabled() {
         return Span::none();
     }
-    let subject = subject::tasks(cap);
-    let parent = event::ext_str(req, ext::TRACEPARENT);
-    let mut span = Span::start(format!("send {subject}"), Kind::Producer, parent.as_deref());
-    span.messaging("send", &subject, request_id);
-    span.set(attr::CAPABILITY, cap.to_string());
+    let parent = event::ext_ref(req, ext::TRACEPARENT);
+    let mut span = Span::start(Joined("send ", subject), Kind::Producer, parent);
+    span.messaging("send", subject, request_id);
+    span.set(attr::CAPABILITY, cap.as_str());
     span
 }
 
@@ -97,13 +95,13 @@ fn run_context(stored: Option<&str>, run_key: &str) -> Option<TraceParent> {
         return None;
     }
     let parent = TraceParent::parse(stored?)?;
-    Some(parent.child(derived_span_id(parent.trace_id, &format!("run/{run_key}"))))
+    Some(parent.child(derived_span_id_of(parent.trace_id, &["run/", run_key])))
 }
 
 fn step_context(run: &TraceParent, run_key: &str, step: &str) -> TraceParent {
-    run.child(derived_span_id(
+    run.child(derived_span_id_of(
         run.trace_id,
-        &format!("step/{run_key}/{step}"),
+        &["step/", run_key, "/", step],
     ))
 }
 
@@ -152,21 +150,21 @@ pub(crate) fn record<'a>(
             .unwrap_or(now);
         let ctx = step_context(&run, &state.run_id, step);
         let mut span = Span::at(
-            format!("step {step}"),
+            Joined("step ", step),
             Kind::Internal,
             run,
             ctx.span_id,
             system_time(start),
         );
-        span.set(attr::RUN_ID, state.run_id.clone());
-        span.set(attr::STEP_ID, step.clone());
+        span.set(attr::RUN_ID, state.run_id.as_str());
+        span.set(attr::STEP_ID, step.as_str());
         span.set(attr::ATTEMPT, i64::from(rec.unit.attempt));
         span.set(attr::STATUS, rec.unit.status.as_str());
         if let Some(cap) = &rec.capability {
-            span.set(attr::CAPABILITY, cap.clone());
+            span.set(attr::CAPABILITY, cap.as_str());
         }
         if let Some(e) = &rec.unit.error {
-            span.fail(&e.code, e.message.clone());
+            span.fail(&e.code, &e.message);
         }
         span.end_at(system_time(rec.unit.ended_at.unwrap_or(now)));
     }
@@ -177,20 +175,20 @@ pub(crate) fn record<'a>(
         return;
     };
     let mut span = Span::at(
-        format!("workflow {}", state.workflow),
+        Joined("workflow ", &state.workflow),
         Kind::Internal,
         parent,
         run.span_id,
         system_time(state.created_at),
     );
-    span.set(attr::RUN_ID, state.run_id.clone());
-    span.set(attr::WORKFLOW, state.definition.clone());
+    span.set(attr::RUN_ID, state.run_id.as_str());
+    span.set(attr::WORKFLOW, state.definition.as_str());
     span.set(attr::STATUS, state.status.as_str());
     if let Some(t) = &state.tenant {
-        span.set(attr::TENANT, t.clone());
+        span.set(attr::TENANT, t.as_str());
     }
     if let Some(e) = &state.error {
-        span.fail(&e.code, e.message.clone());
+        span.fail(&e.code, &e.message);
     }
     span.end_at(system_time(state.ended_at.unwrap_or(now)));
 }

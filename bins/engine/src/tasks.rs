@@ -55,7 +55,8 @@ pub(crate) async fn route(
     // takes the re-encoding path below, which removes it.
     let client_tenant = req.event.extension(ext::TENANT).is_some();
     // The send span (ended when routing returns); the task carries it.
-    let send = crate::spans::send(cap, &req.event, req.id.as_str());
+    let task_subject = subject::tasks(cap);
+    let send = crate::spans::send(cap, &task_subject, &req.event, req.id.as_str());
     let send_tp = send.context().map(|c| c.header());
     let (mut headers, body) = match (req.mode, msg.headers.clone()) {
         (Mode::Binary, Some(mut h)) if !client_tenant => {
@@ -104,7 +105,7 @@ pub(crate) async fn route(
         Some(t) if engine.fair.hold(cap, Some(t)) => Some(subject::held(cap, t)),
         _ => None,
     };
-    let to = held.clone().unwrap_or_else(|| subject::tasks(cap));
+    let to = held.clone().unwrap_or(task_subject);
     let ack = match engine.js.publish_with_headers(to, headers, body).await {
         Ok(a) => a.await,
         Err(e) => {

@@ -3,14 +3,16 @@
 //! children of the `traceparent` the task carried (a step span, or the
 //! engine's send span); and both sides of an A2A call. Off (no exporter),
 //! nothing here allocates: the incoming `traceparent` is passed on as is.
+//! On, names and values are borrowed ([`Joined`] parts), never formatted.
 
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream;
 
+use crate::event::{self, ext};
 use crate::id::{AgentId, Capability, RequestId};
 use crate::subject;
-use crate::trace::{self, Kind, Span, TraceParent, attr};
+use crate::trace::{self, Joined, Kind, Span, attr};
 
 /// The execution span of one task delivery and the `traceparent` the
 /// handler's own messages (results, child tasks, A2A calls) carry. Also
@@ -28,7 +30,7 @@ pub(crate) fn execution(
     }
     let dest = msg.subject.as_str();
     let mut span = Span::start(
-        format!("process {dest}"),
+        Joined("process ", dest),
         Kind::Consumer,
         incoming.as_deref(),
     );
@@ -36,18 +38,21 @@ pub(crate) fn execution(
         return (span, incoming);
     }
     span.messaging("process", dest, request_id.as_str());
-    span.set(attr::MESSAGING_CONSUMER_GROUP, subject::task_consumer(cap));
+    span.set(
+        attr::MESSAGING_CONSUMER_GROUP,
+        Joined(subject::TASK_CONSUMER_PREFIX, cap.as_str()),
+    );
     span.set(attr::MESSAGING_DELIVERY_COUNT, delivery as i64);
-    span.set(attr::CAPABILITY, cap.to_string());
-    if let Some(s) = crate::event::ext_str(decoded, crate::event::ext::STEPID) {
+    span.set(attr::CAPABILITY, cap.as_str());
+    if let Some(s) = event::ext_ref(decoded, ext::STEPID) {
         span.set(attr::STEP_ID, s);
     }
-    if let (Some(parent), Ok(info)) = (incoming.as_deref().and_then(TraceParent::parse), msg.info())
-    {
+    // The wait is a sibling of the execution: a child of the task's parent.
+    if let (Some(parent), Ok(info)) = (span.parent(), msg.info()) {
         let nanos = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
         let published = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
         let mut wait = Span::at(
-            format!("wait {dest}"),
+            Joined("wait ", dest),
             Kind::Internal,
             parent,
             trace::new_span_id(),
@@ -75,7 +80,7 @@ pub(crate) fn a2a_call(
     }
     let mut span = Span::start("a2a call", Kind::Client, incoming);
     span.messaging("send", subject, message_id);
-    span.set_with(attr::AGENT_ID, || from.to_string());
+    span.set(attr::AGENT_ID, from.as_str());
     span
 }
 
@@ -91,6 +96,6 @@ pub(crate) fn a2a_handle(
     }
     let mut span = Span::start("a2a handle", Kind::Server, incoming);
     span.messaging("process", subject, message_id);
-    span.set_with(attr::AGENT_ID, || me.to_string());
+    span.set(attr::AGENT_ID, me.as_str());
     span
 }

@@ -25,7 +25,8 @@ pub use decode::decode;
 pub use encode::{Outbound, encode, new_event, set_binary_extension};
 pub use error::{AttributeError, DataError, DecodeError, EncodeError, EncodingError};
 pub use read::{
-    data_json, ext_i64, ext_str, request_id_hint, source_hint, take_data_json, traceparent_hint,
+    data_json, ext_i64, ext_ref, ext_str, request_id_hint, source_hint, take_data_json,
+    traceparent_hint,
 };
 
 use cloudevents::Event;

@@ -55,6 +55,15 @@ pub fn ext_str(event: &Event, name: &str) -> Option<String> {
     })
 }
 
+/// A string extension attribute borrowed from the event (`None` when
+/// absent or stored as another type): no copy on hot paths.
+pub fn ext_ref<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
+    match event.extension(name)? {
+        ExtensionValue::String(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// An integer extension attribute (binary mode carries it as a string).
 pub fn ext_i64(event: &Event, name: &str) -> Option<i64> {
     match event.extension(name)? {

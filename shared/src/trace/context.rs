@@ -121,10 +121,17 @@ pub fn new_trace_id() -> TraceId {
 /// Every engine replica derives the same id, so the step task can carry
 /// its step span as parent long before that span ends, with no state kept.
 pub fn derived_span_id(trace_id: TraceId, key: &str) -> SpanId {
+    derived_span_id_of(trace_id, &[key])
+}
+
+/// [`derived_span_id`] of the key made of `parts` in order (the same id
+/// as of their concatenation, without building it).
+pub fn derived_span_id_of(trace_id: TraceId, parts: &[&str]) -> SpanId {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
-    for byte in trace_id.to_bytes().iter().chain(key.as_bytes()) {
+    let key = parts.iter().flat_map(|p| p.as_bytes());
+    for byte in trace_id.to_bytes().iter().chain(key) {
         h ^= u64::from(*byte);
         h = h.wrapping_mul(PRIME);
     }
@@ -178,6 +185,10 @@ mod tests {
         assert_eq!(derived_span_id(t, "acme.r1"), derived_span_id(t, "acme.r1"));
         assert_ne!(derived_span_id(t, "acme.r1"), derived_span_id(t, "acme.r2"));
         assert_ne!(derived_span_id(t, "acme.r1"), SpanId::INVALID);
+        assert_eq!(
+            derived_span_id_of(t, &["step/", "acme.r1", "/", "a"]),
+            derived_span_id(t, "step/acme.r1/a")
+        );
         let other = new_trace_id();
         assert_ne!(derived_span_id(t, "x"), derived_span_id(other, "x"));
     }

@@ -1,19 +1,18 @@
-//! Spans built with the OpenTelemetry API and handed straight to the batch
-//! processor: no `tracing` layer and no per-span registry work on the hot
-//! path. A span that is off (no exporter) or not sampled is a `None` and
-//! costs one branch per call.
+//! Spans written straight to OTLP protobuf: a live span is its context,
+//! its times and one byte buffer into which its name, attributes and
+//! status are encoded as they are set ([`super::wire`]); ending it appends
+//! the ids and times and copies the bytes into the batch queue
+//! ([`super::batch`]). Names and values are borrowed, never joined into a
+//! `String` first. A span that is off (no exporter) or not sampled is a
+//! `None` and costs one branch per call.
 
-use std::borrow::Cow;
 use std::time::SystemTime;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceState,
-};
-use opentelemetry::{Context, Key, KeyValue, Value};
-use opentelemetry_sdk::trace::{SamplingDecision, SpanData, SpanEvents, SpanLinks};
+use opentelemetry::trace::SpanId;
 
 use super::context::{TraceParent, new_span_id, new_trace_id};
 use super::export::pipeline;
+use super::wire::{self, AttrValue, Text};
 
 /// Semantic-convention attribute keys used by agentry's spans.
 pub mod attr {
@@ -43,7 +42,16 @@ pub mod attr {
     pub const ERROR_TYPE: &str = "error.type";
 }
 
-pub use opentelemetry::trace::SpanKind as Kind;
+/// The span kinds of the OTLP data model (the discriminants are OTLP's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Internal = 1,
+    Server = 2,
+    Client = 3,
+    Producer = 4,
+    Consumer = 5,
+}
 
 /// One span; exported when dropped (or [`Span::end`]). Off or unsampled,
 /// every method is a no-op and [`Span::context`] is `None`: callers then
@@ -53,14 +61,38 @@ pub struct Span(Option<Box<Live>>);
 
 struct Live {
     ctx: TraceParent,
-    parent: SpanId,
-    remote_parent: bool,
-    kind: SpanKind,
-    name: Cow<'static, str>,
+    /// The parent span and whether it is in another process.
+    parent: Option<(SpanId, bool)>,
+    kind: Kind,
     start: SystemTime,
     end: Option<SystemTime>,
-    attrs: Vec<KeyValue>,
-    status: Status,
+    /// The encoded `Span` fields so far: name, attributes, status.
+    buf: Vec<u8>,
+}
+
+/// Room for a span with a dozen short attributes without growing.
+const SPAN_BYTES: usize = 512;
+
+impl Live {
+    /// A recording span named `name`.
+    fn start(
+        name: &(impl Text + ?Sized),
+        kind: Kind,
+        ctx: TraceParent,
+        parent: Option<(SpanId, bool)>,
+        start: SystemTime,
+    ) -> Span {
+        let mut buf = Vec::with_capacity(SPAN_BYTES);
+        wire::name(&mut buf, name);
+        Span(Some(Box::new(Live {
+            ctx,
+            parent,
+            kind,
+            start,
+            end: None,
+            buf,
+        })))
+    }
 }
 
 impl Span {
@@ -72,55 +104,35 @@ impl Span {
     /// Starts a span whose parent is the `traceparent` that arrived with a
     /// message (a new trace when there is none or it is invalid); the
     /// configured sampler decides (`parentbased_always_on` by default).
-    pub fn start(name: impl Into<Cow<'static, str>>, kind: Kind, parent: Option<&str>) -> Self {
+    /// `name` is borrowed: a `&str` or [`super::Joined`] parts.
+    pub fn start(name: impl Text, kind: Kind, parent: Option<&str>) -> Self {
         let Some(p) = pipeline() else {
             return Span(None);
         };
-        let name = name.into();
         let parent = parent.and_then(TraceParent::parse);
         let trace_id = parent.map_or_else(new_trace_id, |p| p.trace_id);
-        let cx = parent.map(|p| {
-            let flags = if p.sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::default()
-            };
-            Context::new().with_remote_span_context(SpanContext::new(
-                p.trace_id,
-                p.span_id,
-                flags,
-                true,
-                TraceState::NONE,
-            ))
-        });
-        let decision = p
-            .sampler
-            .should_sample(cx.as_ref(), trace_id, &name, &kind, &[], &[]);
-        if decision.decision != SamplingDecision::RecordAndSample {
+        if !p.sampler.sample(parent.map(|p| p.sampled), trace_id) {
             return Span(None);
         }
-        Span(Some(Box::new(Live {
-            ctx: TraceParent {
-                trace_id,
-                span_id: new_span_id(),
-                sampled: true,
-            },
-            parent: parent.map_or(SpanId::INVALID, |p| p.span_id),
-            remote_parent: parent.is_some(),
+        let ctx = TraceParent {
+            trace_id,
+            span_id: new_span_id(),
+            sampled: true,
+        };
+        Live::start(
+            &name,
             kind,
-            name,
-            start: SystemTime::now(),
-            end: None,
-            attrs: Vec::with_capacity(8),
-            status: Status::Unset,
-        })))
+            ctx,
+            parent.map(|p| (p.span_id, true)),
+            SystemTime::now(),
+        )
     }
 
     /// A span known in advance, recorded after the fact: its id is given
     /// (see [`super::derived_span_id`]) and so is its start. It records
     /// when export is on and `parent` is sampled.
     pub fn at(
-        name: impl Into<Cow<'static, str>>,
+        name: impl Text,
         kind: Kind,
         parent: TraceParent,
         span_id: SpanId,
@@ -129,21 +141,18 @@ impl Span {
         if pipeline().is_none() || !parent.sampled {
             return Span(None);
         }
-        Span(Some(Box::new(Live {
-            ctx: parent.child(span_id),
-            parent: parent.span_id,
-            remote_parent: false,
+        Live::start(
+            &name,
             kind,
-            name: name.into(),
+            parent.child(span_id),
+            Some((parent.span_id, false)),
             start,
-            end: None,
-            attrs: Vec::with_capacity(8),
-            status: Status::Unset,
-        })))
+        )
     }
 
-    /// A child of this span in the same process (recording iff this one is).
-    pub fn child(&self, name: impl Into<Cow<'static, str>>, kind: Kind) -> Self {
+    /// A child of this span in the same process, starting now (recording
+    /// iff this one is).
+    pub fn child(&self, name: impl Text, kind: Kind) -> Self {
         match &self.0 {
             None => Span(None),
             Some(live) => Span::at(name, kind, live.ctx, new_span_id(), SystemTime::now()),
@@ -162,6 +171,13 @@ impl Span {
         self.0.as_ref().map(|l| l.ctx)
     }
 
+    /// The context of this span's parent (remote or local), when it has one.
+    pub fn parent(&self) -> Option<TraceParent> {
+        let l = self.0.as_ref()?;
+        let (span_id, _) = l.parent?;
+        Some(l.ctx.child(span_id))
+    }
+
     /// This span's `traceparent`, or `incoming` unchanged when it does not
     /// record (export off or not sampled): what the next hop should get.
     pub fn propagate(&self, incoming: Option<&str>) -> Option<String> {
@@ -171,21 +187,20 @@ impl Span {
         }
     }
 
-    /// Sets an attribute (no-op when not recording).
+    /// Sets an attribute (no-op when not recording): text (`&str`,
+    /// `String`, [`super::Joined`]), `i64` or `bool`, encoded at once.
     #[inline]
-    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+    pub fn set(&mut self, key: &'static str, value: impl AttrValue) {
         if let Some(l) = &mut self.0 {
-            l.attrs
-                .push(KeyValue::new(Key::from_static_str(key), value));
+            wire::attribute(&mut l.buf, key, &value);
         }
     }
 
     /// Sets an attribute computed only when recording.
     #[inline]
-    pub fn set_with<V: Into<Value>>(&mut self, key: &'static str, value: impl FnOnce() -> V) {
+    pub fn set_with<V: AttrValue>(&mut self, key: &'static str, value: impl FnOnce() -> V) {
         if let Some(l) = &mut self.0 {
-            l.attrs
-                .push(KeyValue::new(Key::from_static_str(key), value()));
+            wire::attribute(&mut l.buf, key, &value());
         }
     }
 
@@ -193,32 +208,19 @@ impl Span {
     /// subject, the message id (the request id) and the operation type.
     pub fn messaging(&mut self, operation: &'static str, destination: &str, message_id: &str) {
         if let Some(l) = &mut self.0 {
-            l.attrs.extend([
-                KeyValue::new(Key::from_static_str(attr::MESSAGING_SYSTEM), "nats"),
-                KeyValue::new(
-                    Key::from_static_str(attr::MESSAGING_DESTINATION),
-                    destination.to_owned(),
-                ),
-                KeyValue::new(
-                    Key::from_static_str(attr::MESSAGING_MESSAGE_ID),
-                    message_id.to_owned(),
-                ),
-                KeyValue::new(
-                    Key::from_static_str(attr::MESSAGING_OPERATION_TYPE),
-                    operation,
-                ),
-            ]);
+            let b = &mut l.buf;
+            wire::attribute(b, attr::MESSAGING_SYSTEM, "nats");
+            wire::attribute(b, attr::MESSAGING_DESTINATION, destination);
+            wire::attribute(b, attr::MESSAGING_MESSAGE_ID, message_id);
+            wire::attribute(b, attr::MESSAGING_OPERATION_TYPE, operation);
         }
     }
 
     /// Marks the span failed with `code` (`error.type`) and a description.
-    pub fn fail(&mut self, code: &str, description: impl Into<Cow<'static, str>>) {
+    pub fn fail(&mut self, code: &str, description: impl AsRef<str>) {
         if let Some(l) = &mut self.0 {
-            l.attrs.push(KeyValue::new(
-                Key::from_static_str(attr::ERROR_TYPE),
-                code.to_owned(),
-            ));
-            l.status = Status::error(description);
+            wire::attribute(&mut l.buf, attr::ERROR_TYPE, code);
+            wire::error_status(&mut l.buf, description.as_ref());
         }
     }
 
@@ -233,6 +235,11 @@ impl Span {
     }
 }
 
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 impl Drop for Span {
     fn drop(&mut self) {
         let (Some(live), Some(p)) = (self.0.take(), pipeline()) else {
@@ -241,36 +248,25 @@ impl Drop for Span {
         let Live {
             ctx,
             parent,
-            remote_parent,
             kind,
-            name,
             start,
             end,
-            attrs,
-            status,
+            mut buf,
         } = *live;
         let end = end.unwrap_or_else(SystemTime::now).max(start);
-        p.submit(SpanData {
-            span_context: SpanContext::new(
-                ctx.trace_id,
-                ctx.span_id,
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: parent,
-            parent_span_is_remote: remote_parent,
-            span_kind: kind,
-            name,
-            start_time: start,
-            end_time: end,
-            attributes: attrs,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: p.scope.clone(),
-        });
+        wire::finish(
+            &mut buf,
+            &wire::Ends {
+                trace_id: ctx.trace_id.to_bytes(),
+                span_id: ctx.span_id.to_bytes(),
+                parent: parent.map(|(id, _)| id.to_bytes()),
+                remote_parent: parent.is_some_and(|(_, remote)| remote),
+                kind: kind as u8,
+                start_unix_nano: unix_nanos(start),
+                end_unix_nano: unix_nanos(end),
+            },
+        );
+        p.queue.push(&buf);
     }
 }
 
@@ -278,7 +274,7 @@ impl std::fmt::Debug for Span {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             None => f.write_str("Span(off)"),
-            Some(l) => write!(f, "Span({} {})", l.name, l.ctx),
+            Some(l) => write!(f, "Span({:?} {})", l.kind, l.ctx),
         }
     }
 }

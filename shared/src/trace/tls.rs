@@ -10,14 +10,13 @@
 //! `http://` endpoint is plaintext (h2c for gRPC).
 //!
 //! OTLP/HTTP goes through a blocking `reqwest` client (rustls, ring) that
-//! runs on the batch processor's export thread, so it never touches the
-//! component's Tokio runtime.
+//! runs on the export thread, so it never touches the component's Tokio
+//! runtime.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use opentelemetry_http::{Bytes, HttpError, Request, Response};
-use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// Why the TLS files or the HTTP client could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +35,6 @@ pub enum TlsError {
     },
     #[error("OTLP/HTTP client (check the PEM files)")]
     Client(#[source] reqwest::Error),
-    #[error("OTLP/HTTP client builder thread panicked")]
-    Builder,
 }
 
 /// The PEM contents named by the TLS variables.
@@ -118,53 +115,25 @@ impl TlsFiles {
     }
 
     /// The OTLP/HTTP client with these files and the request `timeout`.
-    /// Built on a thread of its own: a blocking client must not be built
-    /// (or dropped) on a Tokio worker.
-    pub(crate) fn http(&self, timeout: Duration) -> Result<BlockingHttp, TlsError> {
-        let files = self.clone();
-        std::thread::spawn(move || {
-            let mut b = reqwest::blocking::Client::builder()
-                .timeout(timeout)
-                .use_rustls_tls();
-            if let Some(ca) = &files.ca {
-                b = b.tls_built_in_root_certs(false);
-                for cert in reqwest::Certificate::from_pem_bundle(ca).map_err(TlsError::Client)? {
-                    b = b.add_root_certificate(cert);
-                }
+    /// A blocking client: build (and drop) it off the Tokio runtime, on
+    /// the export thread.
+    pub(crate) fn http(&self, timeout: Duration) -> Result<reqwest::blocking::Client, TlsError> {
+        let mut b = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .use_rustls_tls();
+        if let Some(ca) = &self.ca {
+            b = b.tls_built_in_root_certs(false);
+            for cert in reqwest::Certificate::from_pem_bundle(ca).map_err(TlsError::Client)? {
+                b = b.add_root_certificate(cert);
             }
-            if let Some((cert, key)) = &files.identity {
-                let mut pem = cert.clone();
-                pem.push(b'\n');
-                pem.extend_from_slice(key);
-                b = b.identity(reqwest::Identity::from_pem(&pem).map_err(TlsError::Client)?);
-            }
-            b.build().map(BlockingHttp).map_err(TlsError::Client)
-        })
-        .join()
-        .map_err(|_| TlsError::Builder)?
-    }
-}
-
-/// The OTLP/HTTP exporter's client: one blocking request per export, on
-/// the batch processor's thread.
-#[derive(Debug)]
-pub(crate) struct BlockingHttp(reqwest::blocking::Client);
-
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for BlockingHttp {
-    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let (parts, body) = request.into_parts();
-        let resp = self
-            .0
-            .request(parts.method, parts.uri.to_string())
-            .headers(parts.headers)
-            .body(body)
-            .send()?;
-        let mut out = Response::builder().status(resp.status());
-        if let Some(h) = out.headers_mut() {
-            *h = resp.headers().clone();
         }
-        Ok(out.body(resp.bytes()?)?)
+        if let Some((cert, key)) = &self.identity {
+            let mut pem = cert.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(key);
+            b = b.identity(reqwest::Identity::from_pem(&pem).map_err(TlsError::Client)?);
+        }
+        b.build().map_err(TlsError::Client)
     }
 }
 
