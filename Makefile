@@ -31,12 +31,15 @@ reliability: deps
 	@if cargo +nightly fuzz --version >/dev/null 2>&1; then scripts/fuzz.sh 30; \
 	 else echo "reliability: cargo-fuzz not installed (cargo install cargo-fuzz), fuzzing skipped"; fi
 
+# `make bench` runs every figure of the README's "Measured" table in one go
+# (`--suite`: task, direct, workflow, task latency, backlog drains, each
+# against raw) and prints one markdown table with the targets.
 # `bench --embedded` starts agentry-engine, agentry-monitor and agentry-agent
 # as child processes from beside the agentry binary: `build` makes them too.
 build-bench: build
 
 bench: build-bench
-	@source .deps.env && $(TARGET_DIR)/release/agentry bench --embedded --compare raw $(ARGS)
+	@source .deps.env && $(TARGET_DIR)/release/agentry bench --embedded --suite $(ARGS)
 
 # Static checks of schemas, observability and deployment artefacts.
 check-all:

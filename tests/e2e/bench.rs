@@ -95,3 +95,51 @@ fn bench_embedded_dev_mode_backlog_drains_every_request_once() {
         }
     }
 }
+
+/// `--suite` (what `make bench` runs) measures every figure of the README's
+/// table against raw, each on a fresh system, and judges the targets; here
+/// at a small fraction of its request counts.
+#[test]
+fn bench_suite_reports_every_figure_with_its_target() {
+    let v = bench(&["--suite", "--suite-scale", "0.002"]);
+    let rows = v["suite"].as_array().unwrap();
+    let figures: Vec<&str> = rows.iter().filter_map(|r| r["figure"].as_str()).collect();
+    assert_eq!(
+        figures,
+        [
+            "task, 256 in flight",
+            "direct, 256 in flight",
+            "workflow (3 echo steps)",
+            "task p50, 1 in flight",
+            "task backlog 10,000",
+            "task backlog 200,000"
+        ],
+        "{v}"
+    );
+    for r in rows {
+        assert_eq!(r["errors"], 0, "{r}");
+        assert!(r["agentry"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["raw"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+        let cpu: Vec<&str> = r["cpu"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["process"].as_str())
+            .collect();
+        for name in [
+            "agentry-engine",
+            "agentry-agent",
+            "nats-server",
+            "agentry (client)",
+        ] {
+            assert!(cpu.contains(&name), "no CPU figure for {name}: {r}");
+        }
+    }
+    // The four load figures have a target and a verdict; the backlogs have neither.
+    for (r, judged) in rows.iter().zip([true, true, true, true, false, false]) {
+        assert_eq!(r["met"].is_boolean(), judged, "{r}");
+    }
+    assert_eq!(rows[4]["requests"], 20, "{v}");
+    assert_eq!(rows[5]["requests"], 400, "{v}");
+}

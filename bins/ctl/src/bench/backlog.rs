@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use agentry::subject;
 use async_nats::jetstream;
 use futures::StreamExt;
-use serde_json::{Value, json};
 
 use super::embedded::{COMPONENTS, Embedded, spawn_component, terminate};
 use super::load::{ensure_bench_workflow, publish};
 use super::raw::{setup_raw, spawn_raw_worker};
-use super::{Args, Mode, cpu_seconds};
+use super::{Args, Cpu, Mode, cpu_seconds};
 
 /// Publishes in flight while queueing (PubAcks awaited in batches).
 const QUEUE_WINDOW: usize = 2048;
@@ -44,7 +43,7 @@ pub struct Report {
     pub results: u64,
     pub failed: u64,
     pub duplicates: u64,
-    pub processes: Vec<Value>,
+    pub processes: Vec<Cpu>,
 }
 
 impl Report {
@@ -62,14 +61,7 @@ impl Report {
             self.failed,
             self.duplicates,
         );
-        for p in &self.processes {
-            println!(
-                "         cpu {:<18} {:>7.2} s  {:>6.1} µs/request",
-                p["process"].as_str().unwrap_or_default(),
-                p["cpu_seconds"].as_f64().unwrap_or(0.0),
-                p["cpu_us_per_request"].as_f64().unwrap_or(0.0)
-            );
-        }
+        self.processes.iter().for_each(Cpu::print);
     }
 }
 
@@ -283,7 +275,7 @@ pub(super) async fn run(
         .iter()
         .map(|(name, pid, before)| {
             let used = cpu_seconds(*pid).map(|a| a - before).unwrap_or(0.0);
-            json!({"process": name, "cpu_seconds": used, "cpu_us_per_request": used * 1e6 / (n.max(1) as f64)})
+            Cpu::new(name, used, n)
         })
         .collect();
     Ok(Report {

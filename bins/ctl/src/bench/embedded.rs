@@ -52,7 +52,7 @@ pub(super) fn spawn_component(
     std::process::Command::new(sibling(name))
         .args(["--nats-url", url, "--http-addr", "off"])
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", &args.component_log)
         // The load comes from one source; per-source rate limiting would cap it at 1,000/min.
         .env("AGENTRY_RATE_LIMIT", "4000000000")
         .env("AGENTRY_MAX_RUNS", max_runs.to_string())

@@ -32,6 +32,7 @@ mod embedded;
 mod load;
 mod procstat;
 mod raw;
+mod suite;
 mod waiting;
 
 use embedded::start_embedded;
@@ -54,7 +55,7 @@ pub enum Sync {
     Always,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Task)]
     pub mode: Mode,
@@ -90,6 +91,21 @@ pub struct Args {
     /// then start the agents and report the drain rate (no steady load run).
     #[arg(long)]
     pub backlog: Option<u64>,
+    /// With --embedded: run every figure of the README's "Measured" table
+    /// (task, direct, workflow, task latency at 1 in flight, backlog drains
+    /// of 10,000 and 200,000), each against raw on a fresh system, and print
+    /// one table with the targets.
+    #[arg(long)]
+    pub suite: bool,
+    /// With --embedded: the components' `RUST_LOG` (their own default is
+    /// `info`, which creates a tracing span per request; the bench measures
+    /// at `warn` unless told otherwise).
+    #[arg(long, default_value = "warn")]
+    pub component_log: String,
+    /// With --suite: multiply every request count by this (a smoke run of
+    /// the suite uses a small fraction).
+    #[arg(long, default_value_t = 1.0)]
+    pub suite_scale: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -107,80 +123,136 @@ pub struct Report {
     pub max_ms: f64,
 }
 
-pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
-    if args.backlog.is_some() && !args.embedded {
-        anyhow::bail!("--backlog needs --embedded (the bench stops and starts the agents itself)");
-    }
-    let mut embedded = if args.embedded {
-        Some(start_embedded(args).await?)
-    } else {
-        None
-    };
-    let url = match &embedded {
-        Some(e) => e.server.url.clone(),
-        None => cli.nats_config().resolved_url(),
-    };
-    let mut cfg = cli.nats_config();
-    cfg.url = Some(url.clone());
-    let client = agentry::connect::connect_once(&cfg, "agentry-bench").await?;
-    let js = jetstream::new(client.clone());
-    let procs: Vec<(String, u32)> = match &embedded {
-        Some(e) => e
-            .children
-            .iter()
-            .map(|(n, c)| (n.clone(), c.id()))
-            .collect(),
-        None => agentry_processes(),
-    };
-    let idle: Vec<(String, u32, Option<f64>)> = procs
-        .iter()
-        .map(|(n, p)| (n.clone(), *p, rss_mib(*p)))
-        .collect();
+/// CPU one process used during one measured run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cpu {
+    pub process: String,
+    pub cpu_seconds: f64,
+    pub cpu_us_per_request: f64,
+}
 
-    if let Some(n) = args.waiting_runs {
-        return waiting_runs(&client, &js, n, &procs, cli.json).await;
+impl Cpu {
+    fn new(process: &str, seconds: f64, requests: u64) -> Self {
+        Self {
+            process: process.to_owned(),
+            cpu_seconds: seconds,
+            cpu_us_per_request: seconds * 1e6 / (requests.max(1) as f64),
+        }
     }
-    if let (Some(n), Some(emb)) = (args.backlog, embedded.as_mut()) {
+
+    fn print(&self) {
+        println!(
+            "         cpu {:<18} {:>7.2} s  {:>6.1} µs/request",
+            self.process, self.cpu_seconds, self.cpu_us_per_request
+        );
+    }
+}
+
+/// A steady-load run of one or two modes (the second is the baseline).
+pub(super) struct LoadOutcome {
+    pub(super) reports: Vec<Report>,
+    /// CPU per watched process, one list per entry of `reports`.
+    pub(super) cpu: Vec<Vec<Cpu>>,
+    /// RSS per component process, idle and after the runs.
+    pub(super) rss: Vec<Value>,
+}
+
+impl LoadOutcome {
+    fn ratio(&self) -> Option<Value> {
+        let [a, b] = self.reports.as_slice() else {
+            return None;
+        };
+        Some(json!({
+            "throughput_ratio": a.throughput / b.throughput.max(1e-9),
+            "p50_ratio": a.p50_ms / b.p50_ms.max(1e-9),
+        }))
+    }
+}
+
+/// The system a bench runs against: an embedded one or the configured one.
+pub(super) struct Session {
+    embedded: Option<embedded::Embedded>,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    /// Component processes: (name, pid).
+    procs: Vec<(String, u32)>,
+    idle_rss: Vec<Option<f64>>,
+}
+
+impl Session {
+    pub(super) async fn open(cli: &Cli, args: &Args) -> anyhow::Result<Self> {
+        let embedded = if args.embedded {
+            Some(start_embedded(args).await?)
+        } else {
+            None
+        };
+        let url = match &embedded {
+            Some(e) => e.server.url.clone(),
+            None => cli.nats_config().resolved_url(),
+        };
+        let mut cfg = cli.nats_config();
+        cfg.url = Some(url);
+        let client = agentry::connect::connect_once(&cfg, "agentry-bench").await?;
+        let js = jetstream::new(client.clone());
+        let procs: Vec<(String, u32)> = match &embedded {
+            Some(e) => e
+                .children
+                .iter()
+                .map(|(n, c)| (n.clone(), c.id()))
+                .collect(),
+            None => agentry_processes(),
+        };
+        let idle_rss = procs.iter().map(|(_, p)| rss_mib(*p)).collect();
+        Ok(Self {
+            embedded,
+            client,
+            js,
+            procs,
+            idle_rss,
+        })
+    }
+
+    /// Drains the bench's connection, then stops the embedded system (so
+    /// the client does not report the server going away).
+    pub(super) async fn close(self) {
+        let _ = self.client.drain().await;
+        drop(self.embedded);
+    }
+
+    /// `args.mode`, then the `--compare` mode if it differs.
+    fn modes(args: &Args) -> Vec<Mode> {
         let mut modes = vec![args.mode];
         if let Some(c) = args.compare
             && c != args.mode
         {
             modes.push(c);
         }
+        modes
+    }
+
+    /// `--backlog n`: one drain per mode.
+    pub(super) async fn backlog(
+        &mut self,
+        args: &Args,
+        n: u64,
+    ) -> anyhow::Result<Vec<backlog::Report>> {
+        let emb = self.embedded.as_mut().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--backlog needs --embedded (the bench stops and starts the agents itself)"
+            )
+        })?;
         let mut reports = Vec::new();
-        for mode in modes {
-            let r = backlog::run(&client, &js, emb, args, mode, n).await?;
-            if !cli.json {
-                r.print();
-            }
-            reports.push(r);
+        for mode in Self::modes(args) {
+            reports.push(backlog::run(&self.client, &self.js, emb, args, mode, n).await?);
         }
-        if cli.json {
-            println!(
-                "{}",
-                json!({"backlog": reports, "sync": format!("{:?}", args.sync).to_lowercase()})
-            );
-        } else if reports.len() == 2 {
-            println!(
-                "ratio {:?}/{:?}: drain {:.2}x",
-                reports[0].mode,
-                reports[1].mode,
-                reports[0].drain_rate / reports[1].drain_rate.max(1e-9)
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
+        Ok(reports)
     }
-    let mut reports = Vec::new();
-    let mut modes = vec![args.mode];
-    if let Some(c) = args.compare
-        && c != args.mode
-    {
-        modes.push(c);
-    }
-    let mut cpu = Vec::new();
-    let server_pid = embedded.as_ref().and_then(|e| e.server.pid());
-    for mode in modes {
-        let watch: Vec<(String, u32)> = procs
+
+    /// A steady load per mode, with CPU per process around each.
+    pub(super) async fn load(&self, args: &Args) -> anyhow::Result<LoadOutcome> {
+        let server_pid = self.embedded.as_ref().and_then(|e| e.server.pid());
+        let watch: Vec<(String, u32)> = self
+            .procs
             .iter()
             .cloned()
             .chain(server_pid.map(|p| ("nats-server".to_owned(), p)))
@@ -189,68 +261,105 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
                 std::process::id(),
             )))
             .collect();
-        let before: Vec<Option<f64>> = watch.iter().map(|(_, p)| cpu_seconds(*p)).collect();
-        let r = drive(&client, &js, args, mode).await?;
-        let per: Vec<Value> = watch
-            .iter()
-            .zip(before)
-            .map(|((n, p), b)| {
-                let used = cpu_seconds(*p).zip(b).map(|(a, b)| a - b).unwrap_or(0.0);
-                json!({"process": n, "cpu_seconds": used, "cpu_us_per_request": used * 1e6 / (r.requests.max(1) as f64)})
-            })
-            .collect();
-        if !cli.json {
-            print_report(&r);
-            for p in &per {
-                println!(
-                    "         cpu {:<18} {:>7.2} s  {:>6.1} µs/request",
-                    p["process"].as_str().unwrap_or_default(),
-                    p["cpu_seconds"].as_f64().unwrap_or(0.0),
-                    p["cpu_us_per_request"].as_f64().unwrap_or(0.0)
-                );
-            }
+        let mut reports = Vec::new();
+        let mut cpu = Vec::new();
+        for mode in Self::modes(args) {
+            let before: Vec<Option<f64>> = watch.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+            let r = drive(&self.client, &self.js, args, mode).await?;
+            let per: Vec<Cpu> = watch
+                .iter()
+                .zip(before)
+                .map(|((n, p), b)| {
+                    let used = cpu_seconds(*p).zip(b).map(|(a, b)| a - b).unwrap_or(0.0);
+                    Cpu::new(n, used, r.requests)
+                })
+                .collect();
+            cpu.push(per);
+            reports.push(r);
         }
-        cpu.push(json!({"mode": r.mode, "processes": per}));
-        reports.push(r);
+        let rss = self
+            .procs
+            .iter()
+            .zip(self.idle_rss.iter())
+            .map(|((n, p), idle)| json!({"process": n, "pid": p, "idle_rss_mib": idle, "rss_mib_after": rss_mib(*p)}))
+            .collect();
+        Ok(LoadOutcome { reports, cpu, rss })
     }
-    let loaded: Vec<Value> = procs
-        .iter()
-        .zip(idle.iter())
-        .map(|((n, p), (_, _, idle))| json!({"process": n, "pid": p, "idle_rss_mib": idle, "rss_mib_after": rss_mib(*p)}))
-        .collect();
-    let ratio = (reports.len() == 2).then(|| {
-        let (a, b) = (&reports[0], &reports[1]);
-        json!({
-            "throughput_ratio": a.throughput / b.throughput.max(1e-9),
-            "p50_ratio": a.p50_ms / b.p50_ms.max(1e-9),
-        })
-    });
+}
+
+fn sync_name(args: &Args) -> String {
+    format!("{:?}", args.sync).to_lowercase()
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
+    if (args.backlog.is_some() || args.suite) && !args.embedded {
+        anyhow::bail!(
+            "--backlog and --suite need --embedded (the bench stops and starts the agents itself)"
+        );
+    }
+    if args.suite {
+        return suite::run(cli, args).await;
+    }
+    let mut session = Session::open(cli, args).await?;
+    if let Some(n) = args.waiting_runs {
+        return waiting_runs(&session.client, &session.js, n, &session.procs, cli.json).await;
+    }
+    if let Some(n) = args.backlog {
+        let reports = session.backlog(args, n).await?;
+        if cli.json {
+            println!("{}", json!({"backlog": reports, "sync": sync_name(args)}));
+            return Ok(ExitCode::SUCCESS);
+        }
+        for r in &reports {
+            r.print();
+        }
+        if let [a, b] = reports.as_slice() {
+            println!(
+                "ratio {:?}/{:?}: drain {:.2}x",
+                a.mode,
+                b.mode,
+                a.drain_rate / b.drain_rate.max(1e-9)
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = session.load(args).await?;
+    let ratio = out.ratio();
     if cli.json {
+        let cpu: Vec<Value> = out
+            .reports
+            .iter()
+            .zip(&out.cpu)
+            .map(|(r, per)| json!({"mode": r.mode, "processes": per}))
+            .collect();
         println!(
             "{}",
-            json!({"reports": reports, "ratio": ratio, "processes": loaded, "sync": format!("{:?}", args.sync).to_lowercase(), "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
+            json!({"reports": out.reports, "ratio": ratio, "cpu": cpu, "processes": out.rss, "sync": sync_name(args), "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)})
         );
-    } else {
-        if let Some(r) = &ratio {
-            println!(
-                "ratio {:?}/{:?}: throughput {:.2}x, p50 {:.2}x",
-                reports[0].mode,
-                reports[1].mode,
-                r["throughput_ratio"].as_f64().unwrap_or(0.0),
-                r["p50_ratio"].as_f64().unwrap_or(0.0)
-            );
-        }
-        for p in &loaded {
-            println!(
-                "rss {:<16} pid {:<7} idle {:>6.1} MiB  after {:>6.1} MiB",
-                p["process"].as_str().unwrap_or_default(),
-                p["pid"],
-                p["idle_rss_mib"].as_f64().unwrap_or(0.0),
-                p["rss_mib_after"].as_f64().unwrap_or(0.0)
-            );
-        }
+        return Ok(ExitCode::SUCCESS);
     }
-    drop(embedded);
+    for (r, per) in out.reports.iter().zip(&out.cpu) {
+        print_report(r);
+        per.iter().for_each(Cpu::print);
+    }
+    if let (Some(r), [a, b]) = (&ratio, out.reports.as_slice()) {
+        println!(
+            "ratio {:?}/{:?}: throughput {:.2}x, p50 {:.2}x",
+            a.mode,
+            b.mode,
+            r["throughput_ratio"].as_f64().unwrap_or(0.0),
+            r["p50_ratio"].as_f64().unwrap_or(0.0)
+        );
+    }
+    for p in &out.rss {
+        println!(
+            "rss {:<16} pid {:<7} idle {:>6.1} MiB  after {:>6.1} MiB",
+            p["process"].as_str().unwrap_or_default(),
+            p["pid"],
+            p["idle_rss_mib"].as_f64().unwrap_or(0.0),
+            p["rss_mib_after"].as_f64().unwrap_or(0.0)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
