@@ -51,7 +51,6 @@ pub(crate) async fn handle(
             .set_extension(agentry::event::ext::TRACEPARENT, ctx.header());
     }
     async {
-        let label = accepted.request.type_label();
         // A task or workflow request seen again after the duplicate window:
         // answer it with its stored result and run nothing.
         if matches!(
@@ -112,11 +111,14 @@ pub(crate) async fn handle(
                 if matches!(d, Disposition::Ack) {
                     publish_accepted(engine, &accepted).await;
                 }
-                engine
-                    .metrics
-                    .requests
-                    .with_label_values(&[label, "accepted"])
-                    .inc();
+                let counted = &engine.metrics.accepted;
+                match accepted.request {
+                    Request::Task { .. } => &counted.task,
+                    Request::Workflow { .. } => &counted.workflow,
+                    Request::Signal { .. } => &counted.signal,
+                    Request::Cancel { .. } => &counted.cancel,
+                }
+                .inc();
                 d
             }
             Err(r) => {

@@ -9,6 +9,9 @@ use agentry::telemetry::register;
 #[derive(Clone)]
 pub struct Metrics {
     pub requests: IntCounterVec,
+    /// `agentry_requests_total{outcome="accepted"}` per request type,
+    /// resolved once (not a label lookup per request).
+    pub accepted: Accepted,
     pub rejections: IntCounterVec,
     pub dlq: IntCounterVec,
     pub duplicates: IntCounter,
@@ -30,15 +33,23 @@ impl Metrics {
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             900.0, 3600.0,
         ];
+        let requests = register(
+            r,
+            IntCounterVec::new(
+                Opts::new("agentry_requests_total", "Requests by type and outcome"),
+                &["type", "outcome"],
+            )
+            .expect("metric"),
+        );
+        let accepted = |ty: &str| requests.with_label_values(&[ty, "accepted"]);
         Self {
-            requests: register(
-                r,
-                IntCounterVec::new(
-                    Opts::new("agentry_requests_total", "Requests by type and outcome"),
-                    &["type", "outcome"],
-                )
-                .expect("metric"),
-            ),
+            accepted: Accepted {
+                task: accepted("task.requested"),
+                workflow: accepted("workflow.requested"),
+                signal: accepted("workflow.signal"),
+                cancel: accepted("workflow.cancel"),
+            },
+            requests,
             rejections: register(
                 r,
                 IntCounterVec::new(
@@ -140,4 +151,13 @@ impl Metrics {
             ),
         }
     }
+}
+
+/// The accepted-requests counters, one per request type.
+#[derive(Clone)]
+pub struct Accepted {
+    pub task: IntCounter,
+    pub workflow: IntCounter,
+    pub signal: IntCounter,
+    pub cancel: IntCounter,
 }

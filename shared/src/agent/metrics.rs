@@ -1,6 +1,9 @@
 //! Agent runtime metrics.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 use crate::telemetry::register;
 
@@ -83,6 +86,31 @@ impl Metrics {
                 )
                 .expect("metric"),
             ),
+        }
+    }
+}
+
+/// One capability's task series, resolved once per pull loop instead of a
+/// label lookup (hash and lock) per task.
+pub(crate) struct CapMetrics {
+    pub in_flight: IntGauge,
+    pub completed: IntCounter,
+    pub failed: IntCounter,
+    pub retried: IntCounter,
+    pub timeout: IntCounter,
+    pub duration: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn for_capability(&self, cap: &str) -> CapMetrics {
+        let outcome = |o: &str| self.tasks.with_label_values(&[cap, o]);
+        CapMetrics {
+            in_flight: self.in_flight.with_label_values(&[cap]),
+            completed: outcome("completed"),
+            failed: outcome("failed"),
+            retried: outcome("retried"),
+            timeout: outcome("timeout"),
+            duration: self.duration.with_label_values(&[cap]),
         }
     }
 }

@@ -71,6 +71,8 @@ pub async fn run(
     obs: Observer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Every schema compiled off the task path, while the agent connects.
+    let schemas = tokio::task::spawn_blocking(|| crate::schema::global().compile_all());
     let kinds: Vec<String> = agents.iter().map(|a| a.descriptor().kind).collect();
     let registry = telemetry::registry("agent", &[("agent_kind", &kinds.join(","))]);
     let conn_metrics = ConnectionMetrics::new(&registry);
@@ -96,6 +98,7 @@ pub async fn run(
         Some(url) => connect_redis(url).await,
         None => None,
     };
+    schemas.await?;
     let tracker = TaskTracker::new();
     for agent in agents {
         let d = agent.descriptor();
@@ -257,12 +260,14 @@ async fn run_instance(
             .permits(sem.clone())
             .drain_delivered()
             .count_dead_letters(shared.metrics.dlq.clone());
+        let series = Arc::new(shared.metrics.for_capability(cap.as_str()));
         work.spawn(
             pull.run(pull_stop.clone(), work.clone(), move |msg, permit| {
                 let inst = inst.clone();
                 let cap = cap.clone();
+                let series = series.clone();
                 async move {
-                    let d = worker::process(&inst, &cap, &msg).await;
+                    let d = worker::process(&inst, &cap, &series, &msg).await;
                     drop(permit);
                     d
                 }

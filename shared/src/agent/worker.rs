@@ -13,6 +13,7 @@ use tracing::{Instrument, info_span, warn};
 
 use super::attempts::{self, Delivery};
 use super::context::{Context, Shared};
+use super::metrics::CapMetrics;
 use super::{Agent, Task, TaskError};
 use crate::consume::{DeadLetter, Disposition, dead_letter};
 use crate::event::{self, Limits, ext, types};
@@ -60,40 +61,29 @@ impl Outcome {
 pub(crate) async fn process(
     inst: &Instance,
     cap: &Capability,
+    m: &CapMetrics,
     msg: &jetstream::Message,
 ) -> Disposition {
     let attempt = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
     inst.in_flight.fetch_add(1, Ordering::Relaxed);
-    let gauge = inst
-        .shared
-        .metrics
-        .in_flight
-        .with_label_values(&[cap.as_str()]);
-    gauge.inc();
+    m.in_flight.inc();
     let started = Instant::now();
     let outcome = run(inst, cap, msg, attempt).await;
-    gauge.dec();
+    m.in_flight.dec();
     inst.in_flight.fetch_sub(1, Ordering::Relaxed);
-    let m = &inst.shared.metrics;
     match &outcome {
         Outcome::Completed => {
             inst.processed.fetch_add(1, Ordering::Relaxed);
-            m.tasks
-                .with_label_values(&[cap.as_str(), "completed"])
-                .inc();
-            m.duration
-                .with_label_values(&[cap.as_str()])
-                .observe(started.elapsed().as_secs_f64());
+            m.completed.inc();
+            m.duration.observe(started.elapsed().as_secs_f64());
         }
         Outcome::Failed => {
             inst.failed.fetch_add(1, Ordering::Relaxed);
-            m.tasks.with_label_values(&[cap.as_str(), "failed"]).inc();
-            m.duration
-                .with_label_values(&[cap.as_str()])
-                .observe(started.elapsed().as_secs_f64());
+            m.failed.inc();
+            m.duration.observe(started.elapsed().as_secs_f64());
         }
-        Outcome::Retried(_) => m.tasks.with_label_values(&[cap.as_str(), "retried"]).inc(),
-        Outcome::Skipped => m.tasks.with_label_values(&[cap.as_str(), "timeout"]).inc(),
+        Outcome::Retried(_) => m.retried.inc(),
+        Outcome::Skipped => m.timeout.inc(),
     }
     outcome.disposition()
 }
