@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::artifacts;
 use super::effects::{self, Effect, Origin};
 use super::hot::{self, Known};
+use super::limiter::{self, Seen};
 use super::machine::{Input, Machine, Notes};
 use crate::Engine;
 
@@ -222,9 +223,11 @@ pub(crate) async fn commit(
     // The run of a dead replica is counted from now on by this one.
     let limiter = &engine.runs.limiter;
     let adopted = state.owner.as_deref().is_some_and(|o| limiter.is_dead(o));
-    if adopted {
-        state.owner = Some(limiter.id().to_owned());
-    }
+    let former_owner = if adopted {
+        state.owner.replace(limiter.id().to_owned())
+    } else {
+        None
+    };
     state.updated_at = Utc::now();
     state.outbox = effects
         .iter()
@@ -247,6 +250,13 @@ pub(crate) async fn commit(
         engine.runs.limiter.adopt(&state);
     }
     record(engine, &state, &notes);
+    // The slots follow the run: this replica's at once, its owner's by a note.
+    let seen = Seen::of(&state, new_rev);
+    limiter.observe(&seen);
+    let owner = state.owner.as_deref().filter(|o| *o != limiter.id());
+    for to in owner.into_iter().chain(former_owner.as_deref()) {
+        limiter::notify(&engine.js.client(), to, &seen).await;
+    }
     if !effects.is_empty() {
         let origin = Origin {
             run_id: &state.run_id,
@@ -293,7 +303,7 @@ pub(crate) async fn clear_outbox(engine: &Engine, mut state: RunState, revision:
     }
 }
 
-/// Metrics and the concurrency permit, once a transition is durable.
+/// Metrics and spans, once a transition is durable.
 fn record(engine: &Engine, state: &RunState, notes: &Notes) {
     let m = &engine.metrics;
     for (step, secs) in &notes.steps {
@@ -315,6 +325,4 @@ fn record(engine: &Engine, state: &RunState, notes: &Notes) {
         notes.steps.iter().map(|(step, _)| step),
         notes.finished.is_some(),
     );
-    // Ended runs free their slot; parked ones lend it out until resumed.
-    engine.runs.limiter.observe(state);
 }

@@ -17,8 +17,13 @@
 //!   start waits holding its engine permit (the message is still kept).
 //!
 //! A slot is released when its run ends, whichever replica ends it: locally
-//! at once, otherwise through a watch on `agentry-runs`, with a periodic
-//! sweep as a backstop.
+//! at once; a replica that writes a transition of a run another replica
+//! counts tells that owner in a note on `agentry.engines.runs.<owner>`
+//! (core NATS: the run's status and the revision written), and a periodic
+//! sweep of the held runs in `agentry-runs` is the backstop for a lost note.
+//! Notes and sweeps older than what a replica already knows of a run (by
+//! revision) are ignored. There is no watch of `agentry-runs`: a watch
+//! would hand every replica every write of every run.
 //!
 //! Runs of a dead replica are adopted: every top-level run names the replica
 //! that counts it (`RunState::owner`). Replicas announce themselves on
@@ -32,12 +37,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentry::consume::{self, watch};
+use agentry::consume;
 use agentry::subject;
 use agentry::workflow::state::RunState;
 use async_nats::jetstream::{self, AckKind, kv};
 use futures::StreamExt;
 use prometheus::IntGauge;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -52,6 +58,8 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(5);
 /// Subject prefix of the heartbeats (`<prefix>.<replica id>`).
 const ALIVE_PREFIX: &str = "agentry.engines.alive";
+/// Subject prefix of the notes to a run's owner (`<prefix>.<owner id>`).
+const NOTES_PREFIX: &str = "agentry.engines.runs";
 /// Workflow starts that may wait for a run slot without an engine permit.
 pub(crate) const WAITING_ROOM: usize = 5_000;
 
@@ -59,8 +67,35 @@ pub(crate) const WAITING_ROOM: usize = 5_000;
 struct Slots {
     running: HashSet<String>,
     parked: HashSet<String>,
+    /// The newest revision seen of each held run (older news is ignored).
+    revisions: HashMap<String, u64>,
     /// Slots handed to starts that have not created their run yet.
     reserved: usize,
+}
+
+/// What the slots need to know of one stored state of a run: the note a
+/// replica sends to the run's owner, and what the owner's own writes and
+/// sweeps tell it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Seen {
+    pub run_id: String,
+    /// The entry revision of the state in `agentry-runs`.
+    pub revision: u64,
+    pub ended: bool,
+    pub parked: bool,
+    pub owner: Option<String>,
+}
+
+impl Seen {
+    pub fn of(state: &RunState, revision: u64) -> Self {
+        Self {
+            run_id: state.run_id.clone(),
+            revision,
+            ended: state.status.is_terminal(),
+            parked: state.is_parked(),
+            owner: state.owner.clone(),
+        }
+    }
 }
 
 pub(crate) struct Limiter {
@@ -256,30 +291,40 @@ impl Limiter {
             self.update(|s| {
                 s.running.remove(run_id);
                 s.parked.remove(run_id);
+                s.revisions.remove(run_id);
             });
         }
     }
 
     /// Follows a durable state of a run this replica counts: ended runs are
     /// released, parked ones give their slot back, resumed ones take one
-    /// again (even above the limit: a signal never waits for a slot).
-    pub fn observe(&self, state: &RunState) {
-        if !self.holds(&state.run_id) {
+    /// again (even above the limit: a signal never waits for a slot). A
+    /// state older than one already followed changes nothing.
+    pub fn observe(&self, seen: &Seen) {
+        if !self.holds(&seen.run_id) {
             return;
         }
-        let taken = state.owner.as_deref().is_some_and(|o| o != self.id);
-        if state.status.is_terminal() || taken {
-            self.release(&state.run_id);
-            return;
-        }
-        let parked = state.is_parked();
+        let taken = seen.owner.as_deref().is_some_and(|o| o != self.id);
+        let run_id = &seen.run_id;
         self.update(|s| {
-            if parked {
-                if s.running.remove(&state.run_id) {
-                    s.parked.insert(state.run_id.clone());
+            if !(s.running.contains(run_id) || s.parked.contains(run_id))
+                || s.revisions.get(run_id).is_some_and(|r| *r >= seen.revision)
+            {
+                return;
+            }
+            if seen.ended || taken {
+                s.running.remove(run_id);
+                s.parked.remove(run_id);
+                s.revisions.remove(run_id);
+                return;
+            }
+            s.revisions.insert(run_id.clone(), seen.revision);
+            if seen.parked {
+                if s.running.remove(run_id) {
+                    s.parked.insert(run_id.clone());
                 }
-            } else if s.parked.remove(&state.run_id) {
-                s.running.insert(state.run_id.clone());
+            } else if s.parked.remove(run_id) {
+                s.running.insert(run_id.clone());
             }
         });
     }
@@ -340,9 +385,65 @@ pub(crate) async fn heartbeat(
     }
 }
 
-/// Releases slots of runs that ended elsewhere, follows parking, and keeps
-/// the pending-timer gauge current. Runs until shutdown; store errors are
-/// logged and retried.
+/// Tells the owner of a run this replica does not count what the
+/// transition just written (`seen`) did to it; `to` is the owner (or a
+/// former owner whose run was adopted). Core NATS: a lost note is made good
+/// by the owner's sweep.
+pub(crate) async fn notify(client: &async_nats::Client, to: &str, seen: &Seen) {
+    let body = match serde_json::to_vec(seen) {
+        Ok(b) => b,
+        Err(e) => return debug!(error = %e, "run note not encoded"),
+    };
+    if let Err(e) = client
+        .publish(format!("{NOTES_PREFIX}.{to}"), body.into())
+        .await
+    {
+        debug!(error = %e, run = %seen.run_id, "run note to its owner not sent; the owner's sweep will see the change");
+    }
+}
+
+/// Follows the notes other replicas send about runs this one counts;
+/// resubscribes when the subscription ends, until shutdown.
+async fn follow_notes(
+    limiter: &Limiter,
+    client: &async_nats::Client,
+    shutdown: &CancellationToken,
+) {
+    let mine = format!("{NOTES_PREFIX}.{}", limiter.id);
+    // Retried with the shared backoff, like the heartbeat subscription.
+    let mut delays = consume::Delays::new();
+    loop {
+        let mut sub = match client.subscribe(mine.clone()).await {
+            Ok(s) => {
+                delays.reset();
+                s
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen to run notes, retrying (the sweep still follows held runs)");
+                if !delays.pause(shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                msg = sub.next() => match msg {
+                    Some(m) => match serde_json::from_slice::<Seen>(&m.payload) {
+                        Ok(seen) => limiter.observe(&seen),
+                        Err(e) => debug!(error = %e, "unreadable run note"),
+                    },
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
+/// Releases slots of runs that ended elsewhere (told by notes, checked by
+/// a sweep), follows parking, and keeps the pending-timer gauge current.
+/// Runs until shutdown; store errors are logged and retried.
 pub(crate) async fn watch(
     limiter: Arc<Limiter>,
     runs: kv::Store,
@@ -350,13 +451,8 @@ pub(crate) async fn watch(
     timers_pending: IntGauge,
     shutdown: CancellationToken,
 ) {
-    // The watch follows changes; the sweep re-reads held runs (a change the
-    // watch missed while it was reopened) and samples the pending timers.
-    let follow = watch::kv(&runs, watch::From::Now, &shutdown, |entry| {
-        if limiter.holds(&entry.key) {
-            apply(&limiter, &entry.key, entry.operation, &entry.value);
-        }
-    });
+    let client = js.client();
+    let notes = follow_notes(&limiter, &client, &shutdown);
     let sweep = async {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         loop {
@@ -372,27 +468,83 @@ pub(crate) async fn watch(
             }
         }
     };
-    tokio::join!(follow, sweep);
+    tokio::join!(notes, sweep);
 }
 
-fn apply(limiter: &Limiter, run_id: &str, op: kv::Operation, value: &[u8]) {
-    if op != kv::Operation::Put {
+fn apply(limiter: &Limiter, run_id: &str, entry: &kv::Entry) {
+    if entry.operation != kv::Operation::Put {
         limiter.release(run_id);
         return;
     }
-    match serde_json::from_slice::<RunState>(value) {
-        Ok(state) => limiter.observe(&state),
-        Err(e) => debug!(error = %e, run = run_id, "unreadable run state in the watch"),
+    match serde_json::from_slice::<RunState>(&entry.value) {
+        Ok(state) => limiter.observe(&Seen::of(&state, entry.revision)),
+        Err(e) => debug!(error = %e, run = run_id, "unreadable run state in the sweep"),
     }
 }
 
 async fn sweep_held(limiter: &Limiter, runs: &kv::Store) {
     for run_id in limiter.held() {
         match runs.entry(&run_id).await {
-            Ok(Some(e)) => apply(limiter, &run_id, e.operation, &e.value),
+            Ok(Some(e)) => apply(limiter, &run_id, &e),
             // Not written yet (being created) or expired: the creator or the next sweep decides.
             Ok(None) => {}
             Err(e) => debug!(error = %e, "sweep read failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter() -> Arc<Limiter> {
+        let gauge = |n: &str| IntGauge::new(n, "test").unwrap();
+        Arc::new(Limiter::new(2, gauge("active"), gauge("parked")))
+    }
+
+    fn seen(revision: u64, ended: bool, parked: bool, owner: Option<&str>) -> Seen {
+        Seen {
+            run_id: "r1".into(),
+            revision,
+            ended,
+            parked,
+            owner: owner.map(str::to_owned),
+        }
+    }
+
+    /// Notes and sweeps move a held run between running and parked in
+    /// revision order: an older state arriving late changes nothing.
+    #[test]
+    fn older_states_are_ignored() {
+        let l = limiter();
+        let me = l.id().to_owned();
+        l.hold("r1", l.try_reserve().unwrap());
+        l.observe(&seen(3, false, true, Some(&me)));
+        assert!(l.slots.lock().unwrap().parked.contains("r1"));
+        // A note of revision 2 (running) overtaken by the local write of 3.
+        l.observe(&seen(2, false, false, Some(&me)));
+        assert!(l.slots.lock().unwrap().parked.contains("r1"));
+        l.observe(&seen(4, false, false, Some(&me)));
+        assert!(l.slots.lock().unwrap().running.contains("r1"));
+        l.observe(&seen(5, true, false, Some(&me)));
+        assert!(!l.holds("r1"));
+    }
+
+    /// A run another replica adopted is no longer counted here.
+    #[test]
+    fn a_taken_run_is_released() {
+        let l = limiter();
+        l.hold("r1", l.try_reserve().unwrap());
+        l.observe(&seen(1, false, false, Some("other")));
+        assert!(!l.holds("r1"));
+        assert!(l.try_reserve().is_some() && l.try_reserve().is_some());
+    }
+
+    /// Notes travel as JSON.
+    #[test]
+    fn notes_round_trip() {
+        let s = seen(7, false, true, None);
+        let back: Seen = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }
