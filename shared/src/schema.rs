@@ -137,15 +137,6 @@ impl Schemas {
             .map_err(|e| Arc::new(CompileError::Schema(e)))
     }
 
-    /// Compiles every embedded schema now (at start-up) instead of on the
-    /// first request that needs it; a schema that does not compile is
-    /// reported when it is used, as before.
-    pub fn compile_all(&self) {
-        for entry in self.by_path.values() {
-            let _ = entry.compiled.get_or_init(|| self.compile(&entry.doc));
-        }
-    }
-
     /// Validator for an event type's data, if the type has a schema.
     pub fn event(&self, ty: &str) -> Option<&Validator> {
         self.validator(&format!("events/{ty}.json")).ok()

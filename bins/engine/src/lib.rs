@@ -153,8 +153,6 @@ pub async fn run_with(
     obs: Observer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Every schema compiled off the request path, while the engine connects.
-    let schemas = tokio::task::spawn_blocking(|| agentry::schema::global().compile_all());
     let registry = telemetry::registry("engine", &[]);
     let conn = ConnectionMetrics::new(&registry);
     let metrics = Metrics::new(&registry);
@@ -191,7 +189,6 @@ pub async fn run_with(
         runs,
         shutdown: shutdown.clone(),
     });
-    schemas.await?;
     let bind = |stream: &'static str, consumer: &'static str| {
         let js = js.clone();
         let shutdown = shutdown.clone();

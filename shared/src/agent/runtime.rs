@@ -71,8 +71,6 @@ pub async fn run(
     obs: Observer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Every schema compiled off the task path, while the agent connects.
-    let schemas = tokio::task::spawn_blocking(|| crate::schema::global().compile_all());
     let kinds: Vec<String> = agents.iter().map(|a| a.descriptor().kind).collect();
     let registry = telemetry::registry("agent", &[("agent_kind", &kinds.join(","))]);
     let conn_metrics = ConnectionMetrics::new(&registry);
@@ -98,7 +96,6 @@ pub async fn run(
         Some(url) => connect_redis(url).await,
         None => None,
     };
-    schemas.await?;
     let tracker = TaskTracker::new();
     for agent in agents {
         let d = agent.descriptor();
