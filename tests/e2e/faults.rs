@@ -155,46 +155,14 @@ fn assert_exactly_once(counts: &HashMap<String, usize>, n: usize, what: &str) {
     assert!(dup.is_empty(), "{what}: duplicated results {dup:?}");
 }
 
-/// `agentry-engine` as user `engine` (`env` from [`AuthServer::env`] or [`Cluster::env`]).
-fn child_engine(env: &[(String, String)]) -> ChildProc {
-    ChildProc::spawn(
-        "agentry-engine",
-        &[
-            "--http-addr",
-            "off",
-            "--rate-limit",
-            "4000000000",
-            "--rate-limit-tenant",
-            "0",
-        ],
-        env,
-    )
-}
-
-/// `agentry-agent --agents echo` as the echo agent's user.
-fn child_agent(env: &[(String, String)]) -> ChildProc {
-    ChildProc::spawn(
-        "agentry-agent",
-        &[
-            "--agents",
-            "echo",
-            "--http-addr",
-            "off",
-            "--heartbeat",
-            "1s",
-        ],
-        env,
-    )
-}
-
 /// (b) kill -9 of the engine under load, then a restart: every request gets exactly one result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_engine_under_load() {
     let nats = AuthServer::start();
     nats.setup().await;
     let (client, admin) = (nats.nats("client_acme"), nats.nats("admin"));
-    let mut engine = child_engine(&nats.env("engine"));
-    let _agent = child_agent(&nats.agent_env("echo"));
+    let mut engine = ChildProc::engine(&nats.env("engine"));
+    let _agent = ChildProc::echo_agent(&nats.agent_env("echo"));
     let n = 600;
     let loader = tokio::spawn({
         let client = client.clone();
@@ -212,7 +180,7 @@ async fn kill9_engine_under_load() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     engine.kill9();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _engine2 = child_engine(&nats.env("engine"));
+    let _engine2 = ChildProc::engine(&nats.env("engine"));
     assert_eq!(loader.await.unwrap(), n);
     assert_exactly_once(
         &results(&admin, "ke", n, Duration::from_secs(90)).await,
@@ -227,9 +195,9 @@ async fn kill9_agent_under_load() {
     let nats = AuthServer::start();
     nats.setup().await;
     let (client, admin) = (nats.nats("client_acme"), nats.nats("admin"));
-    let _engine = child_engine(&nats.env("engine"));
-    let mut a = child_agent(&nats.agent_env("echo"));
-    let _b = child_agent(&nats.agent_env("echo"));
+    let _engine = ChildProc::engine(&nats.env("engine"));
+    let mut a = ChildProc::echo_agent(&nats.agent_env("echo"));
+    let _b = ChildProc::echo_agent(&nats.agent_env("echo"));
     let n = 400;
     let loader = tokio::spawn({
         let client = client.clone();
@@ -261,8 +229,8 @@ async fn kill9_monitor() {
     let nats = AuthServer::start();
     let (_admin, js) = nats.setup().await;
     let (client, admin) = (nats.nats("client_acme"), nats.nats("admin"));
-    let _engine = child_engine(&nats.env("engine"));
-    let _agent = child_agent(&nats.agent_env("echo"));
+    let _engine = ChildProc::engine(&nats.env("engine"));
+    let _agent = ChildProc::echo_agent(&nats.agent_env("echo"));
     let mut monitor = ChildProc::spawn(
         "agentry-monitor",
         &["--http-addr", "off", "--sweep-interval", "300ms"],
@@ -296,8 +264,8 @@ async fn nats_restart_under_load() {
     let mut nats = AuthServer::start();
     nats.setup().await;
     let (client, admin) = (nats.nats("client_acme"), nats.nats("admin"));
-    let _engine = child_engine(&nats.env("engine"));
-    let _agent = child_agent(&nats.agent_env("echo"));
+    let _engine = ChildProc::engine(&nats.env("engine"));
+    let _agent = ChildProc::echo_agent(&nats.agent_env("echo"));
     let n = 400;
     let loader = tokio::spawn({
         let client = client.clone();
@@ -347,8 +315,8 @@ async fn cluster_node_loss() {
         .unwrap()
         .clone();
     assert_eq!(info.config.num_replicas, 3);
-    let _engine = child_engine(&cluster.env("engine"));
-    let _agent = child_agent(&cluster.agent_env("echo"));
+    let _engine = ChildProc::engine(&cluster.env("engine"));
+    let _agent = ChildProc::echo_agent(&cluster.agent_env("echo"));
     let n = 300;
     let loader = tokio::spawn({
         let client = client.clone();
@@ -432,8 +400,8 @@ async fn burst_against_bounded_queues() {
         .await
         .unwrap();
     let admin = nats.nats("admin");
-    let _engine = child_engine(&nats.env("engine"));
-    let _agent = child_agent(&nats.agent_env("echo"));
+    let _engine = ChildProc::engine(&nats.env("engine"));
+    let _agent = ChildProc::echo_agent(&nats.agent_env("echo"));
     let n = 100_000usize;
     let mut refused = 0usize;
     let mut acks = Vec::with_capacity(n);

@@ -125,9 +125,9 @@ async fn common_checks(client: &mut Client) {
     let init = client.expect("initialized").await;
     assert_eq!(init["list_changed"], true, "{init}");
 
-    let tools = client.expect("tools").await;
-    let tools = tools["tools"].as_array().unwrap();
-    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    let report = client.expect("tools").await;
+    let names = tool_names(&report);
+    let tools = report["tools"].as_array().unwrap();
     for want in ["echo", "plan_tasks", "workflow_echo_diamond"] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -252,12 +252,7 @@ async fn mcp_stdio_tools_follow_the_registry() {
     planning.cancel();
     client.say("stopped").await;
     let after = client.expect("after_stop").await;
-    let names: Vec<&str> = after["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let names = tool_names(&after);
     assert!(!names.contains(&"plan_tasks"), "{after}");
     assert!(names.contains(&"echo"), "{after}");
     client.finish().await;
@@ -279,12 +274,7 @@ async fn mcp_tools_follow_the_registry_across_a_nats_restart() {
     ));
     let mut client = Client::spawn(&["stdio-restart".into(), agentry], &env);
     let tools = client.expect("tools").await;
-    let names: Vec<&str> = tools["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t["name"].as_str())
-        .collect();
+    let names = tool_names(&tools);
     assert!(names.contains(&"echo"), "{tools}");
     assert!(!names.contains(&"plan_tasks"), "{tools}");
 
@@ -295,12 +285,7 @@ async fn mcp_tools_follow_the_registry_across_a_nats_restart() {
         .spawn(move |t| agentry_agent::run_with(cfg, Observer::new(), t));
     client.say("restarted").await;
     let after = client.expect("after_restart").await;
-    let names: Vec<&str> = after["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let names = tool_names(&after);
     assert!(names.contains(&"plan_tasks"), "{after}");
     assert!(names.contains(&"echo"), "{after}");
     client.finish().await;
@@ -334,4 +319,15 @@ async fn mcp_streamable_http() {
     client.finish().await;
     server.kill().await.unwrap();
     sys.stop().await;
+}
+
+/// The tool names in a report of the MCP client script: its `tools` is a
+/// list of tool objects (`name`) or of bare names.
+fn tool_names(report: &Value) -> Vec<&str> {
+    report["tools"]
+        .as_array()
+        .expect("a tools list")
+        .iter()
+        .filter_map(|t| t.as_str().or_else(|| t["name"].as_str()))
+        .collect()
 }

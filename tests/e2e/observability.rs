@@ -166,14 +166,7 @@ async fn trace_id_reaches_engine_and_agent_logs() {
     agent_env.push(log_env);
     let _engine = ChildProc::spawn_logged(
         "agentry-engine",
-        &[
-            "--http-addr",
-            "off",
-            "--rate-limit",
-            "4000000000",
-            "--rate-limit-tenant",
-            "0",
-        ],
+        ENGINE_ARGS,
         &engine_env,
         &dir.path().join("engine.log"),
     );

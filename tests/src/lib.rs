@@ -348,7 +348,41 @@ pub struct ChildProc {
     pub child: std::process::Child,
 }
 
+/// `agentry-engine` arguments of a child engine under test: no HTTP port,
+/// rate limits out of the way.
+pub const ENGINE_ARGS: &[&str] = &[
+    "--http-addr",
+    "off",
+    "--rate-limit",
+    "4000000000",
+    "--rate-limit-tenant",
+    "0",
+];
+
+/// `agentry-agent` arguments of a child echo agent: no HTTP port, 1 s
+/// heartbeats.
+pub const ECHO_AGENT_ARGS: &[&str] = &[
+    "--agents",
+    "echo",
+    "--http-addr",
+    "off",
+    "--heartbeat",
+    "1s",
+];
+
 impl ChildProc {
+    /// `agentry-engine` with [`ENGINE_ARGS`] as the user of `envs`
+    /// ([`AuthServer::env`], [`Cluster::env`]).
+    pub fn engine<K: AsRef<OsStr>, V: AsRef<OsStr>>(envs: &[(K, V)]) -> Self {
+        Self::spawn("agentry-engine", ENGINE_ARGS, envs)
+    }
+
+    /// `agentry-agent` with [`ECHO_AGENT_ARGS`] as the user of `envs`
+    /// ([`AuthServer::agent_env`]).
+    pub fn echo_agent<K: AsRef<OsStr>, V: AsRef<OsStr>>(envs: &[(K, V)]) -> Self {
+        Self::spawn("agentry-agent", ECHO_AGENT_ARGS, envs)
+    }
+
     pub fn spawn<K: AsRef<OsStr>, V: AsRef<OsStr>>(
         name: &str,
         args: &[&str],

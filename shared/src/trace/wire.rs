@@ -112,11 +112,11 @@ impl Text for str {
 impl Text for String {
     #[inline]
     fn text_len(&self) -> usize {
-        self.len()
+        self.as_str().text_len()
     }
     #[inline]
     fn write(&self, buf: &mut Vec<u8>) {
-        buf.extend_from_slice(self.as_bytes());
+        self.as_str().write(buf);
     }
 }
 

@@ -10,18 +10,7 @@ async fn service_api_and_a2a() {
     let admin = sys.server.client("admin").await;
     let acme = sys.tenant("acme").await;
     start_echo(&mut sys, agentry_echo::Echo::default());
-    let _child = ChildProc::spawn(
-        "agentry-agent",
-        &[
-            "--agents",
-            "echo",
-            "--http-addr",
-            "off",
-            "--heartbeat",
-            "1s",
-        ],
-        &sys.server.agent_env("echo"),
-    );
+    let _child = ChildProc::echo_agent(&sys.server.agent_env("echo"));
     let reg = wait_for_agents(&js, "echo", 2).await;
     let agents = reg.find("echo").await.unwrap();
 

@@ -30,18 +30,7 @@ async fn a2a_call_and_handle_nest_across_agents() {
         &["--http-addr", "off", "--rate-limit-tenant", "0"],
         &traced_env(nats.env("engine"), &otlp),
     );
-    let _echo = ChildProc::spawn(
-        "agentry-agent",
-        &[
-            "--agents",
-            "echo",
-            "--http-addr",
-            "off",
-            "--heartbeat",
-            "1s",
-        ],
-        &traced_env(nats.agent_env("echo"), &otlp),
-    );
+    let _echo = ChildProc::echo_agent(&traced_env(nats.agent_env("echo"), &otlp));
     let mut planning_env = traced_env(nats.agent_env("planning"), &otlp);
     planning_env.push(("OTEL_SERVICE_NAME".into(), "agentry-planning".into()));
     let _planning = ChildProc::spawn(

@@ -75,18 +75,7 @@ async fn workflow_run_is_one_trace_across_processes() {
         std::fs::read_to_string(repo_root().join("schemas/examples/workflows/echo_diamond.yaml"))
             .unwrap();
     agentry::workflow::store::put(&js, &diamond).await.unwrap();
-    let _engine = ChildProc::spawn(
-        "agentry-engine",
-        &[
-            "--http-addr",
-            "off",
-            "--rate-limit",
-            "4000000000",
-            "--rate-limit-tenant",
-            "0",
-        ],
-        &traced_env(nats.env("engine"), &otlp),
-    );
+    let _engine = ChildProc::engine(&traced_env(nats.env("engine"), &otlp));
     let _agent = ChildProc::spawn(
         "agentry-agent",
         &["--agents", "echo", "--http-addr", "off"],
