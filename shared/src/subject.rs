@@ -101,6 +101,12 @@ pub fn results(id: &RequestId) -> String {
     format!("{RESULTS_PREFIX}.{id}")
 }
 
+/// The JetStream API subject of a direct get from `stream` whose request
+/// names the subjects in its body (batched `multi_last`).
+pub fn direct_get_api(stream: &str) -> String {
+    format!("$JS.API.DIRECT.GET.{stream}")
+}
+
 /// A client tenant: one subject token, `^[a-z][a-z0-9_-]{0,63}$`. Its NATS
 /// user is `client_<tenant>`; its requests enter on `agentry.requests.<tenant>`
 /// and its results live on `agentry.results.<tenant>.<request-id>`, which NATS

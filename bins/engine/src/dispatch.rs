@@ -1,5 +1,6 @@
 //! Handles one request from `AGENTRY_REQUESTS`.
 
+use agentry::error::Chain;
 use agentry::event::{Outbound, header, types};
 use agentry::subject;
 use async_nats::jetstream;
@@ -17,6 +18,9 @@ pub(crate) async fn handle(
     msg: &jetstream::Message,
     permit: crate::EnginePermit,
 ) -> Disposition {
+    // The stored-result lookup starts before decoding, so its round trip
+    // overlaps decoding, validation and the guard's checks.
+    let mut early = early_lookup(engine, msg);
     let mut accepted = match validate::decode(
         msg.subject.as_str(),
         msg.headers.as_ref(),
@@ -26,13 +30,13 @@ pub(crate) async fn handle(
         Ok(a) => a,
         Err(r) => {
             let _span = crate::spans::rejected(msg.subject.as_str(), &r);
-            let recorded = reject::reject(engine, msg, &r).await;
+            let recorded = Box::pin(reject::reject(engine, msg, &r)).await;
             return reject::settle(msg, recorded, Disposition::Ack);
         }
     };
     if let Some(r) = crate::guard::check(engine, &accepted).await {
         let _span = crate::spans::rejected(msg.subject.as_str(), &r);
-        let recorded = reject::reject(engine, msg, &r).await;
+        let recorded = Box::pin(reject::reject(engine, msg, &r)).await;
         return reject::settle(msg, recorded, Disposition::Ack);
     }
     let tp = agentry::event::ext_str(&accepted.event, agentry::event::ext::TRACEPARENT)
@@ -57,8 +61,19 @@ pub(crate) async fn handle(
             accepted.request,
             Request::Task { .. } | Request::Workflow { .. }
         ) {
-            match answered::replay_stored(&engine.js, accepted.tenant.as_ref(), &accepted.id).await
-            {
+            let to = subject::results_for(accepted.tenant.as_ref(), &accepted.id);
+            let pending = match early.take() {
+                Some((s, p)) if s == to => p,
+                _ => engine.lookups.begin(to.clone()),
+            };
+            let replayed = match pending.answer().await {
+                Ok(None) => Ok(false),
+                Ok(Some(stored)) => answered::replay(&engine.js, &to, stored)
+                    .await
+                    .map(|()| true),
+                Err(e) => Err(e),
+            };
+            match replayed {
                 Ok(false) => {}
                 Ok(true) => {
                     tracing::info!(
@@ -68,7 +83,7 @@ pub(crate) async fn handle(
                     return Disposition::Ack;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "stored-result lookup failed; the request is kept");
+                    tracing::warn!(error = %Chain(&e), "stored-result lookup failed; the request is kept");
                     return Disposition::Nak(agentry::consume::record_retry(msg));
                 }
             }
@@ -84,7 +99,9 @@ pub(crate) async fn handle(
                 input,
                 timeout_ms,
             } => {
-                workflow::start(
+                // Boxed, as the other rare or large paths below: the task
+                // path's future stays small (it is moved into its task).
+                Box::pin(workflow::start(
                     engine,
                     msg,
                     &accepted,
@@ -93,16 +110,16 @@ pub(crate) async fn handle(
                     input,
                     *timeout_ms,
                     permit,
-                )
+                ))
                 .await
             }
             Request::Signal {
                 run_id,
                 signal,
                 payload,
-            } => workflow::signal(engine, &accepted, run_id, signal, payload).await,
+            } => Box::pin(workflow::signal(engine, &accepted, run_id, signal, payload)).await,
             Request::Cancel { run_id, reason } => {
-                workflow::cancel(engine, &accepted, run_id, reason.as_deref()).await
+                Box::pin(workflow::cancel(engine, &accepted, run_id, reason.as_deref())).await
             }
         };
         match result {
@@ -123,13 +140,31 @@ pub(crate) async fn handle(
             }
             Err(r) => {
                 crate::spans::refuse(&mut intake, &r);
-                let recorded = reject::reject(engine, msg, &r).await;
+                let recorded = Box::pin(reject::reject(engine, msg, &r)).await;
                 reject::settle(msg, recorded, Disposition::Ack)
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Starts the stored-result lookup of a binary-mode request from its
+/// `ce-id` header and the tenant of its subject; `None` when either is
+/// missing or invalid (decoding then rejects it, or, for a structured
+/// request, the lookup starts after decoding).
+fn early_lookup(engine: &Engine, msg: &jetstream::Message) -> Option<(String, answered::Pending)> {
+    let headers = msg.headers.as_ref()?;
+    let ty = headers.get(header::CE_TYPE)?.as_str();
+    if ty != types::TASK_REQUESTED && ty != types::WORKFLOW_REQUESTED {
+        return None;
+    }
+    let id = headers.get(header::CE_ID)?;
+    let id = agentry::id::RequestId::new(id.as_str()).ok()?;
+    let tenant = subject::tenant_of_request(msg.subject.as_str()).ok()?;
+    let to = subject::results_for(tenant.as_ref(), &id);
+    let pending = engine.lookups.begin(to.clone());
+    Some((to, pending))
 }
 
 /// Publishes the `io.agentry.request.accepted` fact of a request the engine

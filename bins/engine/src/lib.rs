@@ -141,6 +141,8 @@ pub(crate) struct Engine {
     pub runs: workflow::Runs,
     /// Cancelled when the engine shuts down.
     pub shutdown: CancellationToken,
+    /// Batched stored-result lookups (idempotency beyond the duplicate window).
+    pub lookups: answered::Lookups,
 }
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -175,6 +177,7 @@ pub async fn run_with(
         &shutdown,
     )
     .await?;
+    let lookups = answered::Lookups::start(&js).await?;
     let engine = Arc::new(Engine {
         js: js.clone(),
         metrics,
@@ -188,6 +191,7 @@ pub async fn run_with(
         fair: fair::Fair::new(cfg.fair_queue_depth),
         runs,
         shutdown: shutdown.clone(),
+        lookups,
     });
     let bind = |stream: &'static str, consumer: &'static str| {
         let js = js.clone();

@@ -89,7 +89,15 @@ pub mod ext {
 pub mod header {
     pub const MSG_ID: &str = "Nats-Msg-Id";
     pub const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+    /// On a direct get's answer: the subject the message was stored on.
+    pub const NATS_SUBJECT: &str = "Nats-Subject";
+    /// On a batched direct get's end-of-batch status: messages not sent.
+    pub const NATS_NUM_PENDING: &str = "Nats-Num-Pending";
     pub const CONTENT_TYPE: &str = "Content-Type";
+    /// A binary-mode event's id (the request id of a request).
+    pub const CE_ID: &str = "ce-id";
+    /// A binary-mode event's type.
+    pub const CE_TYPE: &str = "ce-type";
     pub const DLQ_REASON: &str = "Agentry-Dlq-Reason";
     pub const DLQ_DETAIL: &str = "Agentry-Dlq-Detail";
     pub const DLQ_SUBJECT: &str = "Agentry-Dlq-Subject";

@@ -1,5 +1,7 @@
 //! Exhausted tasks get a terminal result; resubmission after the duplicate window.
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// Pulls one delivery of the echo queue as a worker that crashes (never acks,
@@ -185,6 +187,92 @@ async fn resubmission_after_the_duplicate_window_gets_the_stored_result() {
         "the stored result, not a new one"
     );
     assert_eq!(sys.echo.executions_of("once"), 1, "nothing ran again");
+    assert_eq!(stream_messages(&sys.admin, subject::TASKS_STREAM).await, 0);
+    sys.sys.stop().await;
+}
+
+/// The stored-result lookups are batched (one multi-subject direct get for
+/// the requests waiting together, bins/engine/src/answered.rs): a burst of
+/// resubmissions after the duplicate window, interleaved with new requests
+/// and one resubmission in structured mode, is still answered request by
+/// request. Each resubmitted id gets its own stored result again, live, and
+/// runs nothing; each new id runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_resubmissions_is_answered_request_by_request() {
+    const N: usize = 24;
+    let settings = agentry::topology::Settings {
+        dedup_window_secs: 1,
+        ..test_settings()
+    };
+    let mut sys = Sys::start(settings).await;
+    sys.engine(|_| {});
+    sys.echo_agent();
+    wait_pulling(&sys.admin).await;
+    let task = |id: &RequestId, key: String| echo_task(id, json!({"counter_key": key}), None);
+    let old: Vec<RequestId> = (0..N).map(|_| RequestId::generate()).collect();
+    for (i, id) in old.iter().enumerate() {
+        sys.publish(&task(id, format!("old-{i}"))).await;
+    }
+    let mut first = HashMap::new();
+    for id in &old {
+        let r = sys
+            .wait_result(id, Duration::from_secs(30), "first result")
+            .await;
+        assert_eq!(r.ty, types::TASK_COMPLETED);
+        first.insert(id.to_string(), r.event.id().to_owned());
+    }
+    // Not a readiness wait: the duplicate window (1 s) must pass.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    let mut live = sys.acme.subscribe("agentry.results.acme.>").await.unwrap();
+    sys.acme.flush().await.unwrap();
+    let new: Vec<RequestId> = (0..N).map(|_| RequestId::generate()).collect();
+    for i in 0..N {
+        let again = task(&old[i], format!("old-{i}"));
+        if i == 0 {
+            client::publish_request_as(&sys.acme_js, Some(&acme()), &again, Mode::Structured)
+                .await
+                .expect("request stored");
+        } else {
+            sys.publish(&again).await;
+        }
+        sys.publish(&task(&new[i], format!("new-{i}"))).await;
+    }
+    let mut seen: HashMap<String, String> = HashMap::new();
+    while seen.len() < 2 * N {
+        let msg = tokio::time::timeout(Duration::from_secs(30), live.next())
+            .await
+            .expect("a result for every request")
+            .unwrap();
+        let d = event::decode(
+            msg.headers.as_ref(),
+            &msg.payload,
+            &event::Limits::default(),
+        )
+        .unwrap();
+        let id = msg.subject.as_str().rsplit('.').next().unwrap().to_owned();
+        assert!(
+            seen.insert(id.clone(), d.event.id().to_owned()).is_none(),
+            "one result per request: {id} answered twice"
+        );
+    }
+    for (i, id) in old.iter().enumerate() {
+        assert_eq!(
+            seen[id.as_str()],
+            first[id.as_str()],
+            "the stored result of {id}, not a new one"
+        );
+        assert_eq!(
+            sys.echo.executions_of(&format!("old-{i}")),
+            1,
+            "{id} ran again"
+        );
+    }
+    for (i, id) in new.iter().enumerate() {
+        assert!(seen.contains_key(id.as_str()), "{id} answered");
+        assert_eq!(sys.echo.executions_of(&format!("new-{i}")), 1);
+    }
+    wait_empty(&sys.admin, subject::REQUESTS_STREAM, "requests taken").await;
     assert_eq!(stream_messages(&sys.admin, subject::TASKS_STREAM).await, 0);
     sys.sys.stop().await;
 }
