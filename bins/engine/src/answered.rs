@@ -4,18 +4,22 @@
 //! workflow is started, the engine looks its result up there; a request
 //! that already has one is answered with it and runs nothing.
 //!
-//! The lookups are batched. [`Lookups`] sends one multi-subject direct get
-//! (`multi_last`, nats-server 2.11 and later) for every lookup waiting when
-//! a batch goes out, up to [`MAX_BATCH`] subjects, one batch at a time: a
-//! lookup that arrives while a batch is out goes in the next. At one
-//! request in flight each lookup is a batch of one and costs one round
-//! trip, as a single direct get did; under load one server request answers
-//! many (at 256 requests in flight, batches of tens). A server that
-//! refuses the batched form, or an answer cut short by the server's byte
-//! limit, falls back to one direct get per subject.
+//! A lookup begun while no other is under way is one direct get, sent from
+//! the request's own task: at one request in flight the latency path has
+//! no extra hop. The others are batched: [`Lookups`] sends one
+//! multi-subject direct get (`multi_last`, nats-server 2.11 and later) for
+//! every lookup waiting when a batch goes out, up to [`MAX_BATCH`]
+//! subjects, one batch at a time: a lookup that arrives while a batch is
+//! out goes in the next. Under load one server request answers many (at
+//! 256 requests in flight, batches of tens). A server that refuses the
+//! batched form, or an answer cut short by the server's byte limit, falls
+//! back to one direct get per subject.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentry::event::header;
@@ -24,6 +28,7 @@ use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use async_nats::{HeaderMap, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::MaybeDone;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
@@ -86,18 +91,56 @@ struct Waiting {
 #[derive(Clone)]
 pub struct Lookups {
     tx: mpsc::UnboundedSender<Waiting>,
+    js: jetstream::Context,
+    /// Lookups begun and not yet answered (or dropped).
+    busy: Arc<AtomicUsize>,
 }
 
-/// A lookup under way; [`Pending::answer`] waits for it.
-pub struct Pending(oneshot::Receiver<Answer>);
+/// A lookup under way: [`Pending::start`] sends it, [`Pending::answer`]
+/// waits for it.
+pub struct Pending {
+    inner: Inner,
+    _busy: Busy,
+}
+
+enum Inner {
+    /// Sent by the batching task.
+    Batched(oneshot::Receiver<Answer>),
+    /// The only lookup under way: one direct get from the caller's task,
+    /// without the hops to and from the batching task.
+    Single(MaybeDone<Pin<Box<dyn Future<Output = Answer> + Send>>>),
+}
 
 impl Pending {
+    /// Sends the request of a single lookup now, so that its round trip
+    /// overlaps the caller's work (a batched one is already on its way).
+    pub async fn start(&mut self) {
+        if let Inner::Single(f) = &mut self.inner {
+            let _ = futures::poll!(Pin::new(f));
+        }
+    }
+
     /// The stored result (`None` when the request has none).
     pub async fn answer(self) -> Result<Option<Stored>, AnsweredError> {
-        match self.0.await {
-            Ok(a) => a.map_err(AnsweredError::Lookup),
-            Err(_) => Err(AnsweredError::Lookup(Arc::new(LookupError::Stopped))),
-        }
+        let answer = match self.inner {
+            Inner::Batched(rx) => rx.await.unwrap_or(Err(Arc::new(LookupError::Stopped))),
+            Inner::Single(mut f) => {
+                (&mut f).await;
+                Pin::new(&mut f)
+                    .take_output()
+                    .unwrap_or(Err(Arc::new(LookupError::Stopped)))
+            }
+        };
+        answer.map_err(AnsweredError::Lookup)
+    }
+}
+
+/// Counts a lookup as under way until dropped.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -121,16 +164,35 @@ impl Lookups {
         };
         // Ends when every `Lookups` is dropped or the subscription closes.
         tokio::spawn(batcher.run(rx, replies));
-        Ok(Self { tx })
+        Ok(Self {
+            tx,
+            js: js.clone(),
+            busy: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
-    /// Starts looking up the stored result on `subject` (a result subject).
-    /// The number waiting is bounded by the callers (the engine's permits).
+    /// Begins looking up the stored result on `subject` (a result subject):
+    /// alone, as one direct get; while others are under way, in the next
+    /// batch. The number under way is bounded by the callers (the engine's
+    /// permits).
     pub fn begin(&self, subject: String) -> Pending {
+        let busy = Busy(self.busy.clone());
+        if self.busy.fetch_add(1, Ordering::AcqRel) == 0 {
+            let js = self.js.clone();
+            let fut: Pin<Box<dyn Future<Output = Answer> + Send>> =
+                Box::pin(async move { get_one(&js, &subject).await.map_err(Arc::new) });
+            return Pending {
+                inner: Inner::Single(MaybeDone::Future(fut)),
+                _busy: busy,
+            };
+        }
         let (answer, rx) = oneshot::channel();
         // A stopped task drops the sender: the caller sees `Stopped`.
         let _ = self.tx.send(Waiting { subject, answer });
-        Pending(rx)
+        Pending {
+            inner: Inner::Batched(rx),
+            _busy: busy,
+        }
     }
 }
 

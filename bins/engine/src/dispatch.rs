@@ -21,6 +21,9 @@ pub(crate) async fn handle(
     // The stored-result lookup starts before decoding, so its round trip
     // overlaps decoding, validation and the guard's checks.
     let mut early = early_lookup(engine, msg);
+    if let Some((_, pending)) = early.as_mut() {
+        pending.start().await;
+    }
     let mut accepted = match validate::decode(
         msg.subject.as_str(),
         msg.headers.as_ref(),

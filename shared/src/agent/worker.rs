@@ -88,20 +88,36 @@ pub(crate) async fn process(
     outcome.disposition()
 }
 
+/// The rare paths (dead letters, failures) are boxed: the common path's
+/// future, moved into every delivery's task, stays small.
 async fn run(inst: &Instance, cap: &Capability, msg: &jetstream::Message, attempt: u64) -> Outcome {
     let mut decoded = match event::decode(msg.headers.as_ref(), &msg.payload, &Limits::default()) {
         Ok(d) => d.event,
         Err(e) => {
-            let recorded =
-                dead_letter(inst, msg, e.reason(), &crate::error::chain(&e), None, None).await;
+            let recorded = Box::pin(dead_letter(
+                inst,
+                msg,
+                e.reason(),
+                &crate::error::chain(&e),
+                None,
+                None,
+            ))
+            .await;
             return settle_dead_letter(inst, recorded, attempt);
         }
     };
     let request_id = match RequestId::new(decoded.id()) {
         Ok(id) => id,
         Err(e) => {
-            let recorded =
-                dead_letter(inst, msg, Reason::InvalidId, &e.to_string(), None, None).await;
+            let recorded = Box::pin(dead_letter(
+                inst,
+                msg,
+                Reason::InvalidId,
+                &e.to_string(),
+                None,
+                None,
+            ))
+            .await;
             return settle_dead_letter(inst, recorded, attempt);
         }
     };
@@ -110,14 +126,14 @@ async fn run(inst: &Instance, cap: &Capability, msg: &jetstream::Message, attemp
     if !subject::is_allowed_reply(&replyto) {
         let detail =
             format!("replyto {replyto:?} is not an agentry.results.* or agentry.steps.* subject");
-        let recorded = dead_letter(
+        let recorded = Box::pin(dead_letter(
             inst,
             msg,
             Reason::MissingAttribute,
             &detail,
             Some(&request_id),
             Some(&source),
-        )
+        ))
         .await;
         return settle_dead_letter(inst, recorded, attempt);
     }
@@ -149,13 +165,13 @@ async fn run(inst: &Instance, cap: &Capability, msg: &jetstream::Message, attemp
                 code: "retries_exhausted",
                 message: format!("no outcome after {} attempts (worker crashes or timeouts?)", attempt - 1),
             };
-            return fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::MaxDeliveries).await;
+            return Box::pin(fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::MaxDeliveries)).await;
         }
         if let Some(v) = crate::schema::global().capability_input(cap.as_str())
             && let Err(e) = crate::schema::check(v, &input)
         {
             let err = TaskError::invalid_input(format!("input does not match the {cap} schema: {e}"));
-            return fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::SchemaInvalid).await;
+            return Box::pin(fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::SchemaInvalid)).await;
         }
         if let Some(d) = deadline
             && d <= Utc::now()
@@ -224,11 +240,11 @@ async fn run(inst: &Instance, cap: &Capability, msg: &jetstream::Message, attemp
                 } else {
                     err
                 };
-                fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::TaskFailed).await
+                Box::pin(fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::TaskFailed)).await
             }
             Err(_) => {
                 let err = TaskError::Permanent { code: "timeout", message: format!("handler exceeded {limit:?}") };
-                fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::TaskFailed).await
+                Box::pin(fail(inst, msg, &reply_ctx, &err, attempt, &source, is_step, Reason::TaskFailed)).await
             }
         }
     }
