@@ -33,13 +33,15 @@ reliability: deps
 
 # `make bench` runs every figure of the README's "Measured" table in one go
 # (`--suite`: task, direct, workflow, task latency, backlog drains, each
-# against raw) and prints one markdown table with the targets.
+# against raw) and prints one markdown table with the targets; each step is
+# measured in three rounds and the median round shown, since this shared
+# machine's speed drifts between runs.
 # `bench --embedded` starts agentry-engine, agentry-monitor and agentry-agent
 # as child processes from beside the agentry binary: `build` makes them too.
 build-bench: build
 
 bench: build-bench
-	@source .deps.env && $(TARGET_DIR)/release/agentry bench --embedded --suite $(ARGS)
+	@source .deps.env && $(TARGET_DIR)/release/agentry bench --embedded --suite --suite-rounds 3 $(ARGS)
 
 # Static checks of schemas, observability and deployment artefacts.
 check-all:

@@ -101,7 +101,8 @@ fn bench_embedded_dev_mode_backlog_drains_every_request_once() {
 /// at a small fraction of its request counts.
 #[test]
 fn bench_suite_reports_every_figure_with_its_target() {
-    let v = bench(&["--suite", "--suite-scale", "0.002"]);
+    let v = bench(&["--suite", "--suite-scale", "0.002", "--suite-rounds", "2"]);
+    assert_eq!(v["rounds"], 2, "{v}");
     let rows = v["suite"].as_array().unwrap();
     let figures: Vec<&str> = rows.iter().filter_map(|r| r["figure"].as_str()).collect();
     assert_eq!(
@@ -118,6 +119,16 @@ fn bench_suite_reports_every_figure_with_its_target() {
     );
     for r in rows {
         assert_eq!(r["errors"], 0, "{r}");
+        // Both rounds' ratios, lowest first; the row is the median round's.
+        let ratios: Vec<f64> = r["round_ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(ratios.len(), 2, "{r}");
+        assert!(ratios[0] <= ratios[1], "{r}");
+        assert!(ratios.contains(&r["ratio"].as_f64().unwrap()), "{r}");
         assert!(r["agentry"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["raw"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");

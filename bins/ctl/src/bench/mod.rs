@@ -106,6 +106,12 @@ pub struct Args {
     /// the suite uses a small fraction).
     #[arg(long, default_value_t = 1.0)]
     pub suite_scale: f64,
+    /// With --suite: measure every step this many times (each round on a
+    /// fresh system, raw in the same round) and report the round with the
+    /// median ratio, with the range of all rounds; on a shared machine whose
+    /// speed drifts, one round's ratio can be off by a third.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub suite_rounds: u32,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -6,7 +6,8 @@
 //! Steps: task and direct at 256 in flight, the 3-step echo workflow, task
 //! latency at 1 in flight, and backlog drains of 10,000 and 200,000 queued
 //! task requests. `--suite-scale` multiplies every count (the e2e test runs
-//! the suite at a small fraction).
+//! the suite at a small fraction); `--suite-rounds N` measures every step N
+//! times and reports the round with the median ratio.
 
 use std::process::ExitCode;
 
@@ -115,6 +116,9 @@ struct Row {
     errors: u64,
     cpu: Vec<Cpu>,
     raw_cpu: Vec<Cpu>,
+    /// The ratio of every round, lowest first (one entry without
+    /// `--suite-rounds`); the row's figures are those of the median round.
+    round_ratios: Vec<f64>,
 }
 
 impl Row {
@@ -142,12 +146,18 @@ impl Row {
             Some(false) => "missed",
             None => "–",
         };
+        let ratio = match (self.round_ratios.first(), self.round_ratios.last()) {
+            (Some(lo), Some(hi)) if self.round_ratios.len() > 1 => {
+                format!("{:.2}x ({lo:.2}–{hi:.2})", self.ratio)
+            }
+            _ => format!("{:.2}x", self.ratio),
+        };
         format!(
-            "| {} | {} | {} | {:.2}x | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             self.figure,
             num(self.agentry),
             num(self.raw),
-            self.ratio,
+            ratio,
             cpu_cell(
                 &self.cpu,
                 &["agentry-engine", "agentry-agent", "nats-server"]
@@ -223,6 +233,7 @@ async fn measure(cli: &Cli, base: &Args, step: &Step) -> anyhow::Result<Row> {
                 errors: a.errors + r.errors,
                 cpu: ac.clone(),
                 raw_cpu: rc.clone(),
+                round_ratios: Vec::new(),
             }
         }
         Kind::Backlog { queued } => {
@@ -248,18 +259,38 @@ async fn measure(cli: &Cli, base: &Args, step: &Step) -> anyhow::Result<Row> {
                 errors: a.failed + a.duplicates + r.failed + r.duplicates,
                 cpu: a.processes.clone(),
                 raw_cpu: r.processes.clone(),
+                round_ratios: Vec::new(),
             }
         }
     };
-    row.judge();
+    row.round_ratios = vec![row.ratio];
     Ok(row)
+}
+
+/// The round with the median ratio, carrying every round's ratio and the
+/// errors of all rounds.
+fn median(mut rounds: Vec<Row>) -> Option<Row> {
+    rounds.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+    let ratios: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
+    let errors = rounds.iter().map(|r| r.errors).sum();
+    let mut row = rounds.into_iter().nth(ratios.len() / 2)?;
+    row.round_ratios = ratios;
+    row.errors = errors;
+    row.judge();
+    Some(row)
 }
 
 pub(super) async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
+    let n = args.suite_rounds.max(1);
     for step in &STEPS {
-        eprintln!("bench suite: {} ...", step.figure);
-        let row = measure(cli, args, step).await?;
+        let mut rounds = Vec::new();
+        for round in 1..=n {
+            eprintln!("bench suite: {} (round {round} of {n}) ...", step.figure);
+            rounds.push(measure(cli, args, step).await?);
+        }
+        let row =
+            median(rounds).ok_or_else(|| anyhow::anyhow!("{}: no round measured", step.figure))?;
         if !cli.json {
             eprintln!("{}", row.markdown());
         }
@@ -269,18 +300,25 @@ pub(super) async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     if cli.json {
         println!(
             "{}",
-            json!({"suite": rows, "scale": args.suite_scale, "sync": super::sync_name(args), "cpus": cpus})
+            json!({"suite": rows, "scale": args.suite_scale, "rounds": n, "sync": super::sync_name(args), "cpus": cpus})
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "agentry bench --suite: {} build, {cpus} CPUs, sync {}; each step on a fresh embedded system, raw in the same step",
+        "agentry bench --suite: {} build, {cpus} CPUs, sync {}; each step on a fresh embedded system, raw in the same step{}",
         if cfg!(debug_assertions) {
             "debug"
         } else {
             "release"
         },
-        super::sync_name(args)
+        super::sync_name(args),
+        if n > 1 {
+            format!(
+                "; {n} rounds a step, the median round shown (range of the rounds' ratios in brackets)"
+            )
+        } else {
+            String::new()
+        }
     );
     println!();
     println!(
