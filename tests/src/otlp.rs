@@ -44,6 +44,17 @@ pub struct ReceivedSpan {
     pub end_unix_nano: u64,
     /// OTLP status code (0 unset, 1 ok, 2 error).
     pub status_code: i32,
+    /// OTLP `Span.flags`: bit 0x100 says whether the parent's remoteness
+    /// is known, bit 0x200 that the parent is remote (in another process).
+    pub flags: u32,
+}
+
+impl ReceivedSpan {
+    /// `Some(true)` when the exporter marked the parent remote, `Some(false)`
+    /// local, `None` when it did not say.
+    pub fn remote_parent(&self) -> Option<bool> {
+        (self.flags & 0x100 != 0).then_some(self.flags & 0x200 != 0)
+    }
 }
 
 impl ReceivedSpan {
@@ -213,6 +224,7 @@ fn keep(store: &Store, req: ExportTraceServiceRequest) {
                     parent_span_id: hex(&s.parent_span_id),
                     name: s.name,
                     kind: s.kind,
+                    flags: s.flags,
                     attributes: s
                         .attributes
                         .iter()

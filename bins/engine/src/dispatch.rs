@@ -95,7 +95,10 @@ pub(crate) async fn handle(
             Request::Task {
                 capability,
                 timeout_ms,
-            } => tasks::route(engine, msg, &accepted, capability, *timeout_ms).await,
+            } => {
+                let parent = intake.context();
+                tasks::route(engine, msg, &accepted, capability, *timeout_ms, parent).await
+            }
             Request::Workflow {
                 workflow,
                 version,

@@ -12,12 +12,10 @@
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use agentry::event::{self, ext};
 use agentry::id::Capability;
 use agentry::trace::{self, Joined, Kind, Span, TraceParent, attr, derived_span_id_of};
 use agentry::workflow::state::RunState;
 use chrono::{DateTime, Utc};
-use cloudevents::Event;
 
 use crate::validate::{Arrived, Rejection};
 
@@ -71,13 +69,24 @@ pub(crate) fn refuse(span: &mut Span, r: &Rejection) {
 }
 
 /// The producer span of a task routed to `subject` (`agentry.tasks.<cap>`),
-/// a child of the intake span (whose context `req` carries by now).
-pub(crate) fn send(cap: &Capability, subject: &str, req: &Event, request_id: &str) -> Span {
-    if !trace::enabled() {
+/// a child of the intake span `intake` (in this process); none when the
+/// intake span does not record.
+pub(crate) fn send(
+    cap: &Capability,
+    subject: &str,
+    intake: Option<TraceParent>,
+    request_id: &str,
+) -> Span {
+    let Some(parent) = intake else {
         return Span::none();
-    }
-    let parent = event::ext_ref(req, ext::TRACEPARENT);
-    let mut span = Span::start(Joined("send ", subject), Kind::Producer, parent);
+    };
+    let mut span = Span::at(
+        Joined("send ", subject),
+        Kind::Producer,
+        parent,
+        trace::new_span_id(),
+        SystemTime::now(),
+    );
     span.messaging("send", subject, request_id);
     span.set(attr::CAPABILITY, cap.as_str());
     span

@@ -23,12 +23,15 @@ use crate::timers::{self, Timer};
 use crate::validate::{Accepted, Rejection};
 use crate::{Disposition, Engine};
 
+/// `intake` is the context of the request's intake span when it records
+/// (the parent of the send span).
 pub(crate) async fn route(
     engine: &Engine,
     msg: &jetstream::Message,
     req: &Accepted,
     cap: &Capability,
     timeout_ms: Option<u64>,
+    intake: Option<agentry::trace::TraceParent>,
 ) -> Result<Disposition, Rejection> {
     let rejection = |reason: Reason, detail: String| req.reject(reason, detail);
     match known_capability(engine, cap).await {
@@ -56,7 +59,7 @@ pub(crate) async fn route(
     let client_tenant = req.event.extension(ext::TENANT).is_some();
     // The send span (ended when routing returns); the task carries it.
     let task_subject = subject::tasks(cap);
-    let send = crate::spans::send(cap, &task_subject, &req.event, req.id.as_str());
+    let send = crate::spans::send(cap, &task_subject, intake, req.id.as_str());
     let send_tp = send.context().map(|c| c.header());
     let (mut headers, body) = match (req.mode, msg.headers.clone()) {
         (Mode::Binary, Some(mut h)) if !client_tenant => {

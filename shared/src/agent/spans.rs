@@ -47,11 +47,12 @@ pub(crate) fn execution(
     if let Some(s) = event::ext_ref(decoded, ext::STEPID) {
         span.set(attr::STEP_ID, s);
     }
-    // The wait is a sibling of the execution: a child of the task's parent.
+    // The wait is a sibling of the execution: a child of the task's parent
+    // (the sender's span, in another process).
     if let (Some(parent), Ok(info)) = (span.parent(), msg.info()) {
         let nanos = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
         let published = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
-        let mut wait = Span::at(
+        let mut wait = Span::at_remote(
             Joined("wait ", dest),
             Kind::Internal,
             parent,

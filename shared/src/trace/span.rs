@@ -138,6 +138,29 @@ impl Span {
         span_id: SpanId,
         start: SystemTime,
     ) -> Self {
+        Self::at_with(name, kind, parent, false, span_id, start)
+    }
+
+    /// [`Span::at`] for a parent in another process (a context that
+    /// arrived with a message).
+    pub fn at_remote(
+        name: impl Text,
+        kind: Kind,
+        parent: TraceParent,
+        span_id: SpanId,
+        start: SystemTime,
+    ) -> Self {
+        Self::at_with(name, kind, parent, true, span_id, start)
+    }
+
+    fn at_with(
+        name: impl Text,
+        kind: Kind,
+        parent: TraceParent,
+        remote: bool,
+        span_id: SpanId,
+        start: SystemTime,
+    ) -> Self {
         if pipeline().is_none() || !parent.sampled {
             return Span(None);
         }
@@ -145,7 +168,7 @@ impl Span {
             &name,
             kind,
             parent.child(span_id),
-            Some((parent.span_id, false)),
+            Some((parent.span_id, remote)),
             start,
         )
     }

@@ -159,11 +159,8 @@ async fn backstop_answers_tasks_exhausted_by_crashes() {
     sys.sys.stop().await;
 }
 
-/// Idempotency over the results' retention: with a 1 s duplicate window, a
-/// task and a workflow resubmitted after the window get their stored result
-/// (the same event) and run nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resubmission_after_the_duplicate_window_gets_the_stored_result() {
+/// Engine and echo agent on a requests stream whose duplicate window is 1 s.
+async fn one_second_window() -> Sys {
     let settings = agentry::topology::Settings {
         dedup_window_secs: 1,
         ..test_settings()
@@ -172,6 +169,15 @@ async fn resubmission_after_the_duplicate_window_gets_the_stored_result() {
     sys.engine(|_| {});
     sys.echo_agent();
     wait_pulling(&sys.admin).await;
+    sys
+}
+
+/// Idempotency over the results' retention: with a 1 s duplicate window, a
+/// task and a workflow resubmitted after the window get their stored result
+/// (the same event) and run nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubmission_after_the_duplicate_window_gets_the_stored_result() {
+    let sys = one_second_window().await;
     let id = RequestId::generate();
     let task = echo_task(&id, json!({"counter_key": "once"}), None);
     let first = sys.submit(&task, Duration::from_secs(30)).await;
@@ -200,14 +206,7 @@ async fn resubmission_after_the_duplicate_window_gets_the_stored_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_resubmissions_is_answered_request_by_request() {
     const N: usize = 24;
-    let settings = agentry::topology::Settings {
-        dedup_window_secs: 1,
-        ..test_settings()
-    };
-    let mut sys = Sys::start(settings).await;
-    sys.engine(|_| {});
-    sys.echo_agent();
-    wait_pulling(&sys.admin).await;
+    let sys = one_second_window().await;
     let task = |id: &RequestId, key: String| echo_task(id, json!({"counter_key": key}), None);
     let old: Vec<RequestId> = (0..N).map(|_| RequestId::generate()).collect();
     for (i, id) in old.iter().enumerate() {

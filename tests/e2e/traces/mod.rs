@@ -267,6 +267,16 @@ async fn task_is_one_trace_over_grpc() {
     }
     assert_eq!(exec.attr("messaging.consumer.group.name"), "cap-echo");
     assert!(wait.end_unix_nano <= exec.end_unix_nano);
+    // Parent remoteness: the client's span and the engine's send span are
+    // in other processes; the intake span is in the engine's own.
+    for (s, remote) in [
+        (&intake, true),
+        (&send, false),
+        (&wait, true),
+        (&exec, true),
+    ] {
+        assert_eq!(s.remote_parent(), Some(remote), "{}:\n{dump}", s.name);
+    }
 }
 
 /// One line per span (service, id, parent, name): what a failed tree
