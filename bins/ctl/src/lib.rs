@@ -91,6 +91,13 @@ impl Cli {
         )
     }
 
+    /// Whether the command logs at info without `-v`: the services a person
+    /// watches (`up`, `console`, `mcp`). Not `bench`: its client's
+    /// connection messages would land between the rows of its figures.
+    pub fn logs_at_info(&self) -> bool {
+        self.is_service() && !matches!(self.command, Command::Bench(_))
+    }
+
     /// The NATS config, falling back to `.agentry/context` when no URL is given.
     pub fn nats_config(&self) -> config::Nats {
         let mut cfg = self.nats.clone();

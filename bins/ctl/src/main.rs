@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
         // many sockets for a long time and must see write errors as errors.
         sigpipe::reset();
     }
-    agentry_ctl::output::init_logging(cli.verbose, cli.is_service());
+    agentry_ctl::output::init_logging(cli.verbose, cli.logs_at_info());
     // `up` and `bench` host components in-process: their spans are exported
     // when OTEL_EXPORTER_OTLP_ENDPOINT is set (flushed when main returns).
     let _trace = cli.is_service().then(|| agentry::trace::init("agentry"));

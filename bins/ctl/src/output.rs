@@ -2,8 +2,9 @@
 //! progress line while a command waits.
 //!
 //! Client commands log warnings and errors only; `-v` adds info, `-vv`
-//! debug, and `RUST_LOG` (when set) decides instead. `agentry up` runs
-//! services, so it logs at info. Colour only when stderr is a terminal and
+//! debug, and `RUST_LOG` (when set) decides instead. `agentry up`,
+//! `console` and `mcp` run services, so they log at info (`bench` does
+//! not: its figures are what it prints). Colour only when stderr is a terminal and
 //! `NO_COLOR` is unset or empty (no-color.org).
 
 use std::io::IsTerminal;
