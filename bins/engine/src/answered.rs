@@ -251,7 +251,6 @@ impl Batcher {
     async fn send(&mut self, waiting: Vec<Waiting>) {
         self.next_token += 1;
         let token = self.next_token;
-
         let mut subjects: Vec<&str> = waiting.iter().map(|w| w.subject.as_str()).collect();
         subjects.sort_unstable();
         subjects.dedup();
