@@ -11,16 +11,7 @@ async fn kill9_agent_tasks_complete_elsewhere_and_agent_expires() {
     let acme = sys.tenant("acme").await;
     let mut victim = ChildProc::spawn(
         "agentry-agent",
-        &[
-            "--agents",
-            "echo",
-            "--http-addr",
-            "off",
-            "--heartbeat",
-            "1s",
-            "--capacity",
-            "20",
-        ],
+        &[ECHO_AGENT_ARGS, &["--capacity", "20"]].concat(),
         &sys.server.agent_env("echo"),
     );
     let reg = wait_for_agents(&js, "echo", 1).await;
@@ -100,18 +91,7 @@ async fn sigterm_drains_and_deregisters() {
     let sys = System::builder().engine(|_| {}).monitor().start().await;
     let js = sys.admin.clone();
     let acme = sys.tenant("acme").await;
-    let mut agent = ChildProc::spawn(
-        "agentry-agent",
-        &[
-            "--agents",
-            "echo",
-            "--http-addr",
-            "off",
-            "--heartbeat",
-            "1s",
-        ],
-        &sys.server.agent_env("echo"),
-    );
+    let mut agent = ChildProc::echo_agent(&sys.server.agent_env("echo"));
     let reg = wait_for_agents(&js, "echo", 1).await;
     let id = reg.find("echo").await.unwrap()[0].id.clone();
     let mut sub = acme.client.subscribe(acme.results_all()).await.unwrap();
