@@ -4,13 +4,18 @@
 //! `agentry.results.acme.>`); the Rust side is `admin` (reading) and
 //! `engine` (publishing results).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::time::Duration;
 
 use agentry::event::{self, Limits, Mode};
 use agentry_tests::{AuthServer, repo_root};
 use cloudevents::AttributesReader;
 use futures::StreamExt;
+use tokio::io::AsyncBufReadExt;
+
+/// How long a Python peer may take for one step (it is a cold interpreter
+/// on a loaded machine; nothing waits this long when things work).
+const PYTHON_WAIT: Duration = Duration::from_secs(60);
 
 fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
@@ -43,9 +48,10 @@ async fn python_sdk_to_agentry() {
         let subject = "agentry.requests.acme".to_owned();
         let mut sub = client.subscribe(subject.clone()).await.unwrap();
         client.flush().await.unwrap();
-        let out = Command::new(python())
+        let out = tokio::process::Command::new(python())
             .args([&script(), "publish", &acme_url, &subject, mode])
             .output()
+            .await
             .unwrap();
         assert!(
             out.status.success(),
@@ -82,21 +88,36 @@ async fn python_sdk_to_agentry() {
 }
 
 /// Events encoded by agentry in both modes decode with the Python SDK.
+///
+/// The Python child is read asynchronously: a blocking read here would stall
+/// this test's runtime, and with it the connection that publishes. A Rust
+/// subscriber with the same tenant credentials watches the same subject, so a
+/// failure says whether the events reached the tenant at all.
 #[tokio::test]
 async fn agentry_to_python_sdk() {
     let nats = AuthServer::start();
     let client = nats.client("engine").await;
+    let witness = nats.client("client_acme").await;
     let acme_url = url_as(&nats, "client_acme");
     for mode in [Mode::Binary, Mode::Structured] {
         let subject = format!("agentry.results.acme.interop-{mode:?}").to_lowercase();
-        let mut child = Command::new(python())
+        let mut seen = witness.subscribe(subject.clone()).await.unwrap();
+        witness.flush().await.unwrap();
+        let mut child = tokio::process::Command::new(python())
             .args([&script(), "receive", &acme_url, &subject, "2"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        assert_eq!(lines.next().unwrap().unwrap(), "READY");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next_line = async || {
+            tokio::time::timeout(PYTHON_WAIT, lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("{mode:?}: no line from the Python receiver"))
+                .unwrap()
+        };
+        assert_eq!(next_line().await.as_deref(), Some("READY"), "{mode:?}");
         let mut json_event = event::new_event(
             "rs-1",
             "/interop/rust",
@@ -123,11 +144,23 @@ async fn agentry_to_python_sdk() {
                 .unwrap();
         }
         client.flush().await.unwrap();
-        let first: serde_json::Value =
-            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        let second: serde_json::Value =
-            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        assert!(child.wait().unwrap().success());
+        for n in 1..=2 {
+            let got = tokio::time::timeout(PYTHON_WAIT, seen.next()).await;
+            assert!(
+                matches!(got, Ok(Some(_))),
+                "{mode:?}: event {n} never reached tenant acme's subject"
+            );
+        }
+        let (Some(first), Some(second)) = (next_line().await, next_line().await) else {
+            panic!("{mode:?}: the Python receiver ended early (its stderr is above)");
+        };
+        let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+        let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+        let status = tokio::time::timeout(PYTHON_WAIT, child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{mode:?}: {status}");
         assert_eq!(first["attributes"]["id"], "rs-1", "{mode:?}");
         assert_eq!(
             first["attributes"]["traceparent"],

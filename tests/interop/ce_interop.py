@@ -60,10 +60,15 @@ async def publish(url, subject, mode):
 async def receive(url, subject, count):
     nc = await nats.connect(url)
     sub = await nc.subscribe(subject)
+    # nats-py (2.16) writes a flush's PING straight to the socket while the
+    # SUB waits in its pending buffer for the flusher task, so one flush can
+    # come back before the server has the subscription. The first round trip
+    # lets the flusher write the SUB; the second PING follows it.
+    await nc.flush()
     await nc.flush()
     print("READY", flush=True)
     for _ in range(count):
-        msg = await sub.next_msg(timeout=20)
+        msg = await sub.next_msg(timeout=60)
         headers = dict(msg.headers or {})
         http_headers = {}
         for k, v in headers.items():
