@@ -516,3 +516,14 @@ pub async fn wait_for_agents(
     .await;
     reg
 }
+
+/// `msg` decoded as a CloudEvent (panics, naming its subject, when it is not one).
+pub fn event_of(msg: &async_nats::Message) -> cloudevents::Event {
+    agentry::event::decode(
+        msg.headers.as_ref(),
+        &msg.payload,
+        &agentry::event::Limits::default(),
+    )
+    .unwrap_or_else(|e| panic!("{} is not a CloudEvent: {e}", msg.subject))
+    .event
+}

@@ -243,15 +243,10 @@ async fn a_burst_of_resubmissions_is_answered_request_by_request() {
             .await
             .expect("a result for every request")
             .unwrap();
-        let d = event::decode(
-            msg.headers.as_ref(),
-            &msg.payload,
-            &event::Limits::default(),
-        )
-        .unwrap();
+        let ev = agentry_tests::event_of(&msg);
         let id = msg.subject.as_str().rsplit('.').next().unwrap().to_owned();
         assert!(
-            seen.insert(id.clone(), d.event.id().to_owned()).is_none(),
+            seen.insert(id.clone(), ev.id().to_owned()).is_none(),
             "one result per request: {id} answered twice"
         );
     }

@@ -47,14 +47,9 @@ async fn burst(
         if !seen.insert(msg.subject.to_string()) {
             continue;
         }
-        let d = event::decode(
-            msg.headers.as_ref(),
-            &msg.payload,
-            &event::Limits::default(),
-        )
-        .unwrap();
-        let data = event::data_json(&d.event).unwrap();
-        match d.event.ty() {
+        let ev = agentry_tests::event_of(&msg);
+        let data = event::data_json(&ev).unwrap();
+        match ev.ty() {
             "io.agentry.task.completed" => completed += 1,
             "io.agentry.request.rejected" if data["reason"] == "rate_limited" => {
                 limited.push(data["detail"].as_str().unwrap_or_default().to_owned())

@@ -123,14 +123,9 @@ async fn accepted_requests_publish_facts_per_principal() {
             .await
             .expect("a request.accepted fact")
             .unwrap();
-        let d = event::decode(
-            msg.headers.as_ref(),
-            &msg.payload,
-            &event::Limits::default(),
-        )
-        .unwrap();
-        assert_eq!(d.event.source().to_string(), "/engine");
-        let data = event::data_json(&d.event).unwrap();
+        let ev = agentry_tests::event_of(&msg);
+        assert_eq!(ev.source().to_string(), "/engine");
+        let data = event::data_json(&ev).unwrap();
         got.insert(data["request_id"].as_str().unwrap().to_owned(), data);
     }
     assert_eq!(
