@@ -235,6 +235,21 @@ pub async fn connect_once(cfg: &config::Nats, name: &str) -> Result<Client, Conn
     Ok(client)
 }
 
+/// How long a component waits, when it stops, for what it has published
+/// to leave its connection.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// The last flush before a component exits, bounded by [`FINAL_FLUSH`]: with
+/// the server gone, async-nats' flush waits for a reconnect that may never
+/// come, and a stopping process must not hang on it.
+pub async fn final_flush(client: &Client) {
+    match tokio::time::timeout(FINAL_FLUSH, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final flush failed"),
+        Err(_) => tracing::warn!("final flush timed out after {FINAL_FLUSH:?} (NATS unreachable)"),
+    }
+}
+
 /// Parses a comma-separated server list (`nats://a:4222,nats://b:4222`).
 pub fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
     url.split(',')

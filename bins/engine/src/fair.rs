@@ -151,6 +151,7 @@ pub(crate) async fn release(engine: Arc<Engine>, shutdown: CancellationToken) {
             }
         };
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }

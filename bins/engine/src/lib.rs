@@ -270,7 +270,7 @@ pub async fn run_with(
     {
         warn!("carried-out outboxes not all cleared; their effects may be repeated (idempotently)");
     }
-    client.flush().await.ok();
+    agentry::connect::final_flush(&client).await;
     Ok(())
 }
 

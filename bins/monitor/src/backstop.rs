@@ -51,6 +51,7 @@ pub async fn run(mon: Arc<Monitor>, shutdown: CancellationToken) -> anyhow::Resu
     let work = TaskTracker::new();
     loop {
         let msg = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
             m = sub.next() => match m { Some(m) => m, None => break },
         };
@@ -66,6 +67,7 @@ pub async fn run(mon: Arc<Monitor>, shutdown: CancellationToken) -> anyhow::Resu
             continue;
         }
         let permit = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
             p = sem.clone().acquire_owned() => p?,
         };

@@ -28,6 +28,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(mon.cfg.depth_interval);
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {
                 pulse.beat();

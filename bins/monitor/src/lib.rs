@@ -129,6 +129,6 @@ pub async fn run_with(
     loops.spawn("backstop", backstop::run(mon.clone(), shutdown.clone()));
     tracker.close();
     tracker.wait().await;
-    client.flush().await.ok();
+    agentry::connect::final_flush(&client).await;
     Ok(())
 }

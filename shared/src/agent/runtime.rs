@@ -130,9 +130,7 @@ pub async fn run(
     }
     tracker.close();
     tracker.wait().await;
-    if let Err(e) = client.flush().await {
-        warn!(error = %e, "final flush failed");
-    }
+    crate::connect::final_flush(&client).await;
     Ok(())
 }
 

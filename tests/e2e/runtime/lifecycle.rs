@@ -217,3 +217,39 @@ async fn routing_rejections() {
     );
     sys.stop().await;
 }
+
+/// SIGTERM with the NATS server gone: the engine, the monitor and an agent
+/// each still exit, with status 0, within a bound (their publishes and the
+/// final flush time out instead of waiting for a reconnect that never comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_without_nats_still_exits() {
+    let mut nats = AuthServer::start();
+    let (_admin, js) = nats.setup().await;
+    let engine = ChildProc::engine(&nats.env("engine"));
+    let monitor = ChildProc::spawn(
+        "agentry-monitor",
+        &["--http-addr", "off"],
+        &nats.env("monitor"),
+    );
+    let agent = ChildProc::echo_agent(&nats.agent_env("echo"));
+    wait_for_agents(&js, "echo", 1).await;
+    nats.kill();
+    let exits = tokio::task::spawn_blocking(move || {
+        let mut procs = [("engine", engine), ("monitor", monitor), ("agent", agent)];
+        for (_, p) in &procs {
+            p.signal("TERM");
+        }
+        // Each bounded part: a drain of in-flight work (none here), a few
+        // publishes that time out (5 s each), the final flush (5 s).
+        procs
+            .iter_mut()
+            .map(|(name, p)| (*name, p.wait_exit(Duration::from_secs(60))))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (name, status) in exits {
+        let status = status.unwrap_or_else(|| panic!("{name} still running 60 s after SIGTERM"));
+        assert_eq!(status.code(), Some(0), "{name}: {status}");
+    }
+}
