@@ -154,3 +154,53 @@ fn bench_suite_reports_every_figure_with_its_target() {
     assert_eq!(rows[4]["requests"], 20, "{v}");
     assert_eq!(rows[5]["requests"], 400, "{v}");
 }
+
+/// The pids of the processes whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                // "pid (comm) state ppid ...": the comm may hold spaces.
+                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_owned()))
+                .and_then(|rest| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// SIGTERM to a running `agentry bench --embedded` stops what it started:
+/// it exits 130 and its nats-server and components are gone, not left
+/// running as orphans.
+#[test]
+fn sigterm_stops_the_embedded_system() {
+    let mut bench = std::process::Command::new(bin("agentry"))
+        .args(["bench", "--embedded", "--mode", "task", "-n", "100000000"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agentry bench runs");
+    let pid = bench.id();
+    // The server and the three components, once the load runs.
+    let mut started = Vec::new();
+    agentry_tests::wait_until(std::time::Duration::from_secs(60), || {
+        started = children_of(pid);
+        started.len() >= 4
+    });
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = bench.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    for p in started {
+        let alive = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        assert!(!alive, "process {p} of the bench outlived it");
+    }
+}

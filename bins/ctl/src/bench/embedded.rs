@@ -115,16 +115,19 @@ pub(super) async fn start_embedded(args: &Args) -> anyhow::Result<Embedded> {
         &agentry::topology::Topology::new(&embedded_settings(args)),
     )
     .await?;
-    let mut children = Vec::new();
+    // Owned from here on: dropped part-way (an error, or SIGTERM while the
+    // components start), it stops what was started.
+    let mut emb = Embedded {
+        server,
+        children: Vec::new(),
+        _dir: dir,
+    };
     for (name, extra) in COMPONENTS {
-        children.push((name.to_owned(), spawn_component(name, extra, &url, args)?));
+        emb.children
+            .push((name.to_owned(), spawn_component(name, extra, &url, args)?));
     }
     wait_agent_ready(&js).await?;
-    Ok(Embedded {
-        server,
-        children,
-        _dir: dir,
-    })
+    Ok(emb)
 }
 
 /// Waits until an echo agent is registered and pulling from `cap-echo`.

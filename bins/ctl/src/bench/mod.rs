@@ -297,7 +297,21 @@ fn sync_name(args: &Args) -> String {
     format!("{:?}", args.sync).to_lowercase()
 }
 
+/// Runs the bench; on SIGTERM or SIGINT it stops what it started (the
+/// embedded server and components are killed and their store removed when
+/// the session is dropped) instead of leaving them running.
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
+    let stop = agentry::shutdown::on_signals();
+    tokio::select! {
+        out = run_until_done(cli, args) => out,
+        () = stop.cancelled() => {
+            eprintln!("agentry bench: interrupted, its embedded system is stopped");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+async fn run_until_done(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     if (args.backlog.is_some() || args.suite) && !args.embedded {
         anyhow::bail!(
             "--backlog and --suite need --embedded (the bench stops and starts the agents itself)"
