@@ -177,25 +177,21 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// running as orphans.
 #[test]
 fn sigterm_stops_the_embedded_system() {
-    let mut bench = std::process::Command::new(bin("agentry"))
-        .args(["bench", "--embedded", "--mode", "task", "-n", "100000000"])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("agentry bench runs");
-    let pid = bench.id();
+    // A ChildProc: killed on drop should the test fail before the signal.
+    let mut bench = agentry_tests::ChildProc::spawn(
+        "agentry",
+        &["bench", "--embedded", "--mode", "task", "-n", "100000000"],
+        &[("RUST_LOG", "warn")],
+    );
+    let pid = bench.pid();
     // The server and the three components, once the load runs.
     let mut started = Vec::new();
     agentry_tests::wait_until(std::time::Duration::from_secs(60), || {
         started = children_of(pid);
         started.len() >= 4
     });
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let status = bench.wait().unwrap();
+    bench.signal("TERM");
+    let status = bench.child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{status}");
     for p in started {
         let alive = std::fs::read_to_string(format!("/proc/{p}/stat"))
